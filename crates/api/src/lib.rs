@@ -1,1 +1,26 @@
-//! placeholder
+//! camledger's HTTP service and command line.
+//!
+//! Layout:
+//! - [`cli`]: the `camledger` subcommands (the binary's `main.rs` only parses and calls in);
+//! - [`config`]: typed configuration from flags and `CAMLEDGER_*` variables;
+//! - [`app`]: build (open the ledger and registry, bind) then run (serve until shutdown);
+//! - `routes`: one module per HTTP resource; `auth`: bearer tokens; `error`: the one HTTP
+//!   error type; `listener`: connection cap and idle timeout;
+//! - [`registry`]: cameras and reader tokens in `<data-dir>/camledger.sqlite`;
+//! - [`push`]: the camera-side uploader; [`bench`]: benchmarks against reference tools.
+
+pub mod app;
+pub(crate) mod auth;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub(crate) mod error;
+pub(crate) mod listener;
+pub mod progress;
+pub mod push;
+pub mod registry;
+pub(crate) mod routes;
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::ServeConfig;

@@ -1,0 +1,257 @@
+//! The `camledger` command line: one subcommand per job, each a thin call into a library.
+
+use std::io::Write;
+
+use anyhow::{bail, Context};
+use camledger_eventstore::{Ledger, LedgerConfig};
+use clap::{Parser, Subcommand};
+
+use crate::app::Application;
+use crate::config::{DataDirArg, ServeConfig};
+use crate::push::PushArgs;
+use crate::registry::{Registry, Role};
+use crate::telemetry::LogFormat;
+
+/// camledger: every camera image becomes a verifiable event in a git ledger.
+#[derive(Debug, Parser)]
+#[command(name = "camledger", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "CAMLEDGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (ingest and reads) on a data dir.
+    Serve(ServeConfig),
+    /// Manage cameras (upload tokens).
+    Cameras {
+        #[command(subcommand)]
+        action: CamerasCommand,
+    },
+    /// Manage reader tokens (auditors, admins).
+    Tokens {
+        #[command(subcommand)]
+        action: TokensCommand,
+    },
+    /// Upload image files as a camera, retrying safely.
+    Push(PushArgs),
+    /// Print the events of a ledger, oldest first.
+    Log {
+        #[command(flatten)]
+        data: DataDirArg,
+        /// First sequence number to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Print at most this many events.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Verify the whole ledger: chain, sequence numbers, event.json and every image's SHA-256.
+    Verify {
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// Benchmarks that print ratios against a reference run on the same machine.
+    Bench {
+        #[command(subcommand)]
+        which: crate::bench::BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CamerasCommand {
+    /// Register a camera and print its token (shown once).
+    Add {
+        /// Camera id: 1-64 characters of A-Z a-z 0-9 . _ -
+        id: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// List cameras.
+    List {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Revoke a camera's token; a running server refuses it from its next request on.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a reader token and print it (shown once).
+    Add {
+        /// Name of the holder: 1-64 characters of A-Z a-z 0-9 . _ -
+        name: String,
+        /// auditor or admin
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// Runs one parsed command line to completion.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(config) => serve(config).await,
+        Command::Cameras { action } => cameras(action).await,
+        Command::Tokens { action: TokensCommand::Add { name, role, data } } => {
+            let role: Role = role.parse()?;
+            let registry = open_registry(&data).await?;
+            let token = registry.add_reader(&name, role).await?;
+            println!("added {} token {name}", role.as_str());
+            println!("token (shown once): {token}");
+            Ok(())
+        }
+        Command::Push(args) => crate::push::run(args).await,
+        Command::Log { data, from, limit, format } => log(data, from, limit, format).await,
+        Command::Verify { data } => verify(data).await,
+        Command::Bench { which } => crate::bench::run(which).await,
+    }
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    let addr = app.local_addr();
+    tracing::info!(%addr, "listening");
+    // Scripts and tests read this line to find the port when listening on port 0.
+    println!("camledger listening on http://{addr}");
+    std::io::stdout().flush().context("writing to stdout")?;
+    app.run(shutdown_signal()).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+}
+
+async fn open_registry(data: &DataDirArg) -> anyhow::Result<Registry> {
+    std::fs::create_dir_all(&data.data_dir).with_context(|| format!("creating data dir {}", data.data_dir.display()))?;
+    Registry::open(&data.data_dir).await.context("opening the camera registry")
+}
+
+async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
+    match action {
+        CamerasCommand::Add { id, data } => {
+            let registry = open_registry(&data).await?;
+            let token = registry.add_camera(&id).await?;
+            println!("added camera {id}");
+            println!("token (shown once; configure it on the camera): {token}");
+        }
+        CamerasCommand::List { data, format } => {
+            let registry = open_registry(&data).await?;
+            let cameras = registry.list_cameras().await?;
+            match format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&cameras)?),
+                OutputFormat::Text => {
+                    for camera in cameras {
+                        let state = camera.revoked_at.map_or("active".to_owned(), |at| format!("revoked {at}"));
+                        println!("{}\tcreated {}\t{state}", camera.id, camera.created_at);
+                    }
+                }
+            }
+        }
+        CamerasCommand::Revoke { id, data } => {
+            let registry = open_registry(&data).await?;
+            registry.revoke_camera(&id).await?;
+            println!("revoked camera {id}");
+        }
+    }
+    Ok(())
+}
+
+fn open_ledger(data: &DataDirArg) -> anyhow::Result<Ledger> {
+    if !data.data_dir.join("ledger.git").exists() {
+        bail!("{} holds no ledger (no ledger.git inside); check --data-dir", data.data_dir.display());
+    }
+    Ledger::open(&data.data_dir, LedgerConfig::default())
+        .with_context(|| format!("opening the ledger in {}", data.data_dir.display()))
+}
+
+async fn log(data: DataDirArg, from: u64, limit: Option<usize>, format: OutputFormat) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        let ledger = open_ledger(&data)?;
+        let mut out = std::io::stdout().lock();
+        for event in ledger.events_from(from.max(1)).take(limit.unwrap_or(usize::MAX)) {
+            let event = event?;
+            let r = &event.record;
+            match format {
+                OutputFormat::Json => {
+                    writeln!(out, "{}", serde_json::json!({ "id": event.id, "event": r }))?;
+                }
+                OutputFormat::Text => {
+                    let duplicate = r.duplicate_of.map_or(String::new(), |d| format!(" duplicate_of={d}"));
+                    writeln!(
+                        out,
+                        "{:>8} {} {} {} {} {}x{} {}{duplicate}",
+                        r.seq,
+                        &event.id[..12.min(event.id.len())],
+                        r.received_at,
+                        r.camera,
+                        r.media_type,
+                        r.width,
+                        r.height,
+                        &r.sha256[..16.min(r.sha256.len())],
+                    )?;
+                }
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .context("the log task panicked")?
+}
+
+async fn verify(data: DataDirArg) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        let ledger = open_ledger(&data)?;
+        let progress = crate::progress::Bar::new("verifying events");
+        let report = ledger.verify(|done, total| progress.update(done, total));
+        progress.finish();
+        let report = report.context("the ledger failed verification")?;
+        println!("{report}");
+        anyhow::Ok(())
+    })
+    .await
+    .context("the verify task panicked")?
+}

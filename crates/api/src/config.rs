@@ -1,0 +1,94 @@
+//! Typed configuration, loaded once from flags and `CAMLEDGER_*` environment variables.
+//! Libraries receive values from here; they never read the environment themselves.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a data dir lives; shared by every subcommand that touches one.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DataDirArg {
+    /// Directory holding the ledger (`ledger.git`), its indexes and the camera registry.
+    #[arg(long, env = "CAMLEDGER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+/// Everything `camledger serve` needs.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub data: DataDirArg,
+
+    /// Address to listen on; port 0 picks a free port (the chosen address is printed).
+    #[arg(long, env = "CAMLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Largest accepted request body in bytes (a multipart request counts as a whole).
+    #[arg(long, env = "CAMLEDGER_MAX_BODY_BYTES", default_value_t = 25 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest accepted image in pixels (width x height, read from the header before decoding).
+    #[arg(long, env = "CAMLEDGER_MAX_PIXELS", default_value_t = 50_000_000)]
+    pub max_pixels: u64,
+
+    /// Most open client connections; more wait in the accept backlog.
+    #[arg(long, env = "CAMLEDGER_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Seconds a request (including its body) may take before it answers 408.
+    #[arg(long, env = "CAMLEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Seconds a connection may stay silent (between or inside requests) before it is closed.
+    #[arg(long, env = "CAMLEDGER_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+
+    /// Most events written and made durable as one batch (group commit).
+    #[arg(long, env = "CAMLEDGER_MAX_BATCH", default_value_t = 256)]
+    pub max_batch: usize,
+
+    /// Committer identity of this ledger node (default: the host name).
+    #[arg(long, env = "CAMLEDGER_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Seconds to wait for in-flight requests at shutdown before giving up on them.
+    #[arg(long, env = "CAMLEDGER_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+
+    /// Fault injection for durability tests: every fsync after the N-th fails.
+    #[arg(long, env = "CAMLEDGER_FAIL_FSYNC_AFTER", hide = true)]
+    pub fail_fsync_after: Option<u64>,
+}
+
+impl ServeConfig {
+    /// Defaults for a data dir, as `camledger serve --data-dir DIR --listen 127.0.0.1:0` would have.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data: DataDirArg { data_dir: data_dir.into() },
+            listen: "127.0.0.1:0".parse().expect("a literal socket address"),
+            max_body_bytes: 25 * 1024 * 1024,
+            max_pixels: 50_000_000,
+            max_connections: 4096,
+            request_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            max_batch: 256,
+            node_name: None,
+            shutdown_grace_secs: 30,
+            fail_fsync_after: None,
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "localhost".to_owned())
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! The one HTTP error type: every failure a handler can meet becomes an [`ApiError`].
+//!
+//! 4xx answers carry a stable machine `error` code and a precise `message`; 5xx answers
+//! hide their cause from the client and log its whole chain instead.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    /// Seconds a client should wait before retrying (503 and 429).
+    pub(crate) retry_after: Option<u32>,
+    /// The cause of a 5xx, logged, never sent.
+    pub(crate) source: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), retry_after: None, source: None }
+    }
+
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// A server-side failure: the client learns only that it may retry later.
+    pub(crate) fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: "the ledger cannot accept or serve this right now; retry later".into(),
+            retry_after: Some(1),
+            source: Some(cause.into()),
+        }
+    }
+
+    pub(crate) fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "internal error; it has been logged".into(),
+            retry_after: None,
+            source: Some(cause.into()),
+        }
+    }
+
+    /// The JSON body this error answers with (also used inside multipart result arrays).
+    pub(crate) fn body(&self) -> serde_json::Value {
+        json!({ "error": self.code, "message": self.message })
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            match &self.source {
+                Some(cause) => tracing::error!(status = self.status.as_u16(), code = self.code, error = format!("{cause:#}"), "request failed"),
+                None => tracing::error!(status = self.status.as_u16(), code = self.code, "request failed"),
+            }
+        }
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<crate::registry::Error> for ApiError {
+    fn from(e: crate::registry::Error) -> Self {
+        ApiError::unavailable(e)
+    }
+}
+
+impl From<camledger_processor::admission::Rejection> for ApiError {
+    fn from(r: camledger_processor::admission::Rejection) -> Self {
+        let status = StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+        ApiError::new(status, r.code(), r.to_string())
+    }
+}
+
+impl From<camledger_eventstore::append::Error> for ApiError {
+    fn from(e: camledger_eventstore::append::Error) -> Self {
+        use camledger_eventstore::append::Error as E;
+        match e {
+            E::InvalidCamera => ApiError::bad_request("invalid_camera", e.to_string()),
+            E::InvalidIdempotencyKey => ApiError::bad_request("invalid_idempotency_key", e.to_string()),
+            E::IdempotencyKeyReused { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", e.to_string())
+            }
+            other => ApiError::unavailable(other),
+        }
+    }
+}
+
+impl From<camledger_eventstore::read::Error> for ApiError {
+    fn from(e: camledger_eventstore::read::Error) -> Self {
+        use camledger_eventstore::read::Error as E;
+        match e {
+            E::NotFound { .. } => ApiError::not_found(e.to_string()),
+            other => ApiError::internal(other),
+        }
+    }
+}

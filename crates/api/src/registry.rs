@@ -1,0 +1,255 @@
+//! The camera registry and reader tokens: `<data-dir>/camledger.sqlite`.
+//!
+//! Tokens are 32 random bytes shown once (hex, with a role prefix so an operator can tell
+//! them apart) and stored only as their SHA-256. Authentication looks the hash up and then
+//! compares it in constant time. Every request asks the database, so a revocation made by
+//! `camledger cameras revoke` in another process takes effect on the next request.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Row;
+use subtle::ConstantTimeEq;
+
+/// File name of the registry inside a data dir.
+pub const REGISTRY_FILE: &str = "camledger.sqlite";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../schema/registry");
+
+/// What a token lets its holder do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Uploads images as itself; reads only its own events.
+    Camera,
+    /// Reads everything.
+    Auditor,
+    /// Reads everything (and, later, operates).
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Camera => "camera",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn token_prefix(self) -> &'static str {
+        match self {
+            Role::Camera => "cam_",
+            Role::Auditor => "aud_",
+            Role::Admin => "adm_",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "camera" => Ok(Role::Camera),
+            "auditor" => Ok(Role::Auditor),
+            "admin" => Ok(Role::Admin),
+            other => Err(Error::InvalidRole(other.to_owned())),
+        }
+    }
+}
+
+/// Who presented a valid token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+}
+
+/// One row of `cameras list`.
+#[derive(Clone, Debug, Serialize)]
+pub struct CameraInfo {
+    pub id: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The id does not match `[A-Za-z0-9._-]{1,64}`. CLI: message and exit 2.
+    #[error("invalid name {0:?}: use 1-64 characters of A-Z a-z 0-9 . _ -")]
+    InvalidName(String),
+    /// CLI: message and exit 2.
+    #[error("invalid role {0:?}: use auditor or admin")]
+    InvalidRole(String),
+    /// Adding a name twice. CLI: message and exit 1.
+    #[error("{role} {name:?} already exists")]
+    Exists { role: &'static str, name: String },
+    /// Revoking an unknown name. CLI: message and exit 1.
+    #[error("no {role} named {name:?}")]
+    NotFound { role: &'static str, name: String },
+    /// The database failed. HTTP 503; CLI exit 1.
+    #[error("camera registry database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be applied (or is newer than this binary). CLI exit 1.
+    #[error("camera registry schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Names of cameras and readers: safe in a path, a git trailer and an email-like identity.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Handle on the registry database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    pool: SqlitePool,
+}
+
+impl Registry {
+    /// Opens (creating if needed) the registry of `data_dir` and applies its schema.
+    pub async fn open(data_dir: &Path) -> Result<Self, Error> {
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join(REGISTRY_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn add_camera(&self, id: &str) -> Result<String, Error> {
+        self.add(Role::Camera, id).await
+    }
+
+    pub async fn add_reader(&self, name: &str, role: Role) -> Result<String, Error> {
+        if role == Role::Camera {
+            return Err(Error::InvalidRole("camera".into()));
+        }
+        self.add(role, name).await
+    }
+
+    async fn add(&self, role: Role, name: &str) -> Result<String, Error> {
+        if !valid_name(name) {
+            return Err(Error::InvalidName(name.to_owned()));
+        }
+        let secret: [u8; 32] = rand::random();
+        let token = format!("{}{}", role.token_prefix(), hex::encode(secret));
+        let result = sqlx::query("INSERT INTO principals (role, name, token_hash, created_at) VALUES (?, ?, ?, ?)")
+            .bind(role.as_str())
+            .bind(name)
+            .bind(token_hash(&token).to_vec())
+            .bind(now_rfc3339())
+            .execute(&self.pool)
+            .await;
+        match result {
+            Ok(_) => Ok(token),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(Error::Exists { role: role.as_str(), name: name.to_owned() })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn list_cameras(&self) -> Result<Vec<CameraInfo>, Error> {
+        let rows = sqlx::query("SELECT name, created_at, revoked_at FROM principals WHERE role = 'camera' ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(CameraInfo { id: r.try_get(0)?, created_at: r.try_get(1)?, revoked_at: r.try_get(2)? })
+            })
+            .collect()
+    }
+
+    pub async fn revoke_camera(&self, id: &str) -> Result<(), Error> {
+        let done = sqlx::query(
+            "UPDATE principals SET revoked_at = ? WHERE role = 'camera' AND name = ? AND revoked_at IS NULL",
+        )
+        .bind(now_rfc3339())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound { role: "active camera", name: id.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// The principal a bearer token belongs to, if it is known and not revoked.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, Error> {
+        let presented = token_hash(token);
+        let row = sqlx::query("SELECT role, name, token_hash FROM principals WHERE token_hash = ? AND revoked_at IS NULL")
+            .bind(presented.to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: Vec<u8> = row.try_get(2)?;
+        if !bool::from(stored.as_slice().ct_eq(presented.as_slice())) {
+            return Ok(None);
+        }
+        let role: String = row.try_get(0)?;
+        Ok(Some(Principal { role: role.parse()?, name: row.try_get(1)? }))
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formatting the current UTC time as RFC 3339 cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_camera_token_authenticates_until_it_is_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).await.unwrap();
+        let token = registry.add_camera("cam-1").await.unwrap();
+        assert!(token.starts_with("cam_"));
+        let who = registry.authenticate(&token).await.unwrap();
+        assert_eq!(who, Some(Principal { name: "cam-1".into(), role: Role::Camera }));
+        registry.revoke_camera("cam-1").await.unwrap();
+        assert_eq!(registry.authenticate(&token).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn tokens_are_stored_only_as_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).await.unwrap();
+        let token = registry.add_reader("alice", Role::Auditor).await.unwrap();
+        registry.close().await;
+        let bytes = std::fs::read(dir.path().join(REGISTRY_FILE)).unwrap();
+        let wal = std::fs::read(dir.path().join("camledger.sqlite-wal")).unwrap_or_default();
+        for haystack in [bytes, wal] {
+            assert!(!haystack.windows(token.len()).any(|w| w == token.as_bytes()));
+        }
+    }
+
+    #[tokio::test]
+    async fn adding_the_same_camera_twice_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).await.unwrap();
+        registry.add_camera("cam-1").await.unwrap();
+        assert!(matches!(registry.add_camera("cam-1").await, Err(Error::Exists { .. })));
+        assert!(matches!(registry.add_camera("bad id").await, Err(Error::InvalidName(_))));
+        assert!(registry.authenticate("cam_0000").await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,221 @@
+//! Reading the ledger: `GET /v1/events`, `GET /v1/events/{seq}`, `GET /v1/events/{seq}/image`.
+//!
+//! Auditor and admin tokens read everything; a camera token reads only its own events (an
+//! event of another camera answers 404, as if it did not exist).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use camledger_eventstore::{Ledger, StoredEvent};
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+/// Most events one list request looks at when filtering for a camera; the answer's
+/// `next_after` lets the client continue from there.
+const MAX_SCAN: usize = 10_000;
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/events", get(list))
+        .route("/v1/events/{seq}", get(one))
+        .route("/v1/events/{seq}/image", get(image))
+}
+
+/// Runs blocking ledger reads off the async workers.
+async fn blocking<T: Send + 'static>(
+    ledger: &Ledger,
+    read: impl FnOnce(&Ledger) -> Result<T, camledger_eventstore::read::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    let ledger = ledger.clone();
+    tokio::task::spawn_blocking(move || read(&ledger)).await.map_err(ApiError::internal)?.map_err(ApiError::from)
+}
+
+fn parse_seq(text: &str) -> Result<u64, ApiError> {
+    match text.parse::<u64>() {
+        Ok(seq) if seq >= 1 => Ok(seq),
+        _ => Err(ApiError::bad_request("invalid_seq", format!("{text:?} is not an event sequence number (1, 2, 3, ...)"))),
+    }
+}
+
+fn event_json(event: &StoredEvent) -> Value {
+    json!({ "id": event.id, "event": event.record })
+}
+
+#[tracing::instrument(skip_all, fields(seq = %seq))]
+async fn one(State(state): State<Arc<AppState>>, caller: Caller, Path(seq): Path<String>) -> Result<Json<Value>, ApiError> {
+    let seq = parse_seq(&seq)?;
+    let event = blocking(&state.ledger, move |l| l.event(seq)).await?;
+    if !caller.may_read(&event.record.camera) {
+        return Err(ApiError::not_found(format!("no event {seq}")));
+    }
+    Ok(Json(event_json(&event)))
+}
+
+#[tracing::instrument(skip_all, fields(seq = %seq))]
+async fn image(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(seq): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let seq = parse_seq(&seq)?;
+    let (record, bytes) = blocking(&state.ledger, move |l| l.image(seq)).await?;
+    if !caller.may_read(&record.camera) {
+        return Err(ApiError::not_found(format!("no event {seq}")));
+    }
+    let etag = format!("\"{}\"", record.sha256);
+    let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
+    let content_type = HeaderValue::from_str(&record.media_type).map_err(ApiError::internal)?;
+    let common = [
+        (header::ETAG, etag_value),
+        (header::CONTENT_TYPE, content_type),
+        (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable")),
+    ];
+    if if_none_match(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, common).into_response());
+    }
+    let total = bytes.len() as u64;
+    match requested_range(&headers, total) {
+        RangeRequest::Whole => Ok((StatusCode::OK, common, Body::from(bytes)).into_response()),
+        RangeRequest::Part { start, end } => {
+            let content_range = HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")).map_err(ApiError::internal)?;
+            let part = bytes[start as usize..=end as usize].to_vec();
+            Ok((StatusCode::PARTIAL_CONTENT, common, [(header::CONTENT_RANGE, content_range)], Body::from(part)).into_response())
+        }
+        RangeRequest::Unsatisfiable => {
+            let mut error = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the image has {total} bytes; ask for one range inside it, e.g. bytes=0-1023"),
+            )
+            .into_response();
+            let value = HeaderValue::from_str(&format!("bytes */{total}")).map_err(ApiError::internal)?;
+            error.headers_mut().insert(header::CONTENT_RANGE, value);
+            Ok(error)
+        }
+    }
+}
+
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').map(str::trim).any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag)))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeRequest {
+    Whole,
+    /// Inclusive byte positions.
+    Part { start: u64, end: u64 },
+    Unsatisfiable,
+}
+
+/// One `bytes=` range (RFC 9110 §14.1.2). Several ranges, or a header we don't understand,
+/// get the whole image, as the RFC allows.
+fn requested_range(headers: &HeaderMap, total: u64) -> RangeRequest {
+    let Some(spec) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else { return RangeRequest::Whole };
+    let Some(spec) = spec.trim().strip_prefix("bytes=") else { return RangeRequest::Whole };
+    if spec.contains(',') {
+        return RangeRequest::Whole;
+    }
+    let Some((first, last)) = spec.split_once('-') else { return RangeRequest::Whole };
+    let (first, last) = (first.trim(), last.trim());
+    let range = match (first.parse::<u64>(), last.parse::<u64>()) {
+        (Ok(start), Ok(end)) if start <= end => Some((start, end.min(total.saturating_sub(1)))),
+        (Ok(start), Err(_)) if last.is_empty() => Some((start, total.saturating_sub(1))),
+        (Err(_), Ok(suffix)) if first.is_empty() && suffix > 0 => Some((total.saturating_sub(suffix), total.saturating_sub(1))),
+        (Ok(_), Ok(_)) => return RangeRequest::Unsatisfiable,
+        _ => return RangeRequest::Whole,
+    };
+    match range {
+        Some((start, end)) if start < total && start <= end => RangeRequest::Part { start, end },
+        _ => RangeRequest::Unsatisfiable,
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let after = match params.get("after") {
+        Some(v) => v.parse::<u64>().map_err(|_| ApiError::bad_request("invalid_after", "after must be a sequence number (0 for the start)"))?,
+        None => 0,
+    };
+    let limit = match params.get("limit") {
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => return Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and {MAX_LIMIT}"))),
+        },
+        None => DEFAULT_LIMIT,
+    };
+    let scope = caller.camera_scope().map(str::to_owned);
+    let (events, next_after) = blocking(&state.ledger, move |ledger| {
+        let mut events = Vec::new();
+        let mut last_seen = None;
+        for (scanned, event) in ledger.events_from(after + 1).enumerate() {
+            let event = event?;
+            last_seen = Some(event.record.seq);
+            if scope.as_deref().is_none_or(|camera| camera == event.record.camera) {
+                events.push(event_json(&event));
+            }
+            if events.len() == limit || scanned + 1 == MAX_SCAN {
+                return Ok((events, last_seen));
+            }
+        }
+        Ok((events, None))
+    })
+    .await?;
+    Ok(Json(json!({ "events": events, "next_after": next_after })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(spec: &str, total: u64) -> RangeRequest {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_str(spec).unwrap());
+        requested_range(&headers, total)
+    }
+
+    #[test]
+    fn byte_ranges_follow_rfc_9110() {
+        use RangeRequest::*;
+        let cases = [
+            ("bytes=0-9", Part { start: 0, end: 9 }),
+            ("bytes=90-", Part { start: 90, end: 99 }),
+            ("bytes=-10", Part { start: 90, end: 99 }),
+            ("bytes=50-500", Part { start: 50, end: 99 }),
+            ("bytes=100-200", Unsatisfiable),
+            ("bytes=9-0", Unsatisfiable),
+            ("bytes=0-1,5-6", Whole),
+            ("items=0-1", Whole),
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(range(spec, 100), expected, "{spec}");
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_start_at_one() {
+        assert!(parse_seq("0").is_err());
+        assert!(parse_seq("-1").is_err());
+        assert!(parse_seq("abc").is_err());
+        assert_eq!(parse_seq("42").unwrap(), 42);
+    }
+}

@@ -1,0 +1,5 @@
+//! One module per resource, each exposing `router()`.
+
+pub(crate) mod events;
+pub(crate) mod health;
+pub(crate) mod images;

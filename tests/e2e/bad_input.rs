@@ -1,0 +1,109 @@
+//! Bad input gets a precise 4xx with a JSON body, and writes nothing to the ledger.
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+fn png_with_dimensions(width: u32, height: u32) -> Vec<u8> {
+    // A PNG whose header claims huge dimensions (a decompression bomb), with valid CRCs.
+    let mut png = png(1);
+    png[16..20].copy_from_slice(&width.to_be_bytes());
+    png[20..24].copy_from_slice(&height.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+fn zip_bytes() -> Vec<u8> {
+    // An empty zip archive: just the end-of-central-directory record.
+    let mut zip = b"PK\x05\x06".to_vec();
+    zip.extend_from_slice(&[0u8; 18]);
+    zip
+}
+
+#[tokio::test]
+async fn bad_images_are_refused_with_the_right_status_and_nothing_is_written() {
+    let app = TestApp::spawn().await;
+    let good = jpeg(1);
+    let mut truncated = good.clone();
+    truncated.truncate(good.len() / 2);
+    let mut polyglot = good.clone();
+    polyglot.extend_from_slice(&zip_bytes());
+    let mut bad_crc = png(2);
+    let last = bad_crc.len() - 20;
+    bad_crc[last] ^= 0xFF;
+
+    let cases: Vec<(&str, Vec<u8>, &str, u16)> = vec![
+        ("zero bytes", Vec::new(), "image/jpeg", 400),
+        ("truncated JPEG", truncated, "image/jpeg", 422),
+        ("PNG claiming 60000x60000", png_with_dimensions(60_000, 60_000), "image/png", 413),
+        ("text named .jpg", b"hello, this is not a picture".to_vec(), "image/jpeg", 415),
+        ("HTML named .jpg", b"<!doctype html><html><body>hi</body></html>".to_vec(), "image/jpeg", 415),
+        ("zip", zip_bytes(), "application/zip", 415),
+        ("SVG", b"<svg xmlns='http://www.w3.org/2000/svg' width='10' height='10'/>".to_vec(), "image/svg+xml", 415),
+        ("PDF", b"%PDF-1.7\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n".to_vec(), "application/pdf", 415),
+        ("JPEG with a zip appended", polyglot, "image/jpeg", 422),
+        ("PNG with a bad CRC", bad_crc, "image/png", 422),
+    ];
+    for (what, bytes, content_type, expected) in cases {
+        let response = app.upload_as(&app.camera_token, bytes, content_type).await;
+        assert_eq!(response.status().as_u16(), expected, "{what}");
+        let body: Value = response.json().await.unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+        assert!(body["error"].is_string() && body["message"].is_string(), "{what}: {body}");
+    }
+    assert_eq!(seqs_in_git(&app.git_dir()), Vec::<u64>::new(), "a rejected upload writes nothing");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_answers_413_without_writing() {
+    let app = TestApp::spawn_with(&["--max-body-bytes", "100000"]).await;
+    let big = vec![0xFFu8; 300_000];
+    let response = app.upload(big).await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"], "body_too_large");
+
+    // Streamed without a Content-Length, the limit still holds.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..30).map(|_| Ok(vec![0u8; 10_000])).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let response = app
+        .client
+        .post(app.url("/v1/images"))
+        .bearer_auth(&app.camera_token)
+        .header("content-type", "image/jpeg")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(seqs_in_git(&app.git_dir()), Vec::<u64>::new());
+    // A small image still goes through.
+    assert_eq!(app.upload(jpeg(1)).await.status(), 201);
+}
+
+#[tokio::test]
+async fn a_bad_captured_at_header_is_a_bad_request() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .post(app.url("/v1/images"))
+        .bearer_auth(&app.camera_token)
+        .header("content-type", "image/jpeg")
+        .header("x-captured-at", "last tuesday")
+        .body(jpeg(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_captured_at");
+}

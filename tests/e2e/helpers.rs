@@ -1,0 +1,226 @@
+//! Test helpers that speak the API's language: a real `camledger` process on port 0 with a
+//! fresh data dir, real HTTP, and the real `git` to inspect what it wrote.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use image::{ImageFormat, Rgb, RgbImage};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_camledger");
+
+/// Runs `camledger ARGS` to completion; panics with its output if it fails.
+pub fn camledger(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).env("CAMLEDGER_LOG", "warn").output().expect("running camledger");
+    assert!(
+        out.status.success(),
+        "camledger {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// The token printed as the last word of the last line of stdout.
+pub fn last_word(output: &str) -> String {
+    output.lines().last().and_then(|l| l.split_whitespace().last()).expect("a token").to_owned()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A distinct, photo-sized-ish image: a gradient with a pattern derived from `n`.
+pub fn image_bytes(n: u64, format: ImageFormat) -> Vec<u8> {
+    let img = RgbImage::from_fn(96, 64, |x, y| {
+        let v = (n.wrapping_mul(2654435761) >> 8) as u32;
+        Rgb([
+            ((x * 3 + v) % 256) as u8,
+            ((y * 5 + v / 7) % 256) as u8,
+            (((x ^ y) + v / 13) % 256) as u8,
+        ])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).expect("encoding a test image");
+    out.into_inner()
+}
+
+pub fn jpeg(n: u64) -> Vec<u8> {
+    image_bytes(n, ImageFormat::Jpeg)
+}
+
+pub fn png(n: u64) -> Vec<u8> {
+    image_bytes(n, ImageFormat::Png)
+}
+
+pub struct TestApp {
+    pub data_dir: tempfile::TempDir,
+    pub base: String,
+    pub camera_token: String,
+    pub auditor_token: String,
+    pub client: reqwest::Client,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestApp {
+    /// A server with one camera (`cam-1`) and one auditor token.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(&[]).await
+    }
+
+    pub async fn spawn_with(extra_args: &[&str]) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("a temp dir");
+        let dir = data_dir.path().to_str().expect("utf-8 path").to_owned();
+        let camera_token = last_word(&camledger(&["cameras", "add", "cam-1", "--data-dir", &dir]));
+        let auditor_token = last_word(&camledger(&["tokens", "add", "alice", "--role", "auditor", "--data-dir", &dir]));
+        let mut app = TestApp {
+            data_dir,
+            base: String::new(),
+            camera_token,
+            auditor_token,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("a client"),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        app.start();
+        app
+    }
+
+    pub fn dir(&self) -> &str {
+        self.data_dir.path().to_str().expect("utf-8 path")
+    }
+
+    pub fn git_dir(&self) -> PathBuf {
+        self.data_dir.path().join("ledger.git")
+    }
+
+    /// Starts the server process and waits for its "listening on" line.
+    pub fn start(&mut self) {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--data-dir", self.dir(), "--listen", "127.0.0.1:0"])
+            .args(&self.extra_args)
+            .env("CAMLEDGER_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning camledger serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("reading the listening line");
+        let url = line.trim().rsplit(' ').next().expect("a URL").to_owned();
+        assert!(url.starts_with("http://"), "unexpected first line {line:?}");
+        self.base = url;
+        self.child = Some(child);
+    }
+
+    /// Restarts with none of the extra flags the app was spawned with (e.g. fault injection).
+    pub fn start_without_faults(&mut self) {
+        self.extra_args.clear();
+        self.start();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn add_camera(&self, id: &str) -> String {
+        last_word(&camledger(&["cameras", "add", id, "--data-dir", self.dir()]))
+    }
+
+    pub async fn upload_as(&self, token: &str, bytes: Vec<u8>, content_type: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/images"))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .expect("sending an upload")
+    }
+
+    pub async fn upload(&self, bytes: Vec<u8>) -> reqwest::Response {
+        self.upload_as(&self.camera_token.clone(), bytes, "image/jpeg").await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("sending a GET")
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path, &self.auditor_token.clone()).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("a JSON body")
+    }
+
+    /// Runs stock git on the ledger repository.
+    pub fn git(&self, args: &[&str]) -> String {
+        git(&self.git_dir(), args)
+    }
+
+    /// Sends a signal to the server and waits for it to exit; returns its exit status.
+    pub fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("a running server");
+        let pid = child.id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().expect("running kill");
+        assert!(status.success());
+        child.wait().expect("waiting for the server")
+    }
+
+    /// SIGKILL: the process dies at once, wherever it is.
+    pub fn kill(&mut self) {
+        self.signal("-KILL");
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn git(git_dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").arg("--git-dir").arg(git_dir).args(args).output().expect("running git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `git fsck --full --strict` must be clean.
+pub fn assert_fsck_clean(git_dir: &Path) {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(git_dir)
+        .args(["fsck", "--full", "--strict", "--no-dangling"])
+        .output()
+        .expect("running git fsck");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "git fsck failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every event seq on refs/heads/events, newest first, read with stock git.
+pub fn seqs_in_git(git_dir: &Path) -> Vec<u64> {
+    let refs = git(git_dir, &["for-each-ref", "--format=%(refname)", "refs/heads/events"]);
+    if refs.trim().is_empty() {
+        return Vec::new();
+    }
+    git(git_dir, &["log", "--format=%(trailers:key=Seq,valueonly)", "refs/heads/events"])
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().parse().expect("a numeric Seq trailer"))
+        .collect()
+}
