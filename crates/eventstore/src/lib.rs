@@ -1,1 +1,211 @@
-//! placeholder
+//! camledger's event ledger: every uploaded image becomes one commit on `refs/heads/events`
+//! of a bare git repository, durable before it is acknowledged, verifiable with stock git.
+//!
+//! # Layout
+//! - [`format`]: the on-git format (`event.json`, commit message and trailers, tree and commit
+//!   bytes). Normative description: `docs/event-format.md`.
+//! - [`Ledger`] (this file and `read.rs`): a cheap, cloneable read handle. Opening is O(1): the
+//!   head comes from the ref, seq -> commit id from `index/seq.idx` (one `pread`).
+//! - [`EventWriter`] (`writer.rs`): the one group-commit writer thread per repository.
+//! - `pack.rs`: one pack file (+ `.idx`) per batch, written by hand, and geometric consolidation.
+//! - `seqidx.rs`, `windex.rs`: the derived indexes (`seq.idx`, `writer.redb`), rebuilt from git.
+//! - `durable.rs`: the single fsync gate (fault injection goes through it).
+//! - [`verify`]: walks the chain from the head and reports the first failure precisely.
+//!
+//! # Why the write path looks like this
+//! gix writes loose objects and never fsyncs. One loose object + fsync per event measured
+//! ~25 events/s; a pack per batch with one fsync per file measured 800–1,080 events/s. So the
+//! writer thread drains up to `max_batch` requests, writes all their objects into one pack,
+//! fsyncs it, moves the ref with a compare-and-swap, fsyncs the ref, appends to `seq.idx`, and
+//! only then answers every request of the batch. After any failed fsync the state on disk is
+//! unknown, so the writer is poisoned and answers [`append::Error::Unavailable`] until restarted.
+
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+mod durable;
+pub mod format;
+mod pack;
+pub mod read;
+mod seqidx;
+pub mod verify;
+mod windex;
+mod writer;
+
+pub use format::{EventRecord, Exif, FormatError, Trailers, EVENTS_REF, FORMAT_VERSION};
+pub use read::{EventHead, StoredEvent};
+pub use verify::VerifyReport;
+pub use writer::{append, Appended, EventWriter, NewEvent};
+
+/// Configuration of a ledger; `Default` is right for production except `node_name`.
+#[derive(Clone, Debug)]
+pub struct LedgerConfig {
+    /// Committer identity (`camledger <node_name>`): printable ASCII without `<`, `>` or spaces.
+    pub node_name: String,
+    /// Most append requests written as one batch (one pack, one ref update).
+    pub max_batch: usize,
+    /// Consolidation trigger: when more packs than this exist, small packs are merged
+    /// geometrically (like `git repack --geometric=2`).
+    pub max_packs: usize,
+    /// Fault injection for tests: every fsync after the n-th fails with an I/O error.
+    #[doc(hidden)]
+    pub fail_fsync_after: Option<u64>,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig { node_name: "camledger.local".to_owned(), max_batch: 256, max_packs: 16, fail_fsync_after: None }
+    }
+}
+
+/// Errors of [`Ledger::open`] and [`Ledger::start_writer`].
+pub mod open {
+    /// Why a ledger or its writer could not be opened. All are fatal at start-up (exit non-zero with the message).
+    #[derive(Debug, thiserror::Error)]
+    pub enum Error {
+        /// Another process (or another writer in this one) holds `events.lock`. Exit; do not retry in a loop.
+        #[error("another process is writing events in this data directory (events.lock is held)")]
+        Locked,
+        /// `node_name` or another setting is unusable. Fix the configuration.
+        #[error("invalid configuration: {0}")]
+        InvalidConfig(&'static str),
+        /// The data directory or index files could not be read or written.
+        #[error("I/O error on {path}")]
+        Io { path: std::path::PathBuf, #[source] source: std::io::Error },
+        /// gix could not create or open the repository.
+        #[error("could not open the git repository at {path}")]
+        Git { path: std::path::PathBuf, #[source] source: gix::Error },
+        /// The write-side index database could not be opened or rebuilt.
+        #[error("writer index: {0}")]
+        Index(String),
+        /// Reading history to catch the indexes up failed (the repository may be damaged: run verify).
+        #[error(transparent)]
+        Read(#[from] crate::read::Error),
+    }
+}
+
+pub(crate) struct Inner {
+    data_dir: PathBuf,
+    git_dir: PathBuf,
+    repo: gix::ThreadSafeRepository,
+    config: LedgerConfig,
+    fsync: durable::Fsync,
+    seq_file: Mutex<Option<Arc<File>>>,
+}
+
+/// A cheap, cloneable, `Send + Sync` read handle on one ledger. Holds no lock: any number of
+/// processes may read while one writes.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("git_dir", &self.inner.git_dir).finish()
+    }
+}
+
+const GIT_CONFIG_EXTRA: &str = "[core]\n\tcompression = 0\n\tlooseCompression = 0\n\tlogAllRefUpdates = false\n[pack]\n\tcompression = 0\n[gc]\n\tauto = 0\n";
+
+impl Ledger {
+    /// Opens the ledger in `data_dir`, creating `<data_dir>/ledger.git` (bare, compression 0,
+    /// `HEAD` -> `refs/heads/events`) if missing. Costs the same at 10 and 1,000,000 events.
+    #[tracing::instrument(skip_all, fields(data_dir = %data_dir.display()))]
+    pub fn open(data_dir: &Path, config: LedgerConfig) -> Result<Ledger, open::Error> {
+        if !format::is_valid_node_name(&config.node_name) {
+            return Err(open::Error::InvalidConfig("node_name must be printable ASCII without spaces, '<' or '>'"));
+        }
+        if config.max_batch == 0 {
+            return Err(open::Error::InvalidConfig("max_batch must be at least 1"));
+        }
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| open::Error::Io { path, source }
+        };
+        fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+        let fsync = durable::Fsync::new(config.fail_fsync_after);
+        let git_dir = data_dir.join("ledger.git");
+        if !git_dir.join("HEAD").exists() {
+            create_repository(data_dir, &git_dir, &fsync)?;
+        }
+        let repo = gix::open_opts(&git_dir, gix::open::Options::isolated())
+            .map_err(|source| open::Error::Git { path: git_dir.clone(), source })?
+            .into_sync();
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                data_dir: data_dir.to_owned(),
+                git_dir,
+                repo,
+                config,
+                fsync,
+                seq_file: Mutex::new(None),
+            }),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    pub fn git_dir(&self) -> PathBuf {
+        self.inner.git_dir.clone()
+    }
+
+    pub fn config(&self) -> &LedgerConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn repo(&self) -> gix::Repository {
+        self.inner.repo.to_thread_local()
+    }
+
+    pub(crate) fn fsync(&self) -> &durable::Fsync {
+        &self.inner.fsync
+    }
+
+    pub(crate) fn seq_idx_path(&self) -> PathBuf {
+        self.inner.data_dir.join("index").join("seq.idx")
+    }
+
+    /// Number of fsyncs attempted through this handle's writer (for tests and benchmarks).
+    #[doc(hidden)]
+    pub fn fsync_count(&self) -> u64 {
+        self.inner.fsync.count()
+    }
+
+    /// Starts the one writer of this repository: takes `<data_dir>/events.lock`, repairs the
+    /// derived indexes from git if they are missing or behind, and spawns the writer thread.
+    pub fn start_writer(&self) -> Result<EventWriter, open::Error> {
+        writer::start(self.clone())
+    }
+}
+
+/// Creates the bare repository under a temporary name and renames it into place, so a crash
+/// or a concurrent opener never sees a half-initialised repository.
+fn create_repository(data_dir: &Path, git_dir: &Path, fsync: &durable::Fsync) -> Result<(), open::Error> {
+    let tmp = data_dir.join(format!(".ledger.git.tmp-{}", std::process::id()));
+    let git = |source| open::Error::Git { path: git_dir.to_owned(), source };
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| open::Error::Io { path, source }
+    };
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    gix::init_bare(&tmp).map_err(git)?;
+    let config_path = tmp.join("config");
+    let mut config = fs::OpenOptions::new().append(true).open(&config_path).map_err(io(&config_path))?;
+    config.write_all(GIT_CONFIG_EXTRA.as_bytes()).map_err(io(&config_path))?;
+    fs::write(tmp.join("HEAD"), "ref: refs/heads/events\n").map_err(io(&tmp))?;
+    match fs::rename(&tmp, git_dir) {
+        Ok(()) => fsync.dir(data_dir).map_err(io(data_dir)),
+        Err(_) if git_dir.join("HEAD").exists() => {
+            let _ = fs::remove_dir_all(&tmp);
+            Ok(())
+        }
+        Err(e) => Err(io(git_dir)(e)),
+    }
+}

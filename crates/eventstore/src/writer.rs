@@ -1,0 +1,680 @@
+//! The group-commit writer: one OS thread per repository (gix and fsync block), fed by a
+//! bounded channel. Per batch it resolves idempotency and dedupe, assigns gapless seqs, writes
+//! one pack, moves the ref with a compare-and-swap, makes everything durable, and only then
+//! answers every request in the batch.
+//!
+//! Work that does not depend on the batch (SHA-256 of the image, the blob's git id and its
+//! level-0 pack entry) is done by the caller on tokio's blocking pool before the request is
+//! queued, so the single writer thread spends its time on what only it can do.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use gix::ObjectId;
+use sha2::Digest as _;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
+
+use crate::format::{self, EventRecord, Exif, Trailers, EVENTS_REF, FORMAT_VERSION};
+use crate::pack::{self, PackEntry};
+use crate::read;
+use crate::seqidx::SeqIndex;
+use crate::windex::{self, BatchUpdate, WriterIndex};
+use crate::{open, Ledger};
+
+/// Errors of [`EventWriter::append`].
+pub mod append {
+    use std::sync::Arc;
+
+    /// Why an append was not acknowledged. Nothing was written for this request unless stated.
+    #[derive(Debug, Clone, thiserror::Error)]
+    pub enum Error {
+        /// Camera id is not `[A-Za-z0-9._-]{1,64}`. HTTP 400 (or 500: the API validates cameras first).
+        #[error("invalid camera id")]
+        InvalidCamera,
+        /// Idempotency key is not 1–128 printable ASCII without spaces. HTTP 400.
+        #[error("invalid idempotency key: 1-128 printable ASCII characters, no spaces")]
+        InvalidIdempotencyKey,
+        /// `captured_at` is not RFC 3339. HTTP 400.
+        #[error("captured_at is not an RFC 3339 timestamp")]
+        InvalidCapturedAt,
+        /// Extension/media type not one of jpg/png/webp or not matching each other. HTTP 415
+        /// (admission should have refused it first).
+        #[error("unsupported image type {media_type} / .{extension}")]
+        UnsupportedImage { media_type: String, extension: String },
+        /// This camera already used the key for different image bytes (event `seq`). HTTP 422; do not retry.
+        #[error("idempotency key already used for a different image (event {seq})")]
+        IdempotencyKeyReused { seq: u64 },
+        /// The writer is poisoned (a failed fsync or an unexpected ref value left the disk state
+        /// unknown) or shut down. HTTP 503; the service must be restarted, retrying is safe.
+        #[error("the event writer is unavailable (poisoned or shut down)")]
+        Unavailable,
+        /// Writing the batch failed before anything became visible (e.g. disk full). HTTP 503,
+        /// log the cause; retrying with the same idempotency key is safe.
+        #[error("storage error")]
+        Storage(#[source] Arc<std::io::Error>),
+    }
+
+    impl Error {
+        pub(crate) fn storage(e: std::io::Error) -> Self {
+            Error::Storage(Arc::new(e))
+        }
+    }
+}
+
+/// One upload to append. Validated by admission before it gets here.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub camera: String,
+    /// The image exactly as uploaded (`bytes::Bytes`: the API hands over the body without copying).
+    pub image: bytes::Bytes,
+    pub media_type: String,
+    /// `"jpg" | "png" | "webp"`.
+    pub extension: String,
+    pub width: u32,
+    pub height: u32,
+    pub exif: Option<Exif>,
+    /// Client-supplied RFC 3339 capture time (any offset; stored normalised to UTC).
+    pub captured_at: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// The answer to an append: durable when returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    /// 40-hex commit id.
+    pub id: String,
+    pub sha256: String,
+    pub duplicate_of: Option<u64>,
+    pub received_at: String,
+    /// Answered from the idempotency record: nothing was written by this request.
+    pub replayed: bool,
+}
+
+struct Prepared {
+    camera: String,
+    key: Option<String>,
+    captured_at: Option<String>,
+    media_type: String,
+    image_name: &'static str,
+    width: u32,
+    height: u32,
+    exif: Option<Exif>,
+    digest: [u8; 32],
+    sha256: String,
+    size: u64,
+    blob: PackEntry,
+}
+
+struct Request {
+    event: Prepared,
+    reply: oneshot::Sender<Result<Appended, append::Error>>,
+}
+
+enum Msg {
+    Append(Request),
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct Shared {
+    tx: mpsc::Sender<Msg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Handle to the one writer of a repository; clone it freely.
+#[derive(Clone)]
+pub struct EventWriter {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for EventWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventWriter").finish_non_exhaustive()
+    }
+}
+
+fn validate(event: NewEvent) -> Result<(NewEvent, &'static str, Option<String>), append::Error> {
+    if !format::is_valid_camera(&event.camera) {
+        return Err(append::Error::InvalidCamera);
+    }
+    if event.idempotency_key.as_deref().is_some_and(|k| !format::is_valid_idempotency_key(k)) {
+        return Err(append::Error::InvalidIdempotencyKey);
+    }
+    let captured_at = match &event.captured_at {
+        Some(s) => Some(format::normalize_captured_at(s).ok_or(append::Error::InvalidCapturedAt)?),
+        None => None,
+    };
+    let expected_media = match event.extension.as_str() {
+        "jpg" => "image/jpeg",
+        "png" => "image/png",
+        "webp" => "image/webp",
+        _ => "",
+    };
+    let image_name = format::image_entry_name(&event.extension).filter(|_| expected_media == event.media_type).ok_or_else(|| {
+        append::Error::UnsupportedImage { media_type: event.media_type.clone(), extension: event.extension.clone() }
+    })?;
+    Ok((event, image_name, captured_at))
+}
+
+fn prepare(event: NewEvent, image_name: &'static str, captured_at: Option<String>) -> Result<Prepared, append::Error> {
+    let digest: [u8; 32] = sha2::Sha256::digest(&event.image).into();
+    let blob = pack::encode(pack::Kind::Blob, &event.image).map_err(append::Error::storage)?;
+    Ok(Prepared {
+        camera: event.camera,
+        key: event.idempotency_key,
+        captured_at,
+        media_type: event.media_type,
+        image_name,
+        width: event.width,
+        height: event.height,
+        exif: event.exif,
+        digest,
+        sha256: hex::encode(digest),
+        size: event.image.len() as u64,
+        blob,
+    })
+}
+
+impl EventWriter {
+    /// Appends one event; returns once it is durable (pack, ref and seq.idx fsynced).
+    #[tracing::instrument(skip_all, fields(camera = %event.camera, size = event.image.len()))]
+    pub async fn append(&self, event: NewEvent) -> Result<Appended, append::Error> {
+        let (event, image_name, captured_at) = validate(event)?;
+        let prepared = tokio::task::spawn_blocking(move || prepare(event, image_name, captured_at))
+            .await
+            .map_err(|_| append::Error::Unavailable)??;
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .tx
+            .send(Msg::Append(Request { event: prepared, reply }))
+            .in_current_span()
+            .await
+            .map_err(|_| append::Error::Unavailable)?;
+        answer.await.map_err(|_| append::Error::Unavailable)?
+    }
+
+    /// Finishes the batches already queued, makes the indexes durable, releases
+    /// `events.lock` and stops the thread. Appends queued after this answer `Unavailable`.
+    pub async fn shutdown(self) {
+        let (done, finished) = oneshot::channel();
+        if self.shared.tx.send(Msg::Shutdown(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+        let handle = self.shared.thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+/// Starts the writer (see [`Ledger::start_writer`]).
+pub(crate) fn start(ledger: Ledger) -> Result<EventWriter, open::Error> {
+    let data_dir = ledger.data_dir().to_owned();
+    let io = |path: PathBuf| move |source| open::Error::Io { path, source };
+    let lock_path = data_dir.join("events.lock");
+    let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io(lock_path.clone()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(open::Error::Locked),
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(lock_path)(e)),
+    }
+    let repo = ledger.repo();
+    let head = read::head_of(&repo)?;
+    let idx_path = ledger.seq_idx_path();
+    let mut seq_index = SeqIndex::open(&idx_path).map_err(io(idx_path.clone()))?;
+    repair_seq_index(&ledger, &repo, &mut seq_index, head).map_err(|e| match e {
+        Repair::Read(e) => open::Error::Read(e),
+        Repair::Io(e) => io(idx_path.clone())(e),
+    })?;
+    let db_path = data_dir.join("index").join("writer.redb");
+    let index = WriterIndex::open(&db_path).map_err(|e| open::Error::Index(e.to_string()))?;
+    catch_up_index(&ledger, &index, &seq_index, head)?;
+
+    let (tx, rx) = mpsc::channel(ledger.config().max_batch.saturating_mul(4).max(16));
+    let mut state = Writer {
+        pack_dir: ledger.git_dir().join("objects").join("pack"),
+        refs_dir: ledger.git_dir().join("refs").join("heads"),
+        ledger,
+        repo,
+        head,
+        seq_index,
+        index,
+        poisoned: false,
+        batches_since_durable: 0,
+        _lock: lock,
+    };
+    let span = tracing::info_span!("event_writer", data_dir = %data_dir.display());
+    let thread = std::thread::Builder::new()
+        .name("camledger-event-writer".into())
+        .spawn(move || {
+            let _entered = span.enter();
+            state.run(rx);
+        })
+        .map_err(io(data_dir))?;
+    Ok(EventWriter { shared: Arc::new(Shared { tx, thread: Mutex::new(Some(thread)) }) })
+}
+
+enum Repair {
+    Read(read::Error),
+    Io(std::io::Error),
+}
+
+/// Makes `seq.idx` match the chain ending at `head`: truncates records beyond the head, and
+/// appends the ids of events the index misses (walking back from the head only as far as the
+/// first record that agrees). A record that disagrees (rewritten history) is replaced.
+fn repair_seq_index(ledger: &Ledger, repo: &gix::Repository, index: &mut SeqIndex, head: Option<(u64, ObjectId)>) -> Result<(), Repair> {
+    let fsync = ledger.fsync();
+    let Some((head_seq, head_id)) = head else {
+        if index.len() > 0 {
+            index.truncate(0, fsync).map_err(Repair::Io)?;
+        }
+        return Ok(());
+    };
+    let mut missing = Vec::new();
+    let (mut seq, mut id) = (head_seq, head_id);
+    while seq > 0 {
+        if seq <= index.len() && index.get(seq).map_err(Repair::Io)? == Some(id) {
+            break;
+        }
+        missing.push(id);
+        let (_, parent) = read::seq_and_parent(repo, id).map_err(Repair::Read)?;
+        seq -= 1;
+        match parent {
+            Some(parent) => id = parent,
+            None if seq == 0 => {}
+            None => return Err(Repair::Read(read::Error::Corrupt { id: id.to_string(), what: "history ends before seq 1".into() })),
+        }
+    }
+    if index.len() != seq || !missing.is_empty() {
+        tracing::info!(kept = seq, added = missing.len(), "repairing seq.idx from git");
+        index.truncate(seq, fsync).map_err(Repair::Io)?;
+        missing.reverse();
+        index.append(&missing, fsync).map_err(Repair::Io)?;
+    }
+    Ok(())
+}
+
+/// Folds the events after the index's `applied_seq` into it, reading them from git.
+fn catch_up_index(ledger: &Ledger, index: &WriterIndex, seq_index: &SeqIndex, head: Option<(u64, ObjectId)>) -> Result<(), open::Error> {
+    let redb_err = |e: redb::Error| open::Error::Index(e.to_string());
+    let head_seq = head.map_or(0, |(seq, _)| seq);
+    let (mut applied, applied_id) = index.applied().map_err(redb_err)?;
+    let consistent = applied == 0
+        || (applied <= head_seq && seq_index.get(applied).map_err(|e| open::Error::Index(e.to_string()))? == applied_id);
+    if !consistent {
+        tracing::warn!(applied, head_seq, "writer index does not match the history; rebuilding it from git");
+        index.clear().map_err(redb_err)?;
+        applied = 0;
+    }
+    if applied < head_seq {
+        tracing::info!(from = applied + 1, to = head_seq, "catching the writer index up from git");
+    }
+    let repo = ledger.repo();
+    let mut update = BatchUpdate::default();
+    for seq in applied + 1..=head_seq {
+        let id = seq_index.get(seq).map_err(|e| open::Error::Index(e.to_string()))?.ok_or_else(|| {
+            open::Error::Index(format!("seq.idx has no record for seq {seq} after repair"))
+        })?;
+        let stored = read::load(&repo, id)?.stored;
+        if stored.record.duplicate_of.is_none() {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(&stored.record.sha256, &mut digest).map_err(|e| open::Error::Index(e.to_string()))?;
+            update.originals.push((digest, seq));
+        }
+        if let Some(key) = stored.trailers.idempotency_key {
+            update.keys.push((stored.record.camera, key, seq));
+        }
+        update.applied = Some((seq, id));
+        if update.originals.len() + update.keys.len() >= 10_000 || seq == head_seq {
+            index.apply(&update, seq == head_seq).map_err(redb_err)?;
+            update = BatchUpdate::default();
+        }
+    }
+    Ok(())
+}
+
+struct Writer {
+    ledger: Ledger,
+    repo: gix::Repository,
+    pack_dir: PathBuf,
+    refs_dir: PathBuf,
+    head: Option<(u64, ObjectId)>,
+    seq_index: SeqIndex,
+    index: WriterIndex,
+    poisoned: bool,
+    batches_since_durable: u32,
+    _lock: File,
+}
+
+/// How one request of a batch is answered.
+enum Outcome {
+    /// The `i`-th new event of the batch.
+    New(usize),
+    /// Same camera + key as the `i`-th new event of this batch, same bytes.
+    ReplayInBatch(usize),
+    Done(Result<Appended, append::Error>),
+}
+
+struct Written {
+    seq: u64,
+    id: ObjectId,
+    sha256: String,
+    digest: [u8; 32],
+    duplicate_of: Option<u64>,
+    camera: String,
+    key: Option<String>,
+}
+
+impl Writer {
+    fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
+        let max_batch = self.ledger.config().max_batch;
+        let mut stop: Option<oneshot::Sender<()>> = None;
+        while stop.is_none() {
+            let Some(first) = rx.blocking_recv() else { break };
+            let mut batch = Vec::with_capacity(max_batch);
+            match first {
+                Msg::Append(request) => batch.push(request),
+                Msg::Shutdown(done) => stop = Some(done),
+            }
+            while batch.len() < max_batch && stop.is_none() {
+                match rx.try_recv() {
+                    Ok(Msg::Append(request)) => batch.push(request),
+                    Ok(Msg::Shutdown(done)) => stop = Some(done),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.process(batch);
+            }
+        }
+        rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::Append(request) => {
+                    let _ = request.reply.send(Err(append::Error::Unavailable));
+                }
+                Msg::Shutdown(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+        if !self.poisoned {
+            if let Err(e) = self.index.apply(&BatchUpdate::default(), true) {
+                tracing::warn!(error = %e, "could not make the writer index durable at shutdown");
+            }
+        }
+        tracing::info!(head = self.head.map_or(0, |h| h.0), "event writer stopped");
+        if let Some(done) = stop {
+            // The lock is released when `self` is dropped by the thread's caller; tell the
+            // waiter after that by joining (EventWriter::shutdown joins the thread).
+            let _ = done.send(());
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(batch = batch.len(), first_seq = tracing::field::Empty))]
+    fn process(&mut self, batch: Vec<Request>) {
+        if self.poisoned {
+            for request in batch {
+                let _ = request.reply.send(Err(append::Error::Unavailable));
+            }
+            return;
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let received_at = format::format_timestamp(now);
+        let seconds = now.unix_timestamp();
+        let node_name = self.ledger.config().node_name.clone();
+
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut written: Vec<Written> = Vec::new();
+        let mut entries: Vec<PackEntry> = Vec::with_capacity(batch.len() * 4);
+        let mut in_pack: HashSet<ObjectId> = HashSet::new();
+        let mut batch_keys: HashMap<(String, String), usize> = HashMap::new();
+        let mut batch_firsts: HashMap<[u8; 32], u64> = HashMap::new();
+        let (mut next_seq, mut parent) = match self.head {
+            Some((seq, id)) => (seq + 1, Some(id)),
+            None => (1, None),
+        };
+        tracing::Span::current().record("first_seq", next_seq);
+        let mut replies = Vec::with_capacity(batch.len());
+
+        for Request { event, reply } in batch {
+            replies.push(reply);
+            if let Some(key) = &event.key {
+                if let Some(&i) = batch_keys.get(&(event.camera.clone(), key.clone())) {
+                    outcomes.push(if written[i].digest == event.digest {
+                        Outcome::ReplayInBatch(i)
+                    } else {
+                        Outcome::Done(Err(append::Error::IdempotencyKeyReused { seq: written[i].seq }))
+                    });
+                    continue;
+                }
+                match self.index.seq_for_key(&event.camera, key) {
+                    Ok(Some(seq)) => {
+                        outcomes.push(Outcome::Done(self.replay(seq, &event.sha256)));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        outcomes.push(Outcome::Done(Err(append::Error::storage(std::io::Error::other(e)))));
+                        continue;
+                    }
+                }
+            }
+            let duplicate_of = match batch_firsts.get(&event.digest) {
+                Some(&seq) => Some(seq),
+                None => match self.index.first_seq_of(&event.digest) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        outcomes.push(Outcome::Done(Err(append::Error::storage(std::io::Error::other(e)))));
+                        continue;
+                    }
+                },
+            };
+            let seq = next_seq;
+            match build_event(&event, seq, parent, duplicate_of, &received_at, seconds, &node_name) {
+                Ok((objects, commit_id)) => {
+                    if duplicate_of.is_none() && in_pack.insert(event.blob.oid) {
+                        entries.push(event.blob);
+                    }
+                    for entry in objects {
+                        if in_pack.insert(entry.oid) {
+                            entries.push(entry);
+                        }
+                    }
+                    if duplicate_of.is_none() {
+                        batch_firsts.insert(event.digest, seq);
+                    }
+                    if let Some(key) = &event.key {
+                        batch_keys.insert((event.camera.clone(), key.clone()), written.len());
+                    }
+                    outcomes.push(Outcome::New(written.len()));
+                    written.push(Written {
+                        seq,
+                        id: commit_id,
+                        sha256: event.sha256,
+                        digest: event.digest,
+                        duplicate_of,
+                        camera: event.camera,
+                        key: event.key,
+                    });
+                    parent = Some(commit_id);
+                    next_seq += 1;
+                }
+                Err(e) => outcomes.push(Outcome::Done(Err(append::Error::storage(e)))),
+            }
+        }
+
+        let result = if written.is_empty() { Ok(()) } else { self.commit_batch(&entries, &written) };
+        let failure = result.err();
+        let answer = |i: usize, replayed: bool| -> Result<Appended, append::Error> {
+            if let Some(e) = &failure {
+                return Err(e.clone());
+            }
+            let w = &written[i];
+            Ok(Appended {
+                seq: w.seq,
+                id: w.id.to_string(),
+                sha256: w.sha256.clone(),
+                duplicate_of: w.duplicate_of,
+                received_at: received_at.clone(),
+                replayed,
+            })
+        };
+        for (outcome, reply) in outcomes.into_iter().zip(replies) {
+            let response = match outcome {
+                Outcome::New(i) => answer(i, false),
+                Outcome::ReplayInBatch(i) => answer(i, true),
+                Outcome::Done(result) => result,
+            };
+            let _ = reply.send(response);
+        }
+        if failure.is_none() && !written.is_empty() {
+            self.consolidate();
+        }
+    }
+
+    /// Answers a retried request from the event that answered the key first.
+    fn replay(&self, seq: u64, sha256: &str) -> Result<Appended, append::Error> {
+        let stored = self.ledger.event(seq).map_err(|e| append::Error::storage(std::io::Error::other(e)))?;
+        if stored.record.sha256 != sha256 {
+            return Err(append::Error::IdempotencyKeyReused { seq });
+        }
+        Ok(Appended {
+            seq,
+            id: stored.id,
+            sha256: stored.record.sha256,
+            duplicate_of: stored.record.duplicate_of,
+            received_at: stored.record.received_at,
+            replayed: true,
+        })
+    }
+
+    /// Pack -> ref (CAS) -> fsync ref -> seq.idx -> redb. Poisons the writer on any failed
+    /// fsync and on any failure once the ref may have moved.
+    fn commit_batch(&mut self, entries: &[PackEntry], written: &[Written]) -> Result<(), append::Error> {
+        let ledger = self.ledger.clone();
+        let fsync = ledger.fsync();
+        let last = written.last().expect("commit_batch is only called with new events");
+        let poison = |this: &mut Self, e: std::io::Error| {
+            tracing::error!(error = %e, "event writer poisoned: the state on disk is unknown until restart");
+            this.poisoned = true;
+            append::Error::Unavailable
+        };
+
+        // 1. The pack: invisible until renamed, so a failure here changes nothing.
+        let count = u32::try_from(entries.len()).map_err(|e| append::Error::storage(std::io::Error::other(e)))?;
+        let write_pack = || -> std::io::Result<PathBuf> {
+            let mut writer = pack::PackWriter::create(&self.pack_dir, count)?;
+            for entry in entries {
+                writer.add(entry.oid, entry.crc32, &entry.bytes)?;
+            }
+            writer.finish(fsync)
+        };
+        if let Err(e) = write_pack() {
+            return Err(if fsync.has_failed() {
+                poison(self, e)
+            } else {
+                tracing::error!(error = %e, "writing the batch pack failed; nothing was published");
+                append::Error::storage(e)
+            });
+        }
+
+        // 2. Compare-and-swap on the ref.
+        let current = read::head_of(&self.repo).map_err(|e| poison(self, std::io::Error::other(e)))?.map(|(_, id)| id);
+        if current != self.head.map(|(_, id)| id) {
+            let e = std::io::Error::other(format!("{EVENTS_REF} moved under the writer (expected {:?}, found {current:?})", self.head));
+            return Err(poison(self, e));
+        }
+        let expected = match self.head {
+            Some((_, id)) => gix::refs::transaction::PreviousValue::MustExistAndMatch(gix::refs::Target::Object(id)),
+            None => gix::refs::transaction::PreviousValue::MustNotExist,
+        };
+        let message = format!("append events {}..={}", written[0].seq, last.seq);
+        if let Err(e) = self.repo.reference(EVENTS_REF, last.id, expected, message) {
+            return Err(poison(self, std::io::Error::other(e)));
+        }
+
+        // 3. Make the ref durable, then the index, then answer.
+        let ref_file = self.refs_dir.join("events");
+        let durable_ref = File::open(&ref_file).and_then(|f| fsync.file(&f)).and_then(|()| fsync.dir(&self.refs_dir));
+        if let Err(e) = durable_ref {
+            return Err(poison(self, e));
+        }
+        let ids: Vec<ObjectId> = written.iter().map(|w| w.id).collect();
+        if let Err(e) = self.seq_index.append(&ids, fsync) {
+            return Err(poison(self, e));
+        }
+        self.head = Some((last.seq, last.id));
+
+        // 4. The derived index. The batch is durable in git already, so a failure here still
+        //    answers Ok; the writer stops taking appends and the next start rebuilds from git.
+        let update = BatchUpdate {
+            originals: written.iter().filter(|w| w.duplicate_of.is_none()).map(|w| (w.digest, w.seq)).collect(),
+            keys: written.iter().filter_map(|w| w.key.clone().map(|k| (w.camera.clone(), k, w.seq))).collect(),
+            applied: Some((last.seq, last.id)),
+        };
+        self.batches_since_durable += 1;
+        let durable = self.batches_since_durable >= windex::DURABLE_EVERY;
+        match self.index.apply(&update, durable) {
+            Ok(()) if durable => self.batches_since_durable = 0,
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "writer index update failed after the batch was durable; poisoning");
+                self.poisoned = true;
+            }
+        }
+        tracing::debug!(events = written.len(), objects = entries.len(), head = last.seq, "batch durable");
+        Ok(())
+    }
+
+    fn consolidate(&mut self) {
+        let max_packs = self.ledger.config().max_packs;
+        match pack::consolidate(&self.pack_dir, max_packs, self.ledger.fsync()) {
+            Ok(Some(merged)) => tracing::info!(merged, "consolidated packs"),
+            Ok(None) => {}
+            Err(e) if self.ledger.fsync().has_failed() => {
+                tracing::error!(error = %e, "fsync failed during pack consolidation; poisoning the writer");
+                self.poisoned = true;
+            }
+            Err(e) => tracing::warn!(error = %e, "pack consolidation failed; will retry after the next batch"),
+        }
+    }
+}
+
+/// Builds `event.json`, the tree and the commit of one event; returns their pack entries
+/// (blob of the image excluded) and the commit id.
+fn build_event(
+    event: &Prepared,
+    seq: u64,
+    parent: Option<ObjectId>,
+    duplicate_of: Option<u64>,
+    received_at: &str,
+    seconds: i64,
+    node_name: &str,
+) -> std::io::Result<([PackEntry; 3], ObjectId)> {
+    let record = EventRecord {
+        format_version: FORMAT_VERSION,
+        seq,
+        camera: event.camera.clone(),
+        received_at: received_at.to_owned(),
+        captured_at: event.captured_at.clone(),
+        sha256: event.sha256.clone(),
+        size: event.size,
+        media_type: event.media_type.clone(),
+        image: event.image_name.to_owned(),
+        width: event.width,
+        height: event.height,
+        exif: event.exif.clone(),
+        duplicate_of,
+    };
+    let json = pack::encode(pack::Kind::Blob, &record.to_canonical_json())?;
+    let tree = pack::encode(pack::Kind::Tree, &format::tree_bytes(json.oid, event.image_name, event.blob.oid))?;
+    let message = format::commit_message(&Trailers::for_record(&record, event.key.as_deref()));
+    let commit = pack::encode(pack::Kind::Commit, &format::commit_bytes(tree.oid, parent, &event.camera, node_name, seconds, &message))?;
+    let id = commit.oid;
+    Ok(([json, tree, commit], id))
+}
