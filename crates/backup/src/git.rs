@@ -1,0 +1,336 @@
+//! Everything that touches the ledger repository: reading the ref manifest, writing an
+//! incremental pack, indexing a pack into a fresh repository, setting refs, and the
+//! restore proofs (refs, `git fsck`, per-event SHA-256).
+//!
+//! All functions here are blocking; callers run them in `spawn_blocking`.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use gix::ObjectId;
+use gix_pack::data::output;
+use sha2::{Digest, Sha256};
+
+use crate::plan::{self, Manifest};
+
+/// The ref that holds the event log (see docs/event-format.md).
+pub(crate) const EVENTS_REF: &str = "refs/heads/events";
+
+/// A failure while reading or writing the git repository.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// A gix or I/O operation failed; `what` names the step. Not retried: an operator
+    /// looks at the repository (CLI exit non-zero, HTTP 500).
+    #[error("git: {what}")]
+    Op {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A ref value that is not an object id (manual edits of the manifest or repository).
+    #[error("git: ref {name} has a malformed value {value:?}")]
+    BadRefValue { name: String, value: String },
+}
+
+fn op<E: Into<Box<dyn std::error::Error + Send + Sync>>>(what: &'static str) -> impl FnOnce(E) -> GitError {
+    move |e| GitError::Op {
+        what,
+        source: e.into(),
+    }
+}
+
+fn parse_id(name: &str, value: &str) -> Result<ObjectId, GitError> {
+    ObjectId::from_hex(value.as_bytes()).map_err(|_| GitError::BadRefValue {
+        name: name.to_owned(),
+        value: value.to_owned(),
+    })
+}
+
+/// What a snapshot records about the repository besides its objects.
+#[derive(Debug, Clone)]
+pub(crate) struct RepoState {
+    pub(crate) manifest: Manifest,
+    pub(crate) events_head_seq: Option<i64>,
+}
+
+/// Read every ref (direct ones; symbolic refs other than `HEAD` are not used by the ledger)
+/// and the event sequence number at the tip of `refs/heads/events`.
+pub(crate) fn read_state(git_dir: &Path) -> Result<RepoState, GitError> {
+    let repo = gix::open(git_dir).map_err(op("open the ledger repository"))?;
+    let manifest = read_manifest(&repo)?;
+    let events_head_seq = match manifest.refs.get(EVENTS_REF) {
+        Some(hex) => {
+            let commit = repo
+                .find_commit(parse_id(EVENTS_REF, hex)?)
+                .map_err(op("read the events tip commit"))?;
+            let message = commit.message_raw().map_err(op("read the events tip message"))?;
+            plan::seq_trailer(&String::from_utf8_lossy(message))
+        }
+        None => None,
+    };
+    Ok(RepoState {
+        manifest,
+        events_head_seq,
+    })
+}
+
+fn read_manifest(repo: &gix::Repository) -> Result<Manifest, GitError> {
+    let mut manifest = Manifest::default();
+    let platform = repo.references().map_err(op("list refs"))?;
+    for reference in platform.all().map_err(op("list refs"))? {
+        let reference = reference.map_err(op("read a ref"))?;
+        if let Some(id) = reference.target().try_id() {
+            manifest
+                .refs
+                .insert(reference.name().as_bstr().to_string(), id.to_hex().to_string());
+        }
+    }
+    manifest.head = repo
+        .head_name()
+        .map_err(op("read HEAD"))?
+        .map(|name| name.as_bstr().to_string());
+    Ok(manifest)
+}
+
+/// Write a pack of every object reachable from `manifest`'s refs and not from `hidden`
+/// (the previous snapshot's ref values) to `out`; returns the number of objects.
+///
+/// Counting walks commits and adds, per commit, only the tree entries that differ from
+/// its parent (`TreeAdditionsComparedToAncestor`): everything else is reachable from an
+/// older commit and therefore already in this pack or an earlier snapshot. Objects are
+/// written whole (no thin deltas against objects outside the pack) so each pack indexes
+/// on its own; blobs are stored with zlib level 0 because zstd compresses the stream.
+pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String], out: &mut dyn Write) -> Result<u64, GitError> {
+    use gix::objs::Kind;
+
+    let repo = gix::open(git_dir).map_err(op("open the ledger repository"))?;
+    let mut tips = Vec::new();
+    let mut direct = Vec::new();
+    for (name, value) in &manifest.refs {
+        let id = parse_id(name, value)?;
+        let object = repo.find_object(id).map_err(op("find a ref target"))?;
+        match object.kind {
+            Kind::Commit => tips.push(id),
+            Kind::Tag => {
+                direct.push(id);
+                if let Ok(commit) = object.peel_to_commit() {
+                    tips.push(commit.id);
+                }
+            }
+            Kind::Tree | Kind::Blob => direct.push(id),
+        }
+    }
+    let mut hidden_commits = Vec::new();
+    for value in hidden {
+        let id = parse_id("previous snapshot", value)?;
+        // A ref value of the previous snapshot may be gone after a history rewrite and gc;
+        // then its objects are simply not hidden (the pack gets bigger, never incomplete).
+        if let Some(object) = repo.try_find_object(id).map_err(op("look up a previous ref value"))? {
+            if let Ok(commit) = object.peel_to_commit() {
+                hidden_commits.push(commit.id);
+            }
+        }
+    }
+
+    let mut input = direct;
+    if !tips.is_empty() {
+        let walk = repo
+            .rev_walk(tips)
+            .with_hidden(hidden_commits)
+            .all()
+            .map_err(op("start the commit walk"))?;
+        for info in walk {
+            input.push(info.map_err(op("walk commits"))?.id);
+        }
+    }
+
+    let odb = repo
+        .objects
+        .clone()
+        .into_inner()
+        .into_arc()
+        .map_err(op("share the object database"))?;
+    let interrupt = AtomicBool::new(false);
+    let (counts, _) = output::count::objects_unthreaded(
+        &odb,
+        &mut input.into_iter().map(Ok),
+        &gix::progress::Discard,
+        &interrupt,
+        output::count::objects::ObjectExpansion::TreeAdditionsComparedToAncestor,
+    )
+    .map_err(op("count the objects to pack"))?;
+    let num_objects = counts.len();
+    let entries = output::entry::iter_from_counts(
+        counts,
+        odb,
+        Box::new(gix::progress::Discard),
+        output::entry::iter_from_counts::Options {
+            thread_limit: None,
+            mode: output::entry::iter_from_counts::Mode::PackCopyAndBaseObjects,
+            allow_thin_pack: false,
+            // Entries of one chunk are held in memory: keep it small, blobs can be big.
+            chunk_size: 16,
+            version: Default::default(),
+            compression: gix::zlib::Compression::NONE,
+        },
+    )
+    .map_err(op("prepare pack entries"))?;
+    let mut pack = output::bytes::FromEntriesIter::new(
+        gix::parallel::InOrderIter::from(entries),
+        out,
+        u32::try_from(num_objects).map_err(op("pack object count"))?,
+        gix_pack::data::Version::default(),
+        gix::hash::Kind::Sha1,
+    );
+    for written in pack.by_ref() {
+        written.map_err(op("write the pack"))?;
+    }
+    Ok(num_objects as u64)
+}
+
+/// Index a pack read from `pack` into `git_dir/objects/pack`; returns its object count.
+pub(crate) fn index_pack(git_dir: &Path, pack: &mut dyn BufRead) -> Result<u64, GitError> {
+    let repo = gix::open(git_dir).map_err(op("open the restored repository"))?;
+    let interrupt = AtomicBool::new(false);
+    let outcome = gix_pack::Bundle::write_to_directory(
+        pack,
+        Some(&git_dir.join("objects").join("pack")),
+        &mut gix::progress::Discard,
+        &interrupt,
+        // Packs are self-contained; the lookup is there for thin packs should they appear.
+        Some(repo.objects.clone()),
+        gix::hash::Kind::Sha1,
+        gix_pack::bundle::write::Options::default(),
+    )
+    .map_err(op("index the pack"))?;
+    Ok(u64::from(outcome.index.num_objects))
+}
+
+/// Create a bare repository for a restore.
+pub(crate) fn init_bare(git_dir: &Path) -> Result<(), GitError> {
+    gix::init_bare(git_dir).map_err(op("create the restored repository"))?;
+    Ok(())
+}
+
+/// Point every ref of `manifest` at its value, and `HEAD` at its symbolic target.
+pub(crate) fn set_refs(git_dir: &Path, manifest: &Manifest) -> Result<(), GitError> {
+    let repo = gix::open(git_dir).map_err(op("open the restored repository"))?;
+    for (name, value) in &manifest.refs {
+        let id = parse_id(name, value)?;
+        repo.reference(
+            name.as_str(),
+            id,
+            gix::refs::transaction::PreviousValue::Any,
+            "camledger restore",
+        )
+        .map_err(op("set a restored ref"))?;
+    }
+    if let Some(head) = &manifest.head {
+        std::fs::write(git_dir.join("HEAD"), format!("ref: {head}\n")).map_err(op("write HEAD"))?;
+    }
+    Ok(())
+}
+
+/// The restored repository's refs, to compare with the manifest.
+pub(crate) fn manifest_of(git_dir: &Path) -> Result<Manifest, GitError> {
+    let repo = gix::open(git_dir).map_err(op("open the restored repository"))?;
+    read_manifest(&repo)
+}
+
+/// Run the stock `git fsck --full --strict`; `Err` carries its output when it is not clean.
+pub(crate) fn fsck(git_dir: &Path) -> Result<Result<(), String>, GitError> {
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(git_dir)
+        .args(["fsck", "--full", "--strict", "--no-progress", "--no-dangling"])
+        .output()
+        .map_err(op("run git fsck (is git installed?)"))?;
+    if out.status.success() {
+        Ok(Ok(()))
+    } else {
+        let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+        text.truncate(4000);
+        Ok(Err(text))
+    }
+}
+
+/// One event whose stored image does not match its `event.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EventProblem {
+    pub(crate) commit: String,
+    pub(crate) problem: String,
+}
+
+/// Walk `refs/heads/events` (first parents, newest first) and check each event: its
+/// image's SHA-256 equals `event.json`'s `sha256`, and the `seq` values run down by one
+/// to 1. Returns the number of events and the problems found.
+pub(crate) fn check_events(git_dir: &Path, tip: &str) -> Result<(u64, Vec<EventProblem>), GitError> {
+    let repo = gix::open(git_dir).map_err(op("open the restored repository"))?;
+    let mut problems = Vec::new();
+    let mut count = 0u64;
+    let mut expected_seq: Option<u64> = None;
+    let mut next = Some(parse_id(EVENTS_REF, tip)?);
+    while let Some(id) = next {
+        count += 1;
+        let commit = repo.find_commit(id).map_err(op("read an event commit"))?;
+        next = commit.parent_ids().next().map(|p| p.detach());
+        let mut problem = |text: String| {
+            problems.push(EventProblem {
+                commit: id.to_string(),
+                problem: text,
+            })
+        };
+        let tree = commit.tree().map_err(op("read an event tree"))?;
+        let Some(event_entry) = tree.find_entry("event.json") else {
+            problem("no event.json in the tree".into());
+            continue;
+        };
+        let event_blob = repo
+            .find_blob(event_entry.object_id())
+            .map_err(op("read event.json"))?;
+        let event: serde_json::Value = match serde_json::from_slice(&event_blob.data) {
+            Ok(v) => v,
+            Err(e) => {
+                problem(format!("event.json is not JSON: {e}"));
+                continue;
+            }
+        };
+        if let Some(seq) = event.get("seq").and_then(serde_json::Value::as_u64) {
+            if let Some(want) = expected_seq {
+                if seq != want {
+                    problem(format!("seq {seq} where {want} was expected"));
+                }
+            }
+            expected_seq = seq.checked_sub(1);
+        }
+        let (Some(image_name), Some(want_sha)) = (
+            event.get("image").and_then(serde_json::Value::as_str),
+            event.get("sha256").and_then(serde_json::Value::as_str),
+        ) else {
+            problem("event.json lacks image or sha256".into());
+            continue;
+        };
+        let Some(image_entry) = tree.find_entry(image_name) else {
+            problem(format!("image entry {image_name} is missing"));
+            continue;
+        };
+        let image = repo
+            .find_blob(image_entry.object_id())
+            .map_err(op("read an image blob"))?;
+        let got_sha = hex::encode(Sha256::digest(&image.data));
+        if got_sha != want_sha {
+            problem(format!("image SHA-256 {got_sha} differs from event.json's {want_sha}"));
+        }
+    }
+    if let Some(want) = expected_seq {
+        if want != 0 {
+            problems.push(EventProblem {
+                commit: "(root)".into(),
+                problem: format!("the first event has seq {}, not 1", want + 1),
+            });
+        }
+    }
+    Ok((count, problems))
+}

@@ -1,0 +1,224 @@
+//! Moving one artifact between a blocking byte producer/consumer and chunk rows.
+//!
+//! Upload: `produce(raw writer)` runs in `spawn_blocking`; raw bytes are hashed, zstd
+//! compressed and cut into chunks; the async side inserts each chunk (with its SHA-256)
+//! inside the caller's transaction.
+//!
+//! Download: the async side fetches chunk rows one by one, checks each SHA-256 and the
+//! whole, and feeds them to `consume(raw reader)` in `spawn_blocking` after zstd
+//! decompression; the raw bytes are hashed and compared with the stored digest.
+
+use std::io::{self, BufRead, BufReader, Write};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::db::{ArtifactRow, Store, Tx};
+use crate::git::GitError;
+use crate::pipe::{sha256_hex, ChunkSink, ChunkSource, HashingReader, HashingWriter, CHANNEL_CAPACITY};
+use crate::{Fault, Progress};
+
+/// A failure of the blocking side of a transfer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WorkError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("{what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("a blocking task panicked or was cancelled")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+pub(crate) fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> WorkError {
+    move |source| WorkError::Io { what, source }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UploadError {
+    #[error("writing a chunk to the database failed")]
+    Database(#[source] sqlx::Error),
+    #[error(transparent)]
+    Work(#[from] WorkError),
+}
+
+/// Upload what `produce` writes as artifact `artifact` of snapshot `snapshot_id`.
+pub(crate) async fn upload<T, F>(
+    tx: &mut Tx,
+    snapshot_id: i64,
+    artifact: &str,
+    chunk_size: usize,
+    zstd_level: i32,
+    progress: &dyn Progress,
+    produce: F,
+) -> Result<(T, ArtifactRow), UploadError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut dyn Write) -> Result<T, WorkError> + Send + 'static,
+{
+    let (chunks_tx, mut chunks_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let producer = tokio::task::spawn_blocking(move || -> Result<(T, u64, String), WorkError> {
+        let sink = ChunkSink::new(chunks_tx, chunk_size);
+        let encoder = zstd::Encoder::new(sink, zstd_level).map_err(io_err("start zstd"))?;
+        let mut raw = HashingWriter::new(encoder);
+        let value = produce(&mut raw)?;
+        let (encoder, raw_bytes, raw_sha256) = raw.finish();
+        let sink = encoder.finish().map_err(io_err("finish zstd"))?;
+        sink.finish().map_err(io_err("send the last chunk"))?;
+        Ok((value, raw_bytes, raw_sha256))
+    });
+
+    let mut seq = 0i64;
+    let mut stored = Sha256::new();
+    let mut stored_bytes = 0u64;
+    while let Some(chunk) = chunks_rx.recv().await {
+        stored.update(&chunk);
+        tx.insert_chunk(snapshot_id, artifact, seq, &sha256_hex(&chunk), &chunk)
+            .await
+            .map_err(UploadError::Database)?;
+        seq += 1;
+        stored_bytes += chunk.len() as u64;
+        progress.advance(chunk.len() as u64);
+    }
+    let (value, raw_bytes, raw_sha256) = producer.await.map_err(WorkError::from)??;
+    Ok((
+        value,
+        ArtifactRow {
+            artifact: artifact.to_owned(),
+            chunks: seq,
+            objects: 0,
+            raw_bytes: to_i64(raw_bytes),
+            stored_bytes: to_i64(stored_bytes),
+            raw_sha256,
+            stored_sha256: hex::encode(stored.finalize()),
+        },
+    ))
+}
+
+pub(crate) fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DownloadError {
+    #[error("reading a chunk from the database failed")]
+    Database(#[source] sqlx::Error),
+    #[error(transparent)]
+    Fault(Fault),
+    #[error(transparent)]
+    Work(WorkError),
+}
+
+/// Stream artifact `a` of `snapshot_id` into `consume`, checking every chunk, the whole
+/// stored stream, and the decompressed bytes against their SHA-256 digests.
+pub(crate) async fn download<T, F>(
+    store: &Store,
+    snapshot_id: i64,
+    a: &ArtifactRow,
+    progress: &dyn Progress,
+    consume: F,
+) -> Result<T, DownloadError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut dyn BufRead) -> Result<T, WorkError> + Send + 'static,
+{
+    let (chunks_tx, chunks_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let consumer = tokio::task::spawn_blocking(move || -> Result<(T, u64, String), WorkError> {
+        let decoder = zstd::Decoder::new(ChunkSource::new(chunks_rx)).map_err(io_err("start zstd"))?;
+        let mut raw = BufReader::with_capacity(256 * 1024, HashingReader::new(decoder));
+        let value = consume(&mut raw)?;
+        let (raw_bytes, raw_sha256) = raw
+            .into_inner()
+            .drain_and_finish()
+            .map_err(io_err("decompress the artifact"))?;
+        Ok((value, raw_bytes, raw_sha256))
+    });
+
+    let fault = feed(store, snapshot_id, a, progress, chunks_tx).await;
+    // The consumer sees the end of input when `feed` returns (the sender is dropped);
+    // wait for it so no file is still being written when the caller cleans up.
+    let consumed = consumer.await.map_err(|e| DownloadError::Work(e.into()));
+    if let Some(fault) = fault? {
+        return Err(DownloadError::Fault(fault));
+    }
+    let (value, raw_bytes, raw_sha256) = match consumed? {
+        Ok(done) => done,
+        Err(WorkError::Io { source, .. }) => {
+            // Every chunk matched its digest, yet the stream does not decode: the
+            // artifact was written corrupt. Report it as a fault of the snapshot.
+            return Err(DownloadError::Fault(Fault::Undecodable {
+                snapshot: snapshot_id,
+                artifact: a.artifact.clone(),
+                reason: source.to_string(),
+            }));
+        }
+        Err(e) => return Err(DownloadError::Work(e)),
+    };
+    if raw_sha256 != a.raw_sha256 || to_i64(raw_bytes) != a.raw_bytes {
+        return Err(DownloadError::Fault(Fault::WholeCorrupt {
+            snapshot: snapshot_id,
+            artifact: a.artifact.clone(),
+        }));
+    }
+    Ok(value)
+}
+
+/// Send the chunks in order; `Ok(Some(fault))` when a check fails (sending stops there).
+async fn feed(
+    store: &Store,
+    snapshot_id: i64,
+    a: &ArtifactRow,
+    progress: &dyn Progress,
+    chunks_tx: mpsc::Sender<Vec<u8>>,
+) -> Result<Option<Fault>, DownloadError> {
+    let artifact = a.artifact.as_str();
+    let mut stored = Sha256::new();
+    for seq in 0..a.chunks {
+        let Some((want, bytes)) = store
+            .chunk(snapshot_id, artifact, seq)
+            .await
+            .map_err(DownloadError::Database)?
+        else {
+            return Ok(Some(Fault::ChunkMissing {
+                snapshot: snapshot_id,
+                artifact: artifact.to_owned(),
+                seq,
+            }));
+        };
+        if sha256_hex(&bytes) != want {
+            return Ok(Some(Fault::ChunkCorrupt {
+                snapshot: snapshot_id,
+                artifact: artifact.to_owned(),
+                seq,
+            }));
+        }
+        stored.update(&bytes);
+        progress.advance(bytes.len() as u64);
+        if chunks_tx.send(bytes).await.is_err() {
+            // The consumer stopped early (its error is reported by the caller).
+            return Ok(None);
+        }
+    }
+    let found = store
+        .chunk_count(snapshot_id, artifact)
+        .await
+        .map_err(DownloadError::Database)?;
+    if found != a.chunks {
+        return Ok(Some(Fault::ChunkCount {
+            snapshot: snapshot_id,
+            artifact: artifact.to_owned(),
+            expected: a.chunks,
+            found,
+        }));
+    }
+    if hex::encode(stored.finalize()) != a.stored_sha256 {
+        return Ok(Some(Fault::WholeCorrupt {
+            snapshot: snapshot_id,
+            artifact: artifact.to_owned(),
+        }));
+    }
+    Ok(None)
+}
