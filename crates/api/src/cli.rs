@@ -249,7 +249,13 @@ async fn verify(data: DataDirArg) -> anyhow::Result<()> {
         let report = ledger.verify(|done, total| progress.update(done, total));
         progress.finish();
         let report = report.context("the ledger failed verification")?;
-        println!("{report}");
+        match &report.head {
+            Some(head) => println!(
+                "verified {} events ({} duplicates, {} image bytes hashed); head seq {} commit {}",
+                report.events, report.duplicates, report.image_bytes, head.seq, head.id
+            ),
+            None => println!("verified an empty ledger (no events yet)"),
+        }
         anyhow::Ok(())
     })
     .await

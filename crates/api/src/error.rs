@@ -120,7 +120,8 @@ impl From<camledger_eventstore::read::Error> for ApiError {
     fn from(e: camledger_eventstore::read::Error) -> Self {
         use camledger_eventstore::read::Error as E;
         match e {
-            E::NotFound { .. } => ApiError::not_found(e.to_string()),
+            E::NotFound(_) => ApiError::not_found(e.to_string()),
+            E::InvalidId(_) => ApiError::bad_request("invalid_id", e.to_string()),
             other => ApiError::internal(other),
         }
     }

@@ -166,15 +166,13 @@ async fn list(
     let scope = caller.camera_scope().map(str::to_owned);
     let (events, next_after) = blocking(&state.ledger, move |ledger| {
         let mut events = Vec::new();
-        let mut last_seen = None;
         for (scanned, event) in ledger.events_from(after + 1).enumerate() {
             let event = event?;
-            last_seen = Some(event.record.seq);
             if scope.as_deref().is_none_or(|camera| camera == event.record.camera) {
                 events.push(event_json(&event));
             }
             if events.len() == limit || scanned + 1 == MAX_SCAN {
-                return Ok((events, last_seen));
+                return Ok((events, Some(event.record.seq)));
             }
         }
         Ok((events, None))
