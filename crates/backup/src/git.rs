@@ -1,6 +1,6 @@
 //! Everything that touches the ledger repository: reading the ref manifest, writing an
-//! incremental pack, indexing a pack into a fresh repository, setting refs, and the
-//! restore proofs (refs, `git fsck`, per-event SHA-256).
+//! incremental pack, indexing a pack into a fresh repository, setting refs, and
+//! `git fsck`. The per-event proof is the ledger's own `Ledger::verify`.
 //!
 //! All functions here are blocking; callers run them in `spawn_blocking`.
 
@@ -10,12 +10,11 @@ use std::sync::atomic::AtomicBool;
 
 use gix::ObjectId;
 use gix_pack::data::output;
-use sha2::{Digest, Sha256};
 
 use crate::plan::{self, Manifest};
 
 /// The ref that holds the event log (see docs/event-format.md).
-pub(crate) const EVENTS_REF: &str = "refs/heads/events";
+pub(crate) use camledger_eventstore::EVENTS_REF;
 
 /// A failure while reading or writing the git repository.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +89,12 @@ fn read_manifest(repo: &gix::Repository) -> Result<Manifest, GitError> {
         .head_name()
         .map_err(op("read HEAD"))?
         .map(|name| name.as_bstr().to_string());
+    // The ledger's repository config (compression 0, gc.auto 0, …) is part of what a
+    // restored data dir must keep: `Ledger::open` only writes it when creating a repo.
+    let config = repo.git_dir().join("config");
+    if config.is_file() {
+        manifest.config = Some(std::fs::read_to_string(&config).map_err(op("read the repository config"))?);
+    }
     Ok(manifest)
 }
 
@@ -145,12 +150,14 @@ pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String],
         }
     }
 
-    let odb = repo
+    let mut odb = repo
         .objects
         .clone()
         .into_inner()
         .into_arc()
         .map_err(op("share the object database"))?;
+    // Counts remember pack locations; packs must stay mapped while entries are written.
+    odb.prevent_pack_unload();
     let interrupt = AtomicBool::new(false);
     let (counts, _) = output::count::objects_unthreaded(
         &odb,
@@ -229,6 +236,9 @@ pub(crate) fn set_refs(git_dir: &Path, manifest: &Manifest) -> Result<(), GitErr
     if let Some(head) = &manifest.head {
         std::fs::write(git_dir.join("HEAD"), format!("ref: {head}\n")).map_err(op("write HEAD"))?;
     }
+    if let Some(config) = &manifest.config {
+        std::fs::write(git_dir.join("config"), config).map_err(op("write the repository config"))?;
+    }
     Ok(())
 }
 
@@ -254,83 +264,4 @@ pub(crate) fn fsck(git_dir: &Path) -> Result<Result<(), String>, GitError> {
         text.truncate(4000);
         Ok(Err(text))
     }
-}
-
-/// One event whose stored image does not match its `event.json`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct EventProblem {
-    pub(crate) commit: String,
-    pub(crate) problem: String,
-}
-
-/// Walk `refs/heads/events` (first parents, newest first) and check each event: its
-/// image's SHA-256 equals `event.json`'s `sha256`, and the `seq` values run down by one
-/// to 1. Returns the number of events and the problems found.
-pub(crate) fn check_events(git_dir: &Path, tip: &str) -> Result<(u64, Vec<EventProblem>), GitError> {
-    let repo = gix::open(git_dir).map_err(op("open the restored repository"))?;
-    let mut problems = Vec::new();
-    let mut count = 0u64;
-    let mut expected_seq: Option<u64> = None;
-    let mut next = Some(parse_id(EVENTS_REF, tip)?);
-    while let Some(id) = next {
-        count += 1;
-        let commit = repo.find_commit(id).map_err(op("read an event commit"))?;
-        next = commit.parent_ids().next().map(|p| p.detach());
-        let mut problem = |text: String| {
-            problems.push(EventProblem {
-                commit: id.to_string(),
-                problem: text,
-            })
-        };
-        let tree = commit.tree().map_err(op("read an event tree"))?;
-        let Some(event_entry) = tree.find_entry("event.json") else {
-            problem("no event.json in the tree".into());
-            continue;
-        };
-        let event_blob = repo
-            .find_blob(event_entry.object_id())
-            .map_err(op("read event.json"))?;
-        let event: serde_json::Value = match serde_json::from_slice(&event_blob.data) {
-            Ok(v) => v,
-            Err(e) => {
-                problem(format!("event.json is not JSON: {e}"));
-                continue;
-            }
-        };
-        if let Some(seq) = event.get("seq").and_then(serde_json::Value::as_u64) {
-            if let Some(want) = expected_seq {
-                if seq != want {
-                    problem(format!("seq {seq} where {want} was expected"));
-                }
-            }
-            expected_seq = seq.checked_sub(1);
-        }
-        let (Some(image_name), Some(want_sha)) = (
-            event.get("image").and_then(serde_json::Value::as_str),
-            event.get("sha256").and_then(serde_json::Value::as_str),
-        ) else {
-            problem("event.json lacks image or sha256".into());
-            continue;
-        };
-        let Some(image_entry) = tree.find_entry(image_name) else {
-            problem(format!("image entry {image_name} is missing"));
-            continue;
-        };
-        let image = repo
-            .find_blob(image_entry.object_id())
-            .map_err(op("read an image blob"))?;
-        let got_sha = hex::encode(Sha256::digest(&image.data));
-        if got_sha != want_sha {
-            problem(format!("image SHA-256 {got_sha} differs from event.json's {want_sha}"));
-        }
-    }
-    if let Some(want) = expected_seq {
-        if want != 0 {
-            problems.push(EventProblem {
-                commit: "(root)".into(),
-                problem: format!("the first event has seq {}, not 1", want + 1),
-            });
-        }
-    }
-    Ok((count, problems))
 }

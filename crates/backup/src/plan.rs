@@ -14,6 +14,16 @@ pub(crate) struct Manifest {
     /// What `HEAD` points at symbolically, if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) head: Option<String>,
+    /// The repository's `config` file, restored verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) config: Option<String>,
+}
+
+impl Manifest {
+    /// Whether `other` names the same refs and `HEAD` (the config is not a ref).
+    pub(crate) fn same_refs(&self, other: &Manifest) -> bool {
+        self.refs == other.refs && self.head == other.head
+    }
 }
 
 /// Why no restore chain can be built for a snapshot.

@@ -8,7 +8,9 @@ use serde::Serialize;
 use tracing::instrument;
 
 use crate::db::Store;
-use crate::git::{self, GitError, EVENTS_REF};
+use camledger_eventstore::{Ledger, LedgerConfig, EVENTS_REF};
+
+use crate::git::{self, GitError};
 use crate::list;
 use crate::snapshot::{LEDGER_DIR, PACK, STATE, STATE_FILE};
 use crate::stream::{self, io_err, DownloadError, WorkError};
@@ -54,8 +56,9 @@ pub enum ProofFailure {
     Fsck(String),
     #[error("the ledger has no events (no refs/heads/events)")]
     NoEvents,
-    #[error("event commit {commit}: {problem}")]
-    Event { commit: String, problem: String },
+    /// `Ledger::verify` failed: chain, seq continuity, `event.json`, image SHA-256, …
+    #[error("ledger verification failed: {0}")]
+    Event(String),
     #[error("the restored {STATE_FILE} fails SQLite's integrity check: {0}")]
     State(String),
 }
@@ -201,7 +204,7 @@ pub async fn restore(store: &Store, to: &Path, id: Option<i64>, progress: &dyn P
         move || git::manifest_of(&git_dir)
     })
     .await??;
-    if restored != manifest {
+    if !restored.same_refs(&manifest) {
         return Err(Error::Proof(ProofFailure::RefsDiffer {
             restored: format!("{:?}", restored),
             expected: format!("{:?}", manifest),
@@ -213,18 +216,21 @@ pub async fn restore(store: &Store, to: &Path, id: Option<i64>, progress: &dyn P
     })
     .await??;
     fsck.map_err(|out| Error::Proof(ProofFailure::Fsck(out)))?;
-    let tip = manifest.refs.get(EVENTS_REF).cloned().ok_or(Error::Proof(ProofFailure::NoEvents))?;
-    let (events, problems) = blocking({
-        let git_dir = git_dir.clone();
-        move || git::check_events(&git_dir, &tip)
-    })
-    .await??;
-    if let Some(p) = problems.into_iter().next() {
-        return Err(Error::Proof(ProofFailure::Event {
-            commit: p.commit,
-            problem: p.problem,
-        }));
+    if !manifest.refs.contains_key(EVENTS_REF) {
+        return Err(Error::Proof(ProofFailure::NoEvents));
     }
+    let verified = blocking({
+        let data_dir = temp.path().to_owned();
+        move || {
+            let ledger = Ledger::open(&data_dir, LedgerConfig::default()).map_err(|e| e.to_string())?;
+            ledger.verify(|_, _| {}).map_err(|e| e.to_string())
+        }
+    })
+    .await?;
+    let events = match verified {
+        Ok(report) => report.events,
+        Err(problem) => return Err(Error::Proof(ProofFailure::Event(problem))),
+    };
     if events == 0 {
         return Err(Error::Proof(ProofFailure::NoEvents));
     }
