@@ -1,0 +1,126 @@
+//! Bounded-memory decoding to the small images that hashing, blank detection and the
+//! classifier need.
+//!
+//! [`decode_scaled`] is the production path. For JPEG (nearly every camera upload) it asks the
+//! decoder to run the inverse DCT at 1/2, 1/4 or 1/8 scale, straight to the smallest size that
+//! is still at least `side` pixels on the short side: a 1080p frame decodes to 240×135 and never
+//! exists at full size in memory. The `image` crate's JPEG decoder (zune-jpeg) has no
+//! reduced-scale IDCT, so JPEG goes through `jpeg-decoder` (`Decoder::scale`); PNG and WebP
+//! have no such trick and are decoded fully through `image`, which is bounded by the admission
+//! pixel limit checked first.
+//!
+//! [`decode_full`] decodes every pixel (zune-jpeg through `image`) and then shrinks: it exists so
+//! that the benchmark can compare images/s of the two paths on the same inputs.
+//!
+//! Both return exactly `side`×`side` RGB (aspect ratio stretched, as the classifier manifest's
+//! `"resize": "stretch"` and the perceptual hashes expect), shrunk with the `Triangle` filter.
+
+use image::{imageops::FilterType, RgbImage};
+use tracing::instrument;
+
+use crate::admission::{self, Format, Limits, Rejection};
+
+/// Why an image could not be decoded. The worker records such an event as corrupt (it was
+/// admitted, so this means a decoder disagreement or a damaged entropy-coded stream): no retry,
+/// log at `warn` with the event's seq.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Admission refused the bytes (only possible for data that bypassed the API).
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The JPEG entropy-coded data could not be decoded.
+    #[error("JPEG decoding failed: {0}")]
+    Jpeg(#[from] jpeg_decoder::Error),
+    /// The `image` crate could not decode the PNG/WebP (or, on the full path, the JPEG).
+    #[error("image decoding failed: {0}")]
+    Image(#[from] image::ImageError),
+    /// The JPEG uses a pixel format we do not convert (e.g. 16-bit lossless).
+    #[error("unsupported JPEG pixel format {0:?}")]
+    PixelFormat(jpeg_decoder::PixelFormat),
+}
+
+/// Decodes `bytes` to a `side`×`side` RGB image, using reduced-scale IDCT for JPEG.
+#[instrument(level = "debug", skip_all, fields(size = bytes.len(), side), err(level = "debug"))]
+pub fn decode_scaled(bytes: &[u8], side: u32, limits: &Limits) -> Result<RgbImage, DecodeError> {
+    let admitted = admission::admit(bytes, limits)?;
+    let image = match admitted.format {
+        Format::Jpeg => decode_jpeg_scaled(bytes, side, admitted.width, admitted.height)?,
+        Format::Png | Format::Webp => decode_with_image_crate(bytes, admitted.format)?,
+    };
+    Ok(shrink(image, side))
+}
+
+/// Decodes every pixel, then shrinks to `side`×`side`: the reference path for benchmarks.
+#[instrument(level = "debug", skip_all, fields(size = bytes.len(), side), err(level = "debug"))]
+pub fn decode_full(bytes: &[u8], side: u32, limits: &Limits) -> Result<RgbImage, DecodeError> {
+    let admitted = admission::admit(bytes, limits)?;
+    let image = decode_with_image_crate(bytes, admitted.format)?;
+    Ok(shrink(image, side))
+}
+
+fn decode_with_image_crate(bytes: &[u8], format: Format) -> Result<RgbImage, DecodeError> {
+    let format = match format {
+        Format::Jpeg => image::ImageFormat::Jpeg,
+        Format::Png => image::ImageFormat::Png,
+        Format::Webp => image::ImageFormat::WebP,
+    };
+    // Alpha is dropped (composited onto black), as the model manifest specifies.
+    Ok(image::load_from_memory_with_format(bytes, format)?.into_rgb8())
+}
+
+fn decode_jpeg_scaled(bytes: &[u8], side: u32, width: u32, height: u32) -> Result<RgbImage, DecodeError> {
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    // jpeg-decoder picks the smallest scale at which EITHER requested side is reached, so ask
+    // only for the short side (the other request is unreachable) to keep both sides ≥ `side`.
+    let want = u16::try_from(side).unwrap_or(u16::MAX);
+    let (out_w, out_h) = if width <= height {
+        decoder.scale(want, u16::MAX)?
+    } else {
+        decoder.scale(u16::MAX, want)?
+    };
+    let pixels = decoder.decode()?;
+    let info = decoder.info().ok_or(jpeg_decoder::Error::Format("no frame header".into()))?;
+    let (w, h) = (u32::from(out_w), u32::from(out_h));
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => pixels,
+        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&l| [l, l, l]).collect(),
+        jpeg_decoder::PixelFormat::CMYK32 => pixels
+            .chunks_exact(4)
+            .flat_map(|p| {
+                // Approximation (CMYK cameras are rare): assume Adobe's inverted CMYK, where
+                // each stored value is already 255 - ink, so multiply by the inverted black.
+                let k = u16::from(p[3]);
+                [p[0], p[1], p[2]].map(|c| (u16::from(c) * k / 255) as u8)
+            })
+            .collect(),
+        other @ jpeg_decoder::PixelFormat::L16 => return Err(DecodeError::PixelFormat(other)),
+    };
+    RgbImage::from_raw(w, h, rgb)
+        .ok_or_else(|| DecodeError::Jpeg(jpeg_decoder::Error::Format("decoded buffer has the wrong size".into())))
+}
+
+fn shrink(image: RgbImage, side: u32) -> RgbImage {
+    if image.width() == side && image.height() == side {
+        return image;
+    }
+    image::imageops::resize(&image, side, side, FilterType::Triangle)
+}
+
+/// Luma (BT.601) of an RGB image, as `f32` in 0..=255, row-major.
+pub fn luma(image: &RgbImage) -> Vec<f32> {
+    image
+        .pixels()
+        .map(|p| 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]))
+        .collect()
+}
+
+/// Shrinks an already small image to `side`×`side` luma (area-weighted), for hashes and stats.
+pub fn luma_at(image: &RgbImage, side: u32) -> Vec<f32> {
+    if image.width() == side && image.height() == side {
+        return luma(image);
+    }
+    luma(&image::imageops::resize(image, side, side, FilterType::Triangle))
+}
+
+#[cfg(test)]
+mod tests;

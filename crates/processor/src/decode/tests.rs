@@ -1,0 +1,64 @@
+use super::*;
+use crate::testutil::{encode_jpeg, encode_png, scene};
+
+fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
+    let total: u64 = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+    total as f64 / a.as_raw().len() as f64
+}
+
+#[test]
+fn scaled_and_full_decodes_agree_at_the_target_size() {
+    let photo = scene(1, 1920, 1080);
+    let cases = [("jpeg 1080p", encode_jpeg(&photo, 90)), ("png 1080p", encode_png(&photo))];
+    for (name, bytes) in cases {
+        let scaled = decode_scaled(&bytes, 64, &Limits::default()).expect(name);
+        let full = decode_full(&bytes, 64, &Limits::default()).expect(name);
+        assert_eq!(scaled.dimensions(), (64, 64), "{name}");
+        assert_eq!(full.dimensions(), (64, 64), "{name}");
+        let diff = mean_abs_diff(&scaled, &full);
+        assert!(diff < 4.0, "{name}: mean abs difference {diff}");
+    }
+}
+
+#[test]
+fn small_and_odd_sized_jpegs_decode_to_the_target_size() {
+    for (w, h) in [(8, 8), (31, 17), (17, 300), (64, 64), (200, 199)] {
+        let bytes = encode_jpeg(&scene(2, w, h), 85);
+        let image = decode_scaled(&bytes, 64, &Limits::default()).expect("valid jpeg");
+        assert_eq!(image.dimensions(), (64, 64), "{w}x{h}");
+    }
+}
+
+#[test]
+fn grayscale_jpegs_decode_to_grey_rgb() {
+    let grey = image::DynamicImage::ImageRgb8(scene(3, 320, 240)).into_luma8();
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
+        .encode_image(&grey)
+        .expect("encoding to memory cannot fail");
+    let image = decode_scaled(&bytes, 32, &Limits::default()).expect("valid jpeg");
+    assert!(image.pixels().all(|p| p[0] == p[1] && p[1] == p[2]));
+}
+
+#[test]
+fn rejected_bytes_are_decode_errors_not_panics() {
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("text", b"not an image".to_vec()),
+        ("truncated jpeg", encode_jpeg(&scene(4, 64, 64), 80)[..200].to_vec()),
+    ];
+    for (name, bytes) in cases {
+        assert!(matches!(decode_scaled(&bytes, 32, &Limits::default()), Err(DecodeError::Rejected(_))), "{name}");
+        assert!(matches!(decode_full(&bytes, 32, &Limits::default()), Err(DecodeError::Rejected(_))), "{name}");
+    }
+}
+
+#[test]
+fn a_damaged_scan_is_an_error_not_a_panic() {
+    let mut bytes = encode_jpeg(&scene(5, 256, 256), 80);
+    // Scribble over the middle of the entropy-coded data (no FF, so the structure stays valid).
+    let middle = bytes.len() / 2;
+    bytes[middle..middle + 64].iter_mut().enumerate().for_each(|(i, b)| *b = (i * 37 % 255) as u8);
+    // Either outcome is acceptable for a corrupted scan as long as nothing panics.
+    let _ = decode_scaled(&bytes, 32, &Limits::default());
+    let _ = decode_full(&bytes, 32, &Limits::default());
+}

@@ -1,0 +1,126 @@
+use super::*;
+use crate::testutil::Rng;
+
+fn index() -> NearDupIndex {
+    let mut index = NearDupIndex::new(8);
+    index.insert(1, "cam-a", 1_000, 0x0000_0000_0000_0000);
+    index.insert(2, "cam-b", 2_000, 0x0000_0000_0000_00FF); // 8 bits from seq 1
+    index.insert(3, "cam-a", 3_000, 0xFFFF_FFFF_0000_0000);
+    index.insert(4, "cam-b", 4_000, 0x0000_0000_0000_0001);
+    index
+}
+
+fn query(hash: u64) -> Query<'static> {
+    Query { hash, max_distance: 8, scope: Scope::All, camera: "cam-a", before_seq: 100, received_since: None }
+}
+
+#[test]
+fn queries_find_the_closest_earlier_match_within_scope_and_window() {
+    let index = index();
+    let cases: Vec<(&str, Query<'static>, Option<Match>)> = vec![
+        ("an exact copy matches at distance 0", query(0), Some(Match { seq: 1, distance: 0 })),
+        (
+            "the closest entry wins over an earlier, farther one",
+            query(0x0000_0000_0000_0003),
+            Some(Match { seq: 4, distance: 1 }),
+        ),
+        ("nothing within the distance finds nothing", query(0x5555_5555_5555_5555), None),
+        (
+            "a smaller query distance excludes farther matches",
+            Query { max_distance: 0, ..query(0x0000_0000_0000_0003) },
+            None,
+        ),
+        (
+            "only lower seqs count as earlier",
+            Query { before_seq: 4, ..query(0x0000_0000_0000_0001) },
+            Some(Match { seq: 1, distance: 1 }),
+        ),
+        (
+            "same-camera scope ignores other cameras",
+            Query { scope: Scope::SameCamera, ..query(0x0000_0000_0000_0001) },
+            Some(Match { seq: 1, distance: 1 }),
+        ),
+        (
+            "same-camera scope for an unknown camera finds nothing",
+            Query { scope: Scope::SameCamera, camera: "cam-z", ..query(0) },
+            None,
+        ),
+        (
+            "the time window drops older entries",
+            Query { received_since: Some(1_500), ..query(0) },
+            Some(Match { seq: 4, distance: 1 }),
+        ),
+        (
+            "a match at exactly the maximum distance is found",
+            query(0xFFFF_FFFF_0000_00FF),
+            Some(Match { seq: 3, distance: 8 }),
+        ),
+    ];
+    for (name, q, expected) in cases {
+        assert_eq!(index.find(&q), Ok(expected), "{name}");
+    }
+}
+
+#[test]
+fn equal_distances_resolve_to_the_lowest_seq() {
+    let mut index = NearDupIndex::new(4);
+    index.insert(5, "c", 0, 0b0011);
+    index.insert(6, "c", 0, 0b1100);
+    let q = Query { max_distance: 4, ..query(0) };
+    assert_eq!(index.find(&q), Ok(Some(Match { seq: 5, distance: 2 })));
+}
+
+#[test]
+fn a_query_beyond_the_index_distance_is_an_error() {
+    let index = NearDupIndex::new(4);
+    assert_eq!(
+        index.find(&Query { max_distance: 5, ..query(0) }),
+        Err(QueryError::DistanceTooLarge { asked: 5, max: 4 })
+    );
+}
+
+#[test]
+fn the_index_agrees_with_a_full_scan_on_random_hashes() {
+    let mut rng = Rng(42);
+    for max_distance in [0, 3, 8, 12] {
+        let mut index = NearDupIndex::new(max_distance);
+        let mut all = Vec::new();
+        for seq in 1..=2_000u64 {
+            let hash = rng.next();
+            let camera = if rng.next() % 2 == 0 { "a" } else { "b" };
+            let received_at = seq as i64 * 10;
+            index.insert(seq, camera, received_at, hash);
+            all.push((seq, camera, received_at, hash));
+        }
+        let mut found = 0;
+        for _ in 0..500 {
+            // Queries near existing hashes, so that matches actually happen.
+            let (_, _, _, base) = all[(rng.next() % all.len() as u64) as usize];
+            let mut hash = base;
+            for _ in 0..(rng.next() % u64::from(max_distance + 3)) {
+                hash ^= 1 << (rng.next() % 64);
+            }
+            let q = Query {
+                hash,
+                max_distance,
+                scope: if rng.next() % 2 == 0 { Scope::All } else { Scope::SameCamera },
+                camera: "a",
+                before_seq: 1 + rng.next() % 2_001,
+                received_since: (rng.next() % 2 == 0).then_some((rng.next() % 20_000) as i64),
+            };
+            let expected = all
+                .iter()
+                .filter(|(seq, camera, received_at, _)| {
+                    *seq < q.before_seq
+                        && (q.scope == Scope::All || *camera == q.camera)
+                        && q.received_since.is_none_or(|t| *received_at >= t)
+                })
+                .map(|&(seq, _, _, h)| Match { seq, distance: distance(h, q.hash) })
+                .filter(|m| m.distance <= max_distance)
+                .min_by_key(|m| (m.distance, m.seq));
+            found += usize::from(expected.is_some());
+            assert_eq!(index.find(&q), Ok(expected), "max_distance {max_distance}, {q:?}");
+        }
+        assert!(found > 50, "the random queries must hit matches ({found})");
+    }
+}

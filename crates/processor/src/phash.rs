@@ -1,0 +1,107 @@
+//! Perceptual hashes: 64-bit pHash (low frequencies of a 32×32 luma DCT) and 64-bit dHash
+//! (signs of horizontal gradients on a 9×8 luma grid).
+//!
+//! Both work on the small decoded image (see [`crate::decode`]); neither needs more than 32×32
+//! pixels. Which one the processor uses for near-duplicates was decided by measurement (the
+//! `dhash_separates_altered_copies_from_distinct_photos_at_the_default_distance` test prints
+//! the table): on synthetic photo-like scenes re-encoded (q55), resized to 90%, cropped 3%,
+//! brightened 10% and text-stamped (16 scenes, 80 copies, 120 distinct pairs), the worst copy
+//! was at distance 8 for dHash and 12 for pHash, while the closest pair of distinct photos was
+//! 21 and 20 apart. At distance ≤ 8 dHash found 100% of copies (pHash 96%), with no false
+//! match for either (a 24-scene run: dHash 100%, pHash 94%, closest distinct 16 and 20). dHash is therefore
+//! the default ([`Hasher::DHash`]); pHash stays available for data where it does better.
+//! (A 256-bit PDQ-style hash was not built; the index is written for 64-bit hashes.)
+
+use std::sync::OnceLock;
+
+use image::RgbImage;
+
+use crate::decode::luma_at;
+
+/// Which perceptual hash to compute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hasher {
+    PHash,
+    #[default]
+    DHash,
+}
+
+impl Hasher {
+    pub fn hash(self, image: &RgbImage) -> u64 {
+        match self {
+            Hasher::PHash => phash(image),
+            Hasher::DHash => dhash(image),
+        }
+    }
+}
+
+/// Number of differing bits.
+pub fn distance(a: u64, b: u64) -> u32 {
+    (a ^ b).count_ones()
+}
+
+const N: usize = 32;
+const LOW: usize = 8;
+
+/// `cos[(2x+1)uπ/2N]` for the DCT-II, computed once.
+fn cosines() -> &'static [[f32; N]; LOW] {
+    static TABLE: OnceLock<[[f32; N]; LOW]> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = [[0.0; N]; LOW];
+        for (u, row) in table.iter_mut().enumerate() {
+            for (x, value) in row.iter_mut().enumerate() {
+                *value = (((2 * x + 1) as f32) * (u as f32) * std::f32::consts::PI / (2.0 * N as f32)).cos();
+            }
+        }
+        table
+    })
+}
+
+/// 64-bit pHash: the 8×8 lowest-frequency DCT coefficients of the 32×32 luma, each compared
+/// with the median of the 63 AC coefficients. The DC term only measures overall brightness, so
+/// it is left out: bit 0 is always 0 and the hash carries 63 informative bits.
+pub fn phash(image: &RgbImage) -> u64 {
+    let pixels = luma_at(image, N as u32);
+    let cos = cosines();
+    // Separable DCT, computing only the 8 low frequencies in each direction: rows first.
+    let mut rows = [[0.0f32; LOW]; N]; // rows[y][u]
+    for y in 0..N {
+        let line = &pixels[y * N..(y + 1) * N];
+        for u in 0..LOW {
+            rows[y][u] = line.iter().zip(cos[u].iter()).map(|(p, c)| p * c).sum();
+        }
+    }
+    let mut coeffs = [0.0f32; LOW * LOW]; // coeffs[v * 8 + u]
+    for v in 0..LOW {
+        for u in 0..LOW {
+            coeffs[v * LOW + u] = (0..N).map(|y| rows[y][u] * cos[v][y]).sum();
+        }
+    }
+    let mut ac: Vec<f32> = coeffs[1..].to_vec();
+    ac.sort_by(f32::total_cmp);
+    let median = (ac[ac.len() / 2 - 1] + ac[ac.len() / 2]) / 2.0;
+    coeffs
+        .iter()
+        .enumerate()
+        .skip(1)
+        .fold(0u64, |hash, (i, &c)| if c > median { hash | (1 << i) } else { hash })
+}
+
+/// 64-bit dHash: 8 rows × 8 comparisons of horizontally adjacent pixels of a 9×8 luma image.
+pub fn dhash(image: &RgbImage) -> u64 {
+    let small = image::imageops::resize(image, 9, 8, image::imageops::FilterType::Triangle);
+    let pixels = crate::decode::luma(&small);
+    let mut hash = 0u64;
+    for y in 0..8 {
+        for x in 0..8 {
+            if pixels[y * 9 + x + 1] > pixels[y * 9 + x] {
+                hash |= 1 << (y * 8 + x);
+            }
+        }
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests;
