@@ -93,8 +93,11 @@ impl Ledger {
     }
 }
 
-/// Checks one event commit; returns its image digest, duplicate_of, image size and parent.
-fn check_one(repo: &gix::Repository, id: ObjectId, expected_seq: u64) -> Result<([u8; 32], Option<u64>, u64, Option<ObjectId>), String> {
+/// What verification keeps of one event: image digest, duplicate_of, image size, parent.
+type Checked = ([u8; 32], Option<u64>, u64, Option<ObjectId>);
+
+/// Checks one event commit.
+fn check_one(repo: &gix::Repository, id: ObjectId, expected_seq: u64) -> Result<Checked, String> {
     let loaded = read::load(repo, id).map_err(|e| e.to_string())?;
     let record = &loaded.stored.record;
     if record.seq != expected_seq {

@@ -116,7 +116,7 @@ struct Request {
 }
 
 enum Msg {
-    Append(Request),
+    Append(Box<Request>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -190,7 +190,7 @@ impl EventWriter {
         let (reply, answer) = oneshot::channel();
         self.shared
             .tx
-            .send(Msg::Append(Request { event: prepared, reply }))
+            .send(Msg::Append(Box::new(Request { event: prepared, reply })))
             .in_current_span()
             .await
             .map_err(|_| append::Error::Unavailable)?;
@@ -217,10 +217,20 @@ pub(crate) fn start(ledger: Ledger) -> Result<EventWriter, open::Error> {
     let io = |path: PathBuf| move |source| open::Error::Io { path, source };
     let lock_path = data_dir.join("events.lock");
     let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io(lock_path.clone()))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => return Err(open::Error::Locked),
-        Err(std::fs::TryLockError::Error(e)) => return Err(io(lock_path)(e)),
+    // A lock just released in this process can still be held for a moment by a child that
+    // another thread forked (the fd copy lives until the child's exec closes it), so a
+    // writer restarted in-process retries briefly before reporting `Locked`.
+    let mut attempts = 0;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if attempts < 20 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(open::Error::Locked),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(lock_path)(e)),
+        }
     }
     let repo = ledger.repo();
     let head = read::head_of(&repo)?;
@@ -377,12 +387,12 @@ impl Writer {
             let Some(first) = rx.blocking_recv() else { break };
             let mut batch = Vec::with_capacity(max_batch);
             match first {
-                Msg::Append(request) => batch.push(request),
+                Msg::Append(request) => batch.push(*request),
                 Msg::Shutdown(done) => stop = Some(done),
             }
             while batch.len() < max_batch && stop.is_none() {
                 match rx.try_recv() {
-                    Ok(Msg::Append(request)) => batch.push(request),
+                    Ok(Msg::Append(request)) => batch.push(*request),
                     Ok(Msg::Shutdown(done)) => stop = Some(done),
                     Err(_) => break,
                 }
