@@ -18,6 +18,7 @@
 
 pub mod admission;
 pub mod blank;
+pub mod classifier;
 pub mod decode;
 pub mod neardup;
 pub mod phash;
