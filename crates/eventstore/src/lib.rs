@@ -11,6 +11,8 @@
 //! - `seqidx.rs`, `windex.rs`: the derived indexes (`seq.idx`, `writer.redb`), rebuilt from git.
 //! - `durable.rs`: the single fsync gate (fault injection goes through it).
 //! - [`verify`]: walks the chain from the head and reports the first failure precisely.
+//! - [`verdict`]: processors' result commits (`refs/heads/verdicts`) and their git notes
+//!   (`refs/notes/verdicts`), advanced together in one ref transaction.
 //!
 //! # Why the write path looks like this
 //! gix writes loose objects and never fsyncs. One loose object + fsync per event measured
@@ -30,12 +32,14 @@ pub mod format;
 mod pack;
 pub mod read;
 mod seqidx;
+pub mod verdict;
 pub mod verify;
 mod windex;
 mod writer;
 
 pub use format::{EventRecord, Exif, FormatError, Trailers, EVENTS_REF, FORMAT_VERSION};
 pub use read::{EventHead, StoredEvent};
+pub use verdict::{StoredVerdict, Verdict, VerdictHead, NOTES_REF, VERDICTS_REF};
 pub use verify::VerifyReport;
 pub use writer::{append, Appended, EventWriter, NewEvent};
 
