@@ -27,16 +27,8 @@ use std::fmt;
 
 use tracing::instrument;
 
-/// The EXIF summary recorded in `event.json`.
-///
-/// Defined here until `camledger_eventstore::Exif` lands; then this becomes a re-export of it,
-/// so callers that name `admission::Exif` keep compiling.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Exif {
-    pub make: Option<String>,
-    pub model: Option<String>,
-    pub date_time_original: Option<String>,
-}
+/// The EXIF summary recorded in `event.json` (defined by the eventstore, which owns the format).
+pub use camledger_eventstore::Exif;
 
 /// Longest EXIF string kept, in characters; longer values are cut (event.json stays small).
 const EXIF_MAX_CHARS: usize = 128;
