@@ -105,7 +105,7 @@ fn read_manifest(repo: &gix::Repository) -> Result<Manifest, GitError> {
 /// its parent (`TreeAdditionsComparedToAncestor`): everything else is reachable from an
 /// older commit and therefore already in this pack or an earlier snapshot. Objects are
 /// written whole (no thin deltas against objects outside the pack) so each pack indexes
-/// on its own; blobs are stored with zlib level 0 because zstd compresses the stream.
+/// on its own; entries are stored with zlib level 0 because zstd compresses the stream.
 pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String], out: &mut dyn Write) -> Result<u64, GitError> {
     use gix::objs::Kind;
 
@@ -168,23 +168,19 @@ pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String],
     )
     .map_err(op("count the objects to pack"))?;
     let num_objects = counts.len();
-    let entries = output::entry::iter_from_counts(
-        counts,
-        odb,
-        Box::new(gix::progress::Discard),
-        output::entry::iter_from_counts::Options {
-            thread_limit: None,
-            mode: output::entry::iter_from_counts::Mode::PackCopyAndBaseObjects,
-            allow_thin_pack: false,
-            // Entries of one chunk are held in memory: keep it small, blobs can be big.
-            chunk_size: 16,
-            version: Default::default(),
-            compression: gix::zlib::Compression::NONE,
-        },
-    )
-    .map_err(op("prepare pack entries"))?;
+    // One entry at a time: gix's `iter_from_counts` sizes its work chunks by object count
+    // (up to 1,000 objects per chunk and thread, whatever `chunk_size` says), which with
+    // 100 KiB images held hundreds of MiB. Entries are re-deflated at level 0 (a copy):
+    // zstd compresses the stream afterwards.
+    let mut buf = Vec::new();
+    let entries = counts.into_iter().map(move |count| {
+        use gix::error::OptionExt as _;
+        let (object, _) = gix_pack::Find::try_find(&odb, &count.id, &mut buf)?
+            .ok_or_raise(|| gix::error::not_found("an object vanished while packing"))?;
+        Ok(vec![output::Entry::from_data(&count, &object, gix::zlib::Compression::NONE)?])
+    });
     let mut pack = output::bytes::FromEntriesIter::new(
-        gix::parallel::InOrderIter::from(entries),
+        entries,
         out,
         u32::try_from(num_objects).map_err(op("pack object count"))?,
         gix_pack::data::Version::default(),
@@ -198,15 +194,15 @@ pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String],
 
 /// Index a pack read from `pack` into `git_dir/objects/pack`; returns its object count.
 pub(crate) fn index_pack(git_dir: &Path, pack: &mut dyn BufRead) -> Result<u64, GitError> {
-    let repo = gix::open(git_dir).map_err(op("open the restored repository"))?;
     let interrupt = AtomicBool::new(false);
     let outcome = gix_pack::Bundle::write_to_directory(
         pack,
         Some(&git_dir.join("objects").join("pack")),
         &mut gix::progress::Discard,
         &interrupt,
-        // Packs are self-contained; the lookup is there for thin packs should they appear.
-        Some(repo.objects.clone()),
+        // Our packs are never thin (`allow_thin_pack: false`), so no base lookup: with one,
+        // gix re-encodes every entry through memory instead of passing the bytes through.
+        None::<gix::objs::find::Never>,
         gix::hash::Kind::Sha1,
         gix_pack::bundle::write::Options::default(),
     )
@@ -265,3 +261,4 @@ pub(crate) fn fsck(git_dir: &Path) -> Result<Result<(), String>, GitError> {
         Ok(Err(text))
     }
 }
+
