@@ -170,12 +170,27 @@ pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String],
     let num_objects = counts.len();
     // One entry at a time: gix's `iter_from_counts` sizes its work chunks by object count
     // (up to 1,000 objects per chunk and thread, whatever `chunk_size` says), which with
-    // 100 KiB images held hundreds of MiB. Entries are re-deflated at level 0 (a copy):
-    // zstd compresses the stream afterwards.
+    // 100 KiB images held hundreds of MiB. Packed objects are copied as they are stored
+    // (no inflate/deflate); loose objects and deltas are stored whole at zlib level 0
+    // (a copy): zstd compresses the stream afterwards.
+    let version = gix_pack::data::Version::default();
     let mut buf = Vec::new();
-    let entries = counts.into_iter().map(move |count| {
+    let entries = counts.into_iter().map(move |mut count| {
         use gix::error::OptionExt as _;
-        let (object, _) = gix_pack::Find::try_find(&odb, &count.id, &mut buf)?
+        use gix_pack::Find as _;
+        let location = odb.location_by_oid(&count.id, &mut buf)?;
+        if let Some(pack_entry) = location.as_ref().and_then(|l| odb.entry_by_location(l)) {
+            count.entry_pack_location = output::count::PackLocation::LookedUp(location);
+            let no_thin_bases = None::<fn(u32, u64) -> gix::Result<Option<ObjectId>>>;
+            // `None` for a delta: its base is not next to it in our pack; store it whole.
+            if let Some(entry) =
+                output::Entry::from_pack_entry(pack_entry, &count, std::slice::from_ref(&count), 0, no_thin_bases, version)
+            {
+                return Ok(vec![entry?]);
+            }
+        }
+        let (object, _) = odb
+            .try_find(&count.id, &mut buf)?
             .ok_or_raise(|| gix::error::not_found("an object vanished while packing"))?;
         Ok(vec![output::Entry::from_data(&count, &object, gix::zlib::Compression::NONE)?])
     });
@@ -183,7 +198,7 @@ pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String],
         entries,
         out,
         u32::try_from(num_objects).map_err(op("pack object count"))?,
-        gix_pack::data::Version::default(),
+        version,
         gix::hash::Kind::Sha1,
     );
     for written in pack.by_ref() {

@@ -167,13 +167,13 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-pub(crate) fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sha256_hex(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
 
     fn cut(input_len: usize, chunk_size: usize, write_size: usize) -> Vec<usize> {
         let (tx, mut rx) = mpsc::channel(1024);

@@ -4,6 +4,11 @@
 //! compressed and cut into chunks; the async side inserts each chunk (with its SHA-256)
 //! inside the caller's transaction.
 //!
+//! Digests: each chunk has the SHA-256 of its bytes; `raw_sha256` covers the whole
+//! artifact before compression; `stored_sha256` is the SHA-256 of the chunk digests
+//! concatenated in order (binary, 32 bytes each), which pins the order and the set of
+//! chunks without hashing every stored byte a second time.
+//!
 //! Download: the async side fetches chunk rows one by one, checks each SHA-256 and the
 //! whole, and feeds them to `consume(raw reader)` in `spawn_blocking` after zstd
 //! decompression; the raw bytes are hashed and compared with the stored digest.
@@ -15,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::db::{ArtifactRow, Store, Tx};
 use crate::git::GitError;
-use crate::pipe::{sha256_hex, ChunkSink, ChunkSource, HashingReader, HashingWriter, CHANNEL_CAPACITY};
+use crate::pipe::{ChunkSink, ChunkSource, HashingReader, HashingWriter, CHANNEL_CAPACITY};
 use crate::{Fault, Progress};
 
 /// A failure of the blocking side of a transfer.
@@ -75,8 +80,9 @@ where
     let mut stored = Sha256::new();
     let mut stored_bytes = 0u64;
     while let Some(chunk) = chunks_rx.recv().await {
-        stored.update(&chunk);
-        tx.insert_chunk(snapshot_id, artifact, seq, &sha256_hex(&chunk), &chunk)
+        let digest = Sha256::digest(&chunk);
+        stored.update(digest);
+        tx.insert_chunk(snapshot_id, artifact, seq, &hex::encode(digest), &chunk)
             .await
             .map_err(UploadError::Database)?;
         seq += 1;
@@ -188,14 +194,15 @@ async fn feed(
                 seq,
             }));
         };
-        if sha256_hex(&bytes) != want {
+        let digest = Sha256::digest(&bytes);
+        if hex::encode(digest) != want {
             return Ok(Some(Fault::ChunkCorrupt {
                 snapshot: snapshot_id,
                 artifact: artifact.to_owned(),
                 seq,
             }));
         }
-        stored.update(&bytes);
+        stored.update(digest);
         progress.advance(bytes.len() as u64);
         if chunks_tx.send(bytes).await.is_err() {
             // The consumer stopped early (its error is reported by the caller).
