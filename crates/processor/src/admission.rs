@@ -34,7 +34,7 @@ pub use camledger_eventstore::Exif;
 const EXIF_MAX_CHARS: usize = 128;
 
 /// Admission limits; callers get them from configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Largest accepted `width × height`. Default 50 megapixels.
     pub max_pixels: u64,

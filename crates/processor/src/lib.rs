@@ -20,6 +20,7 @@ pub mod admission;
 pub mod blank;
 pub mod classifier;
 pub mod decode;
+pub mod judge;
 pub mod neardup;
 pub mod phash;
 pub mod verdict;
