@@ -93,7 +93,8 @@ pub mod open {
 pub(crate) struct Inner {
     data_dir: PathBuf,
     git_dir: PathBuf,
-    repo: gix::ThreadSafeRepository,
+    /// The gix repository and the pack generation (see [`Ledger::repo`]) it was opened at.
+    repo: Mutex<(gix::ThreadSafeRepository, u64)>,
     config: LedgerConfig,
     fsync: durable::Fsync,
     seq_file: Mutex<Option<Arc<File>>>,
@@ -135,14 +136,13 @@ impl Ledger {
         if !git_dir.join("HEAD").exists() {
             create_repository(data_dir, &git_dir, &fsync)?;
         }
-        let repo = gix::open_opts(&git_dir, gix::open::Options::isolated())
-            .map_err(|source| open::Error::Git { path: git_dir.clone(), source })?
-            .into_sync();
+        let generation = pack_generation(data_dir);
+        let repo = open_repo(&git_dir)?;
         Ok(Ledger {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_owned(),
                 git_dir,
-                repo,
+                repo: Mutex::new((repo, generation)),
                 config,
                 fsync,
                 seq_file: Mutex::new(None),
@@ -162,8 +162,34 @@ impl Ledger {
         &self.inner.config
     }
 
+    /// A thread-local gix repository, reopened whenever pack consolidation removed packs.
+    ///
+    /// Why: gix's object store keeps a fixed table of pack slots and recycles the slots of
+    /// removed packs; a store that lives through many removals reuses slots and can trip an
+    /// internal assertion (gix-odb 0.87 `load_index.rs`: "if the generation changed, the slot
+    /// index must have changed"), seen here under consolidation. A store opened after the
+    /// latest removal never recycles a slot, so consolidation bumps `index/pack-generation`
+    /// (its length is the generation) and every handle reopens when it changed: one `stat`
+    /// per read, one directory scan per consolidation.
     pub(crate) fn repo(&self) -> gix::Repository {
-        self.inner.repo.to_thread_local()
+        let generation = pack_generation(&self.inner.data_dir);
+        let mut guard = self.inner.repo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.1 != generation {
+            match open_repo(&self.inner.git_dir) {
+                Ok(repo) => *guard = (repo, generation),
+                Err(e) => tracing::warn!(error = %e, "could not reopen the repository after consolidation; using the old handle"),
+            }
+        }
+        guard.0.to_thread_local()
+    }
+
+    /// Tells every handle (in any process) to reopen its object store: packs were removed.
+    pub(crate) fn bump_pack_generation(&self) -> std::io::Result<()> {
+        let path = pack_generation_path(&self.inner.data_dir);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(b".")
     }
 
     pub(crate) fn fsync(&self) -> &durable::Fsync {
@@ -185,6 +211,20 @@ impl Ledger {
     pub fn start_writer(&self) -> Result<EventWriter, open::Error> {
         writer::start(self.clone())
     }
+}
+
+fn pack_generation_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("index").join("pack-generation")
+}
+
+fn pack_generation(data_dir: &Path) -> u64 {
+    fs::metadata(pack_generation_path(data_dir)).map_or(0, |m| m.len())
+}
+
+fn open_repo(git_dir: &Path) -> Result<gix::ThreadSafeRepository, open::Error> {
+    // Enough slots for max_packs plus the packs written between two consolidations.
+    let options = gix::open::Options::isolated().object_store_slots(gix::odb::store::init::Slots::Given(1024));
+    Ok(gix::open_opts(git_dir, options).map_err(|source| open::Error::Git { path: git_dir.to_owned(), source })?.into_sync())
 }
 
 /// Creates the bare repository under a temporary name and renames it into place, so a crash

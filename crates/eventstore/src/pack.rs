@@ -302,7 +302,7 @@ pub(crate) fn geometric_selection(mut sizes: Vec<(usize, u64)>, max_packs: usize
 
 /// Merges the selected packs into one new pack, then removes them. Entries are copied verbatim;
 /// a pack holding delta entries (written by stock git) is left alone.
-pub(crate) fn consolidate(pack_dir: &Path, max_packs: usize, fsync: &Fsync) -> io::Result<Option<usize>> {
+pub(crate) fn consolidate(pack_dir: &Path, max_packs: usize, fsync: &Fsync, before_removal: impl FnOnce() -> io::Result<()>) -> io::Result<Option<usize>> {
     let packs = list_packs(pack_dir)?;
     if packs.len() <= max_packs {
         return Ok(None);
@@ -347,6 +347,7 @@ pub(crate) fn consolidate(pack_dir: &Path, max_packs: usize, fsync: &Fsync) -> i
         writer.add(oid, crc, &buf)?;
     }
     let new_pack = writer.finish(fsync)?;
+    before_removal()?;
     for &p in &chosen {
         if packs[p].pack == new_pack {
             continue;

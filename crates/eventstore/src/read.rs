@@ -63,9 +63,17 @@ fn corrupt(id: impl std::fmt::Display, what: impl Into<String>) -> Error {
 }
 
 pub(crate) fn find(repo: &gix::Repository, id: ObjectId, kind: gix::objs::Kind) -> Result<Vec<u8>, Error> {
-    let object = match repo.try_find_object(id).map_err(Error::Git)? {
-        Some(object) => object.detach(),
-        None => return Err(Error::NotFound(id.to_string())),
+    // Pack consolidation removes packs that a lookup may have just chosen; gix then reloads
+    // its pack list, but a lookup racing the removal can still fail or miss once. Git's own
+    // readers retry after re-scanning packs for the same reason.
+    let mut attempt = 0;
+    let object = loop {
+        match repo.try_find_object(id) {
+            Ok(Some(object)) => break object.detach(),
+            Ok(None) if attempt >= 2 => return Err(Error::NotFound(id.to_string())),
+            Err(e) if attempt >= 2 => return Err(Error::Git(e)),
+            Ok(None) | Err(_) => attempt += 1,
+        }
     };
     if object.kind != kind {
         return Err(corrupt(id, format!("expected a {kind}, found a {}", object.kind)));

@@ -41,7 +41,7 @@ impl Ledger {
     /// event with the same SHA-256. `progress(done, total)` is called after each event.
     #[tracing::instrument(skip_all)]
     pub fn verify(&self, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport, Error> {
-        let repo = self.repo();
+        let mut repo = self.repo();
         let Some((head_seq, head_id)) = read::head_of(&repo).map_err(|e| match e {
             read::Error::Corrupt { what, id } => Error::Broken { seq: 0, id, what: format!("head commit: {what}") },
             e => Error::Head(e),
@@ -54,6 +54,9 @@ impl Ledger {
         let mut expected_seq = head_seq;
         let mut id = head_id;
         loop {
+            if expected_seq % 1024 == 0 {
+                repo = self.repo(); // pick up a reopened object store during long walks
+            }
             let broken = |what: String| Error::Broken { seq: expected_seq, id: id.to_string(), what };
             let (digest, dup, size, parent) = check_one(&repo, id, expected_seq).map_err(broken)?;
             digests[(expected_seq - 1) as usize] = (digest, dup);

@@ -245,8 +245,22 @@ pub(crate) fn start(ledger: Ledger) -> Result<EventWriter, open::Error> {
     catch_up_index(&ledger, &index, &seq_index, head)?;
 
     let (tx, rx) = mpsc::channel(ledger.config().max_batch.saturating_mul(4).max(16));
+    let pack_dir = ledger.git_dir().join("objects").join("pack");
+    let (wake, sleeper) = std::sync::mpsc::sync_channel(1);
+    let consolidator = {
+        let (ledger, pack_dir) = (ledger.clone(), pack_dir.clone());
+        let span = tracing::info_span!("pack_consolidator");
+        std::thread::Builder::new()
+            .name("camledger-pack-consolidator".into())
+            .spawn(move || {
+                let _entered = span.enter();
+                consolidate_when_woken(&ledger, &pack_dir, &sleeper);
+            })
+            .map_err(io(data_dir.clone()))?
+    };
     let mut state = Writer {
-        pack_dir: ledger.git_dir().join("objects").join("pack"),
+        consolidator: Some((wake, consolidator)),
+        pack_dir,
         refs_dir: ledger.git_dir().join("refs").join("heads"),
         ledger,
         repo,
@@ -357,7 +371,29 @@ struct Writer {
     index: WriterIndex,
     poisoned: bool,
     batches_since_durable: u32,
+    /// Wakes the consolidation thread after each batch (a full channel means it is already due).
+    consolidator: Option<(std::sync::mpsc::SyncSender<()>, JoinHandle<()>)>,
     _lock: File,
+}
+
+/// The consolidation thread: merges packs geometrically whenever the writer wakes it, off the
+/// writer's path so a large merge never stalls appends. Concurrent with new batch packs: it
+/// only ever removes packs it has copied into a complete, fsynced new pack.
+fn consolidate_when_woken(ledger: &Ledger, pack_dir: &std::path::Path, wake: &std::sync::mpsc::Receiver<()>) {
+    let max_packs = ledger.config().max_packs;
+    while wake.recv().is_ok() {
+        // Handles reopen their object store before the merged packs disappear.
+        match pack::consolidate(pack_dir, max_packs, ledger.fsync(), || ledger.bump_pack_generation()) {
+            Ok(Some(merged)) => tracing::info!(merged, "consolidated packs"),
+            Ok(None) => {}
+            Err(e) if ledger.fsync().has_failed() => {
+                // The writer sees the failed fsync and poisons itself before its next batch.
+                tracing::error!(error = %e, "fsync failed during pack consolidation; stopping consolidation");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "pack consolidation failed; will retry after the next batch"),
+        }
+    }
 }
 
 /// How one request of a batch is answered.
@@ -417,6 +453,10 @@ impl Writer {
                 tracing::warn!(error = %e, "could not make the writer index durable at shutdown");
             }
         }
+        if let Some((wake, consolidator)) = self.consolidator.take() {
+            drop(wake);
+            let _ = consolidator.join();
+        }
         tracing::info!(head = self.head.map_or(0, |h| h.0), "event writer stopped");
         if let Some(done) = stop {
             // The lock is released when `self` is dropped by the thread's caller; tell the
@@ -427,6 +467,10 @@ impl Writer {
 
     #[tracing::instrument(skip_all, fields(batch = batch.len(), first_seq = tracing::field::Empty))]
     fn process(&mut self, batch: Vec<Request>) {
+        if self.ledger.fsync().has_failed() && !self.poisoned {
+            tracing::error!("an fsync failed (consolidation); poisoning the writer");
+            self.poisoned = true;
+        }
         if self.poisoned {
             for request in batch {
                 let _ = request.reply.send(Err(append::Error::Unavailable));
@@ -594,6 +638,8 @@ impl Writer {
         }
 
         // 2. Compare-and-swap on the ref.
+        // A fresh handle per batch: it reopens the object store after consolidation.
+        self.repo = self.ledger.repo();
         let current = read::head_of(&self.repo).map_err(|e| poison(self, std::io::Error::other(e)))?.map(|(_, id)| id);
         if current != self.head.map(|(_, id)| id) {
             let e = std::io::Error::other(format!("{EVENTS_REF} moved under the writer (expected {:?}, found {current:?})", self.head));
@@ -642,15 +688,8 @@ impl Writer {
     }
 
     fn consolidate(&mut self) {
-        let max_packs = self.ledger.config().max_packs;
-        match pack::consolidate(&self.pack_dir, max_packs, self.ledger.fsync()) {
-            Ok(Some(merged)) => tracing::info!(merged, "consolidated packs"),
-            Ok(None) => {}
-            Err(e) if self.ledger.fsync().has_failed() => {
-                tracing::error!(error = %e, "fsync failed during pack consolidation; poisoning the writer");
-                self.poisoned = true;
-            }
-            Err(e) => tracing::warn!(error = %e, "pack consolidation failed; will retry after the next batch"),
+        if let Some((wake, _)) = &self.consolidator {
+            let _ = wake.try_send(());
         }
     }
 }

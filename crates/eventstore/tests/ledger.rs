@@ -405,9 +405,9 @@ async fn pack_consolidation_keeps_the_pack_count_bounded_and_events_readable() {
         ledger.image(i / 2 + 1).expect("readable during consolidation");
     }
     writer.shutdown().await;
-    // The writer answers before it consolidates, so one extra pack may be seen in between.
-    assert!(max_seen <= 5, "at most max_packs + 1 packs at any time, saw {max_seen}");
-    assert!(pack_count(&ledger) <= 4, "at most max_packs packs once the writer is idle");
+    // Consolidation runs beside the writer, so a few extra packs may be seen in between.
+    assert!(max_seen <= 10, "consolidation keeps up with the writer, saw {max_seen} packs");
+    assert!(pack_count(&ledger) <= 4, "at most max_packs packs once the writer has stopped");
     let reopened = open(dir.path());
     for seq in 1..=60 {
         reopened.image(seq).expect("every event readable after consolidation");
