@@ -50,6 +50,9 @@ pub struct LedgerConfig {
     pub node_name: String,
     /// Most append requests written as one batch (one pack, one ref update).
     pub max_batch: usize,
+    /// A batch stops taking requests once their images reach this many bytes (bounds the
+    /// pack size and the writer's memory with 25 MiB uploads).
+    pub max_batch_bytes: usize,
     /// Consolidation trigger: when more packs than this exist, small packs are merged
     /// geometrically (like `git repack --geometric=2`).
     pub max_packs: usize,
@@ -60,7 +63,13 @@ pub struct LedgerConfig {
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        LedgerConfig { node_name: "camledger.local".to_owned(), max_batch: 256, max_packs: 16, fail_fsync_after: None }
+        LedgerConfig {
+            node_name: "camledger.local".to_owned(),
+            max_batch: 256,
+            max_batch_bytes: 64 << 20,
+            max_packs: 16,
+            fail_fsync_after: None,
+        }
     }
 }
 

@@ -53,12 +53,20 @@ impl Ledger {
         let mut image_bytes = 0u64;
         let mut expected_seq = head_seq;
         let mut id = head_id;
+        let mut later_received: Option<String> = None;
         loop {
             if expected_seq % 1024 == 0 {
                 repo = self.repo(); // pick up a reopened object store during long walks
             }
             let broken = |what: String| Error::Broken { seq: expected_seq, id: id.to_string(), what };
-            let (digest, dup, size, parent) = check_one(&repo, id, expected_seq).map_err(broken)?;
+            let (digest, dup, size, parent, received) = check_one(&repo, id, expected_seq).map_err(broken)?;
+            if let Some(later) = &later_received {
+                // Same fixed-width UTC form, so string order is time order.
+                if received > *later {
+                    return Err(broken(format!("received_at {received} is after the next event's {later}")));
+                }
+            }
+            later_received = Some(received);
             digests[(expected_seq - 1) as usize] = (digest, dup);
             image_bytes += size;
             progress(head_seq - expected_seq + 1, head_seq);
@@ -96,8 +104,8 @@ impl Ledger {
     }
 }
 
-/// What verification keeps of one event: image digest, duplicate_of, image size, parent.
-type Checked = ([u8; 32], Option<u64>, u64, Option<ObjectId>);
+/// What verification keeps of one event: image digest, duplicate_of, image size, parent, received_at.
+type Checked = ([u8; 32], Option<u64>, u64, Option<ObjectId>, String);
 
 /// Checks one event commit.
 fn check_one(repo: &gix::Repository, id: ObjectId, expected_seq: u64) -> Result<Checked, String> {
@@ -126,5 +134,5 @@ fn check_one(repo: &gix::Repository, id: ObjectId, expected_seq: u64) -> Result<
     read::check_image(record, &bytes)?;
     let mut digest = [0u8; 32];
     hex::decode_to_slice(&record.sha256, &mut digest).map_err(|e| e.to_string())?;
-    Ok((digest, record.duplicate_of, bytes.len() as u64, loaded.parents.first().copied()))
+    Ok((digest, record.duplicate_of, bytes.len() as u64, loaded.parents.first().copied(), record.received_at.clone()))
 }

@@ -244,6 +244,11 @@ pub(crate) fn start(ledger: Ledger) -> Result<EventWriter, open::Error> {
     let index = WriterIndex::open(&db_path).map_err(|e| open::Error::Index(e.to_string()))?;
     catch_up_index(&ledger, &index, &seq_index, head)?;
 
+    let last_received = match head {
+        Some((_, id)) => format::parse_timestamp(&read::load(&ledger.repo(), id)?.stored.record.received_at)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        None => time::OffsetDateTime::UNIX_EPOCH,
+    };
     let (tx, rx) = mpsc::channel(ledger.config().max_batch.saturating_mul(4).max(16));
     let pack_dir = ledger.git_dir().join("objects").join("pack");
     let (wake, sleeper) = std::sync::mpsc::sync_channel(1);
@@ -265,6 +270,7 @@ pub(crate) fn start(ledger: Ledger) -> Result<EventWriter, open::Error> {
         ledger,
         repo,
         head,
+        last_received,
         seq_index,
         index,
         poisoned: false,
@@ -367,6 +373,9 @@ struct Writer {
     pack_dir: PathBuf,
     refs_dir: PathBuf,
     head: Option<(u64, ObjectId)>,
+    /// `received_at` of the head: the clock is clamped to it so times never go backwards
+    /// along the chain, even if the system clock does.
+    last_received: time::OffsetDateTime,
     seq_index: SeqIndex,
     index: WriterIndex,
     poisoned: bool,
@@ -418,6 +427,7 @@ struct Written {
 impl Writer {
     fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
         let max_batch = self.ledger.config().max_batch;
+        let max_bytes = self.ledger.config().max_batch_bytes;
         let mut stop: Option<oneshot::Sender<()>> = None;
         while stop.is_none() {
             let Some(first) = rx.blocking_recv() else { break };
@@ -426,9 +436,13 @@ impl Writer {
                 Msg::Append(request) => batch.push(*request),
                 Msg::Shutdown(done) => stop = Some(done),
             }
-            while batch.len() < max_batch && stop.is_none() {
+            let mut bytes: usize = batch.iter().map(|r: &Request| r.event.blob.bytes.len()).sum();
+            while batch.len() < max_batch && bytes < max_bytes && stop.is_none() {
                 match rx.try_recv() {
-                    Ok(Msg::Append(request)) => batch.push(*request),
+                    Ok(Msg::Append(request)) => {
+                        bytes += request.event.blob.bytes.len();
+                        batch.push(*request);
+                    }
                     Ok(Msg::Shutdown(done)) => stop = Some(done),
                     Err(_) => break,
                 }
@@ -477,7 +491,7 @@ impl Writer {
             }
             return;
         }
-        let now = time::OffsetDateTime::now_utc();
+        let now = time::OffsetDateTime::now_utc().max(self.last_received);
         let received_at = format::format_timestamp(now);
         let seconds = now.unix_timestamp();
         let node_name = self.ledger.config().node_name.clone();
@@ -562,7 +576,7 @@ impl Writer {
             }
         }
 
-        let result = if written.is_empty() { Ok(()) } else { self.commit_batch(&entries, &written) };
+        let result = if written.is_empty() { Ok(()) } else { self.commit_batch(&entries, &written, now) };
         let failure = result.err();
         let answer = |i: usize, replayed: bool| -> Result<Appended, append::Error> {
             if let Some(e) = &failure {
@@ -609,7 +623,7 @@ impl Writer {
 
     /// Pack -> ref (CAS) -> fsync ref -> seq.idx -> redb. Poisons the writer on any failed
     /// fsync and on any failure once the ref may have moved.
-    fn commit_batch(&mut self, entries: &[PackEntry], written: &[Written]) -> Result<(), append::Error> {
+    fn commit_batch(&mut self, entries: &[PackEntry], written: &[Written], received: time::OffsetDateTime) -> Result<(), append::Error> {
         let ledger = self.ledger.clone();
         let fsync = ledger.fsync();
         let last = written.last().expect("commit_batch is only called with new events");
@@ -665,6 +679,7 @@ impl Writer {
             return Err(poison(self, e));
         }
         self.head = Some((last.seq, last.id));
+        self.last_received = received;
 
         // 4. The derived index. The batch is durable in git already, so a failure here still
         //    answers Ok; the writer stops taking appends and the next start rebuilds from git.
