@@ -232,6 +232,7 @@ pub(crate) fn start(ledger: Ledger) -> Result<EventWriter, open::Error> {
             Err(std::fs::TryLockError::Error(e)) => return Err(io(lock_path)(e)),
         }
     }
+    remove_stale_temp_files(&ledger.git_dir().join("objects").join("pack"));
     let repo = ledger.repo();
     let head = read::head_of(&repo)?;
     let idx_path = ledger.seq_idx_path();
@@ -286,6 +287,22 @@ pub(crate) fn start(ledger: Ledger) -> Result<EventWriter, open::Error> {
         })
         .map_err(io(data_dir))?;
     Ok(EventWriter { shared: Arc::new(Shared { tx, thread: Mutex::new(Some(thread)) }) })
+}
+
+/// Removes `tmp_pack_*`/`tmp_idx_*` files left by a crash mid-batch. Only files older than an
+/// hour: a verdict writer in another process may be writing its own right now.
+fn remove_stale_temp_files(pack_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(pack_dir) else { return };
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_temp = name.to_str().is_some_and(|n| n.starts_with("tmp_pack_") || n.starts_with("tmp_idx_"));
+        let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < hour_ago);
+        if is_temp && old {
+            tracing::info!(file = ?name, "removing a temporary pack file left by a crash");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 enum Repair {

@@ -51,6 +51,13 @@ fn keyed(camera: &str, bytes: Vec<u8>, key: &str) -> NewEvent {
     NewEvent { idempotency_key: Some(key.to_owned()), ..new_event(camera, bytes) }
 }
 
+#[test]
+fn ledger_and_writer_handles_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<Ledger>();
+    assert_send_sync::<EventWriter>();
+}
+
 fn open(dir: &Path) -> Ledger {
     Ledger::open(dir, LedgerConfig::default()).expect("ledger opens")
 }
@@ -297,6 +304,31 @@ async fn verify_reports_the_first_forged_event_precisely() {
                 commit_as_camera(g, tree.trim(), &ids[1], message.trim_end(), date.trim())
             },
             "image is 22 bytes",
+        ),
+        (
+            "event.json re-serialised with whitespace",
+            |g, ids| {
+                let json = git(g, &["cat-file", "blob", &format!("{}:event.json", ids[2])]);
+                let pretty = String::from_utf8(json).expect("utf8").replace(",\"", ", \"");
+                let fake = std::env::temp_dir().join(format!("pretty-{}", std::process::id()));
+                std::fs::write(&fake, pretty).expect("write");
+                let json_blob = git_text(g, &["hash-object", "-w", fake.to_str().expect("utf8")]);
+                let image_blob = git_text(g, &["rev-parse", &format!("{}:image.jpg", ids[2])]);
+                std::fs::write(&fake, format!("100644 blob {}\tevent.json\n100644 blob {}\timage.jpg\n", json_blob.trim(), image_blob.trim()))
+                    .expect("write");
+                let out = Command::new("git")
+                    .arg("--git-dir")
+                    .arg(g)
+                    .arg("mktree")
+                    .stdin(std::fs::File::open(&fake).expect("open"))
+                    .output()
+                    .expect("mktree");
+                let tree = String::from_utf8(out.stdout).expect("utf8");
+                let message = git_text(g, &["log", "-1", "--format=%B", &ids[2]]);
+                let date = git_text(g, &["log", "-1", "--format=%ad", "--date=raw", &ids[2]]);
+                commit_as_camera(g, tree.trim(), &ids[1], message.trim_end(), date.trim())
+            },
+            "not in canonical form",
         ),
         (
             "event 3 dropped, event 2 re-parented",
