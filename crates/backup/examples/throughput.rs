@@ -13,6 +13,9 @@
 //!    proofs start), the proofs (`git fsck`, `Ledger::verify`) are timed separately.
 //! 5. Baseline: `git index-pack` of the same pack file.
 //!
+//! `KEEP_DATA=1` keeps the ingested data dir in /tmp/camledger-bench-data and stops;
+//! `BENCH_DATA=/tmp/camledger-bench-data` reuses it instead of ingesting.
+//!
 //! Prints ratios (ours / baseline throughput; ≥ 0.8 is the target) and peak RSS.
 //! Peak RSS is read from `/proc/self/status` (VmHWM) after resetting it through
 //! `/proc/self/clear_refs`, so each phase reports its own peak.
@@ -155,38 +158,44 @@ async fn main() {
     let data = work.path().join("data");
 
     let start = Instant::now();
-    {
-        let ledger = Ledger::open(&data, LedgerConfig::default()).expect("open the ledger");
-        let writer = ledger.start_writer().expect("start the writer");
-        let mut pending = Vec::new();
-        for seed in 0..events {
-            let writer = writer.clone();
-            pending.push(tokio::spawn(async move {
-                writer
-                    .append(NewEvent {
-                        camera: format!("cam-{}", seed % 8),
-                        image: bytes::Bytes::from(image(seed, image_kib * 1024)),
-                        media_type: "image/jpeg".into(),
-                        extension: "jpg".into(),
-                        width: 640,
-                        height: 480,
-                        exif: None,
-                        captured_at: None,
-                        idempotency_key: None,
-                    })
-                    .await
-                    .expect("append")
-            }));
-            if pending.len() >= 256 {
-                for p in pending.drain(..) {
-                    p.await.expect("append task");
+    if let Ok(existing) = std::env::var("BENCH_DATA") {
+        // Reuse a data dir kept by an earlier run (KEEP_DATA=1).
+        let status = Command::new("cp").arg("-a").arg(&existing).arg(&data).status().expect("cp");
+        assert!(status.success());
+    } else {
+        {
+            let ledger = Ledger::open(&data, LedgerConfig::default()).expect("open the ledger");
+            let writer = ledger.start_writer().expect("start the writer");
+            let mut pending = Vec::new();
+            for seed in 0..events {
+                let writer = writer.clone();
+                pending.push(tokio::spawn(async move {
+                    writer
+                        .append(NewEvent {
+                            camera: format!("cam-{}", seed % 8),
+                            image: bytes::Bytes::from(image(seed, image_kib * 1024)),
+                            media_type: "image/jpeg".into(),
+                            extension: "jpg".into(),
+                            width: 640,
+                            height: 480,
+                            exif: None,
+                            captured_at: None,
+                            idempotency_key: None,
+                        })
+                        .await
+                        .expect("append")
+                }));
+                if pending.len() >= 256 {
+                    for p in pending.drain(..) {
+                        p.await.expect("append task");
+                    }
                 }
             }
+            for p in pending {
+                p.await.expect("append task");
+            }
+            writer.shutdown().await;
         }
-        for p in pending {
-            p.await.expect("append task");
-        }
-        writer.shutdown().await;
     }
     if std::env::var("KEEP_DATA").is_ok() {
         let keep = PathBuf::from("/tmp/camledger-bench-data");
@@ -213,7 +222,6 @@ async fn main() {
     let snap_time = start.elapsed();
     let snap_rss = peak_rss_mib();
     let snap_anon = anon.stop_mib();
-    let snap_anon_before = snap_anon_before;
     let SnapshotOutcome::Created(info) = outcome else {
         panic!("a first snapshot is always created")
     };

@@ -104,8 +104,7 @@ fn read_manifest(repo: &gix::Repository) -> Result<Manifest, GitError> {
 /// Counting walks commits and adds, per commit, only the tree entries that differ from
 /// its parent (`TreeAdditionsComparedToAncestor`): everything else is reachable from an
 /// older commit and therefore already in this pack or an earlier snapshot. Objects are
-/// written whole (no thin deltas against objects outside the pack) so each pack indexes
-/// on its own; entries are stored with zlib level 0 because zstd compresses the stream.
+/// written whole (never deltas) so each pack indexes on its own.
 pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String], out: &mut dyn Write) -> Result<u64, GitError> {
     use gix::objs::Kind;
 
@@ -175,7 +174,7 @@ pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String],
     // (a copy): zstd compresses the stream afterwards.
     let version = gix_pack::data::Version::default();
     let mut buf = Vec::new();
-    let entries = counts.into_iter().map(move |mut count| {
+    let entries = counts.into_iter().map(move |mut count| -> gix::Result<output::Entry> {
         use gix::error::OptionExt as _;
         use gix_pack::Find as _;
         let location = odb.location_by_oid(&count.id, &mut buf)?;
@@ -186,28 +185,75 @@ pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String],
             if let Some(entry) =
                 output::Entry::from_pack_entry(pack_entry, &count, std::slice::from_ref(&count), 0, no_thin_bases, version)
             {
-                return Ok(vec![entry?]);
+                return entry;
             }
         }
         let (object, _) = odb
             .try_find(&count.id, &mut buf)?
             .ok_or_raise(|| gix::error::not_found("an object vanished while packing"))?;
-        Ok(vec![output::Entry::from_data(&count, &object, gix::zlib::Compression::NONE)?])
+        output::Entry::from_data(&count, &object, gix::zlib::Compression::NONE)
     });
-    let mut pack = output::bytes::FromEntriesIter::new(
-        entries,
-        out,
-        u32::try_from(num_objects).map_err(op("pack object count"))?,
+    // The pack format (header, entries, SHA-1 trailer) written here rather than through
+    // gix-pack's `FromEntriesIter`: that one hashes with collision-detecting SHA-1, which
+    // cost about half of the pack-writing time; the trailer is a checksum that every
+    // reader (gix, `git index-pack`) recomputes, and our entries are all whole objects.
+    let mut out = TrailerWriter {
+        inner: out,
+        sha1: <sha1::Sha1 as sha1::Digest>::new(),
+    };
+    let write = op("write the pack");
+    out.write_all(&gix_pack::data::header::encode(
         version,
-        gix::hash::Kind::Sha1,
-    );
-    for written in pack.by_ref() {
-        written.map_err(op("write the pack"))?;
+        u32::try_from(num_objects).map_err(op("pack object count"))?,
+    ))
+    .map_err(write)?;
+    let mut written = 0usize;
+    for entry in entries {
+        let entry = entry.map_err(op("read an object to pack"))?;
+        if !matches!(entry.kind, output::entry::Kind::Base(_)) {
+            return Err(GitError::Op {
+                what: "write the pack",
+                source: format!("object {} came out as a delta", entry.id).into(),
+            });
+        }
+        // Only deltas consult the closure, and there are none (checked above).
+        let header = entry.to_entry_header(version, |_| 0);
+        header
+            .write_to(entry.decompressed_size as u64, &mut out)
+            .map_err(op("write the pack"))?;
+        out.write_all(&entry.compressed_data).map_err(op("write the pack"))?;
+        written += 1;
     }
+    if written != num_objects {
+        return Err(GitError::Op {
+            what: "write the pack",
+            source: format!("{written} entries written, {num_objects} counted").into(),
+        });
+    }
+    let trailer = sha1::Digest::finalize(out.sha1);
+    out.inner.write_all(&trailer).map_err(op("write the pack trailer"))?;
     Ok(num_objects as u64)
 }
 
 /// Index a pack read from `pack` into `git_dir/objects/pack`; returns its object count.
+/// Passes bytes through and feeds them to the pack's SHA-1 trailer.
+struct TrailerWriter<'a> {
+    inner: &'a mut dyn Write,
+    sha1: sha1::Sha1,
+}
+
+impl Write for TrailerWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(data)?;
+        sha1::Digest::update(&mut self.sha1, &data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 pub(crate) fn index_pack(git_dir: &Path, pack: &mut dyn BufRead) -> Result<u64, GitError> {
     let interrupt = AtomicBool::new(false);
     let outcome = gix_pack::Bundle::write_to_directory(

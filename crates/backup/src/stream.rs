@@ -172,6 +172,9 @@ where
     Ok(value)
 }
 
+/// Chunk rows requested ahead of the one being checked (each up to 8 MiB in memory).
+const PREFETCH_CHUNKS: usize = 2;
+
 /// Send the chunks in order; `Ok(Some(fault))` when a check fails (sending stops there).
 async fn feed(
     store: &Store,
@@ -180,14 +183,18 @@ async fn feed(
     progress: &dyn Progress,
     chunks_tx: mpsc::Sender<Vec<u8>>,
 ) -> Result<Option<Fault>, DownloadError> {
+    use futures_util::StreamExt as _;
+
     let artifact = a.artifact.as_str();
     let mut stored = Sha256::new();
-    for seq in 0..a.chunks {
-        let Some((want, bytes)) = store
-            .chunk(snapshot_id, artifact, seq)
-            .await
-            .map_err(DownloadError::Database)?
-        else {
+    // The next chunk is fetched while this one is checked and consumed: reading rows is
+    // the slowest step of a restore, and the database serves two queries in parallel.
+    let fetches = futures_util::stream::iter(0..a.chunks)
+        .map(|seq| async move { (seq, store.chunk(snapshot_id, artifact, seq).await) })
+        .buffered(PREFETCH_CHUNKS);
+    let mut fetches = std::pin::pin!(fetches);
+    while let Some((seq, row)) = fetches.next().await {
+        let Some((want, bytes)) = row.map_err(DownloadError::Database)? else {
             return Ok(Some(Fault::ChunkMissing {
                 snapshot: snapshot_id,
                 artifact: artifact.to_owned(),
