@@ -222,6 +222,20 @@ impl Ledger {
     }
 }
 
+/// fsyncs every file and directory under `dir` (a fresh repository: a few dozen entries), so
+/// that the rename into place publishes a repository whose contents survive a power loss.
+fn sync_tree(dir: &Path, fsync: &durable::Fsync) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            sync_tree(&entry.path(), fsync)?;
+        } else {
+            fsync.file(&File::open(entry.path())?)?;
+        }
+    }
+    fsync.dir(dir)
+}
+
 fn pack_generation_path(data_dir: &Path) -> PathBuf {
     data_dir.join("index").join("pack-generation")
 }
@@ -253,6 +267,13 @@ fn create_repository(data_dir: &Path, git_dir: &Path, fsync: &durable::Fsync) ->
     let mut config = fs::OpenOptions::new().append(true).open(&config_path).map_err(io(&config_path))?;
     config.write_all(GIT_CONFIG_EXTRA.as_bytes()).map_err(io(&config_path))?;
     fs::write(tmp.join("HEAD"), "ref: refs/heads/events\n").map_err(io(&tmp))?;
+    // A ledger runs no hooks; gix's sample hooks would only be files to sync and audit.
+    let hooks = tmp.join("hooks");
+    if hooks.exists() {
+        fs::remove_dir_all(&hooks).map_err(io(&hooks))?;
+        fs::create_dir(&hooks).map_err(io(&hooks))?;
+    }
+    sync_tree(&tmp, fsync).map_err(io(&tmp))?;
     match fs::rename(&tmp, git_dir) {
         Ok(()) => fsync.dir(data_dir).map_err(io(data_dir)),
         Err(_) if git_dir.join("HEAD").exists() => {
