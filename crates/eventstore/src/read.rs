@@ -226,14 +226,19 @@ impl Ledger {
     }
 
     /// Events `seq, seq + 1, …` up to the head as it was when the iteration started.
+    /// Uses `seq.idx`; where it does not reach (no writer has caught it up yet), the missing
+    /// ids are collected once by walking back from the head, not once per event.
     pub fn events_from(&self, seq: u64) -> impl Iterator<Item = Result<StoredEvent, Error>> {
         let ledger = self.clone();
-        let (mut next, end, first_error) = match self.head() {
-            Ok(Some(head)) => (seq.max(1), head.seq, None),
+        let repo = self.repo();
+        let (mut next, end, first_error) = match head_of(&repo) {
+            Ok(Some((head_seq, _))) => (seq.max(1), head_seq, None),
             Ok(None) => (1, 0, None),
             Err(e) => (1, 0, Some(e)),
         };
         let mut first_error = first_error;
+        // ids[k] = commit of seq `walked_from + k`, for seqs the index lacks.
+        let mut walked: Option<(u64, Vec<ObjectId>)> = None;
         std::iter::from_fn(move || {
             if let Some(e) = first_error.take() {
                 return Some(Err(e));
@@ -241,9 +246,55 @@ impl Ledger {
             if next > end {
                 return None;
             }
-            let item = ledger.event(next);
+            let seq = next;
             next += 1;
-            Some(item)
+            let indexed = match ledger.seq_file().map(|f| seqidx::get(&f, seq)).transpose() {
+                Ok(found) => found.flatten(),
+                Err(e) => return Some(Err(Error::Io(e))),
+            };
+            let id = match indexed {
+                Some(id) => id,
+                None => {
+                    if walked.is_none() {
+                        match walk_ids(&repo, seq, end) {
+                            Ok(ids) => walked = Some((seq, ids)),
+                            Err(e) => return Some(Err(e)),
+                        }
+                    }
+                    let (from, ids) = walked.as_ref().expect("just filled");
+                    match seq.checked_sub(*from).and_then(|k| ids.get(k as usize)) {
+                        Some(id) => *id,
+                        None => return Some(Err(Error::NotFound(format!("seq {seq}")))),
+                    }
+                }
+            };
+            Some(load(&repo, id).and_then(|loaded| {
+                if loaded.stored.record.seq == seq {
+                    Ok(loaded.stored)
+                } else {
+                    Err(corrupt(id, format!("expected seq {seq}, the commit holds seq {}", loaded.stored.record.seq)))
+                }
+            }))
         })
     }
+}
+
+/// Commit ids of seqs `from..=to`, walking back from the head (which must be `to`).
+fn walk_ids(repo: &gix::Repository, from: u64, to: u64) -> Result<Vec<ObjectId>, Error> {
+    let Some((head_seq, mut id)) = head_of(repo)? else { return Ok(Vec::new()) };
+    let mut ids = Vec::new();
+    let mut seq = head_seq;
+    while seq >= from {
+        if seq <= to {
+            ids.push(id);
+        }
+        if seq == from {
+            break;
+        }
+        let (_, parent) = seq_and_parent(repo, id)?;
+        id = parent.ok_or_else(|| corrupt(id, "history ends before seq 1"))?;
+        seq -= 1;
+    }
+    ids.reverse();
+    Ok(ids)
 }
