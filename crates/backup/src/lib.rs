@@ -40,13 +40,24 @@
 //! let report = camledger_backup::verify(&store, None, &NoProgress).await?; // exit non-zero unless report.is_clean()
 //! let restored = camledger_backup::restore(&store, "/srv/new".as_ref(), None, &NoProgress).await?;
 //! let pruned = camledger_backup::prune(&store, 7).await?;
-//! # let _ = (outcome, all, report, restored, pruned); Ok(()) }
+//! // serve: publish to a watch channel, read it from the status route
+//! let (status_tx, status_rx) = tokio::sync::watch::channel(camledger_backup::ScheduleStatus::default());
+//! let shutdown = async { /* cancellation token */ };
+//! camledger_backup::run_schedule(&store, "/var/lib/camledger".as_ref(), &SnapshotOptions::default(),
+//!     std::time::Duration::from_secs(3600), &status_tx, shutdown).await;
+//! # let _ = (outcome, all, report, restored, pruned, status_rx); Ok(()) }
 //! ```
+//!
+//! Exit codes for the CLI: `connect::Error::UnsupportedUrl`, `restore::Error::TargetNotEmpty`
+//! and `prune::Error::KeepZero` are usage errors (2); every other error, and a
+//! `VerifyReport` that is not `is_clean()`, is a failure (1). Each error enum documents how
+//! to handle its variants. `Progress` is the hook for indicatif bars.
 //!
 //! # Layout
 //! `db` (the catalog, both backends), `pipe` + `stream` (chunking, hashing, zstd between
 //! blocking and async code), `git` (packs, refs, proofs), `plan` (pure decisions),
-//! and one module per operation: [`snapshot`], [`mod@list`], [`mod@verify`], [`mod@restore`], [`mod@prune`].
+//! and one module per operation: [`snapshot`], [`mod@list`], [`mod@verify`], [`mod@restore`],
+//! [`mod@prune`], [`schedule`].
 
 #[macro_use]
 mod db;
@@ -58,6 +69,7 @@ mod stream;
 pub mod list;
 pub mod prune;
 pub mod restore;
+pub mod schedule;
 pub mod snapshot;
 pub mod verify;
 
@@ -66,6 +78,7 @@ pub use git::GitError;
 pub use list::{list, SnapshotInfo};
 pub use prune::{prune, PruneReport};
 pub use restore::{restore, RestoreReport};
+pub use schedule::{run_schedule, ScheduleStatus};
 pub use snapshot::{snapshot, SnapshotOptions, SnapshotOutcome};
 pub use verify::{verify, VerifyReport};
 

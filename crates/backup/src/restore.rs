@@ -239,12 +239,22 @@ pub async fn restore(store: &Store, to: &Path, id: Option<i64>, progress: &dyn P
     }
     progress.finish();
 
-    // Move into place: rename(2) replaces an empty directory atomically.
+    // Durable before visible (gix never fsyncs), then move into place: rename(2)
+    // replaces an empty directory atomically.
+    blocking({
+        let dir = temp.path().to_owned();
+        move || sync_tree(&dir)
+    })
+    .await?
+    .map_err(io("fsync the restored data dir"))?;
     let built = temp.keep();
     if let Err(e) = std::fs::rename(&built, to) {
         let _ = std::fs::remove_dir_all(&built);
         return Err(Error::Io(format!("move the restored data dir into place: {e}")));
     }
+    std::fs::File::open(&parent_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync the target's parent directory"))?;
     tracing::info!(snapshot = target_id, objects, events, "restore proven and in place");
     Ok(RestoreReport {
         snapshot: target_id,
@@ -261,6 +271,20 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Io(format!("a blocking task failed: {e}")))
+}
+
+/// fsync every file and directory under `dir`.
+fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            sync_tree(&entry.path())?;
+        } else if kind.is_file() {
+            std::fs::File::open(entry.path())?.sync_all()?;
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()
 }
 
 async fn check_state(path: &Path) -> Result<(), Error> {

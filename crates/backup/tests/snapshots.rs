@@ -71,10 +71,14 @@ async fn full_incremental_restore_round_trip(store: &Store) {
     assert_eq!(registry_cameras(&restored_dir).await, vec!["cam-1".to_owned()]);
     assert!(git(&restored_dir, &["log", "--notes=verdicts", "-1", "refs/heads/events"]).contains("spam"));
 
-    // The restored dir is a working data dir: the writer rebuilds its indexes and the
-    // sequence continues.
-    ingest(&restored_dir, 200, 1, 1000).await;
-    assert_eq!(head_seq(&restored_dir), 21);
+    // The restored dir is a working data dir: the writer rebuilds its indexes (there is
+    // no index/ in a snapshot), the sequence continues and duplicates are still known.
+    assert!(!restored_dir.join("index").exists());
+    let fresh = append_one(&restored_dir, 200, 1000).await;
+    assert_eq!((fresh.seq, fresh.duplicate_of), (21, None));
+    let again = append_one(&restored_dir, 3, 40 * 1024).await;
+    assert_eq!((again.seq, again.duplicate_of), (22, Some(4)), "seed 3 was event 4 before the restore");
+    assert_eq!(head_seq(&restored_dir), 22);
     assert_eq!(entries(work.path()), vec!["restored".to_owned()], "no temporary directory is left");
 }
 
@@ -287,4 +291,45 @@ async fn the_list_serializes_with_the_fields_the_cli_contract_names() {
     }
     assert!(first["parent"].is_null());
     assert_eq!(first["events_head_seq"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_snapshots_at_once_and_publishes_the_latest_snapshot() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.sqlite").display()))
+        .await
+        .expect("connect");
+    let data = dir.path().join("data");
+    ingest(&data, 0, 3, 500).await;
+
+    let (status_tx, mut status_rx) = tokio::sync::watch::channel(camledger_backup::ScheduleStatus::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = small_chunks();
+    let runner = camledger_backup::run_schedule(
+        &store,
+        &data,
+        &options,
+        std::time::Duration::from_secs(3600),
+        &status_tx,
+        async {
+            let _ = stopped.await;
+        },
+    );
+    let observer = async {
+        let status = status_rx
+            .wait_for(|s| s.last_attempt_at.is_some())
+            .await
+            .expect("the schedule publishes")
+            .clone();
+        stop.send(()).expect("the schedule is running");
+        status
+    };
+    let ((), status) = tokio::join!(runner, observer);
+
+    assert_eq!(status.last_outcome, Some("created"), "{status:?}");
+    assert_eq!(status.failures_in_a_row, 0);
+    let latest = status.last_snapshot.expect("a snapshot is published");
+    assert_eq!(latest.events_head_seq, Some(3));
+    assert!(latest.stored_bytes > 0);
+    assert_eq!(list(&store).await.expect("list").len(), 1);
 }

@@ -117,6 +117,28 @@ pub async fn ingest(data_dir: &Path, first_seed: u64, count: u64, size: usize) {
     writer.shutdown().await;
 }
 
+/// Append one event (image from `seed`) and return the ledger's answer.
+pub async fn append_one(data_dir: &Path, seed: u64, size: usize) -> camledger_eventstore::Appended {
+    let ledger = Ledger::open(data_dir, LedgerConfig::default()).expect("open the ledger");
+    let writer = ledger.start_writer().expect("start the writer");
+    let appended = writer
+        .append(NewEvent {
+            camera: "cam-1".into(),
+            image: bytes::Bytes::from(image_bytes(seed, size)),
+            media_type: "image/jpeg".into(),
+            extension: "jpg".into(),
+            width: 64,
+            height: 48,
+            exif: None,
+            captured_at: None,
+            idempotency_key: None,
+        })
+        .await
+        .expect("append an event");
+    writer.shutdown().await;
+    appended
+}
+
 /// The head sequence number of the ledger in `data_dir`.
 pub fn head_seq(data_dir: &Path) -> u64 {
     let ledger = Ledger::open(data_dir, LedgerConfig::default()).expect("open the ledger");
