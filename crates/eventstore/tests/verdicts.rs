@@ -71,6 +71,28 @@ async fn verdicts_and_their_notes_are_visible_with_stock_git() {
     assert_eq!(trailers, format!("Event: {}\nEvent-Seq: 3\nVerdict: spam\n\n", ids[2]));
     let json = git(&git_dir, &["cat-file", "blob", "refs/heads/verdicts:verdict.json"]);
     assert!(json.contains("\"scores\":{\"classifier\":970000}"), "{json}");
+    assert_eq!(ledger.verify_verdicts(|_, _| {}).expect("verdicts verify"), 3);
+}
+
+#[tokio::test]
+async fn verify_verdicts_reports_a_verdict_chain_with_a_gap() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ledger, ids) = ledger_with_events(dir.path(), 3).await;
+    ledger.append_verdicts(&[verdict(1, &ids[0], false)]).expect("append");
+    let first = git(&ledger.git_dir(), &["rev-parse", "refs/heads/verdicts"]);
+    ledger.append_verdicts(&[verdict(2, &ids[1], false), verdict(3, &ids[2], true)]).expect("append");
+    // Re-parent the verdict for event 3 onto the one for event 1: event 2 loses its verdict.
+    let git_dir = ledger.git_dir();
+    let tree = git(&git_dir, &["rev-parse", "refs/heads/verdicts^{tree}"]);
+    let message = git(&git_dir, &["log", "-1", "--format=%B", "refs/heads/verdicts"]);
+    let forged = git(&git_dir, &["commit-tree", tree.trim(), "-p", first.trim(), "-m", message.trim_end()]);
+    git(&git_dir, &["update-ref", "refs/heads/verdicts", forged.trim()]);
+    let err = ledger.verify_verdicts(|_, _| {}).expect_err("the forged head is found");
+    assert!(err.to_string().contains("event seq 3") && err.to_string().contains("note on the event does not name this verdict"), "{err}");
+    // Without notes to compare with, the gap itself is reported.
+    git(&git_dir, &["update-ref", "-d", "refs/notes/verdicts"]);
+    let err = ledger.verify_verdicts(|_, _| {}).expect_err("a gap is found");
+    assert!(err.to_string().contains("judges event 1, its chain position is event 2"), "{err}");
 }
 
 #[tokio::test]
