@@ -333,3 +333,105 @@ async fn the_schedule_snapshots_at_once_and_publishes_the_latest_snapshot() {
     assert!(latest.stored_bytes > 0);
     assert_eq!(list(&store).await.expect("list").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_with_a_forged_image_fails_the_restore_proof_and_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.sqlite").display()))
+        .await
+        .expect("connect");
+    let data = dir.path().join("data");
+    ingest(&data, 0, 3, 2000).await;
+    // Forge the tip with stock git: same event.json, another image, same parent.
+    let tip = git(&data, &["rev-parse", "refs/heads/events"]);
+    let parent = git(&data, &["rev-parse", "refs/heads/events^"]);
+    let listing = git(&data, &["ls-tree", &tip]);
+    let forged_image = data.join("forged.bin");
+    std::fs::write(&forged_image, b"not the image event.json describes").expect("write");
+    let forged_blob = git(&data, &["hash-object", "-w", forged_image.to_str().expect("utf-8 path")]);
+    let tree_text: String = listing
+        .lines()
+        .map(|line| {
+            let (meta, name) = line.split_once('\t').expect("ls-tree format");
+            if name == "event.json" {
+                format!("{line}\n")
+            } else {
+                let mode = meta.split_whitespace().next().expect("mode");
+                format!("{mode} blob {forged_blob}\t{name}\n")
+            }
+        })
+        .collect();
+    let tree = {
+        use std::io::Write;
+        let mut child = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(data.join("ledger.git"))
+            .arg("mktree")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("git is installed");
+        child.stdin.take().expect("piped").write_all(tree_text.as_bytes()).expect("write to mktree");
+        String::from_utf8_lossy(&child.wait_with_output().expect("mktree runs").stdout).trim().to_owned()
+    };
+    let forged = git(&data, &["commit-tree", &tree, "-p", &parent, "-m", "forged\n\nSeq: 3"]);
+    git(&data, &["update-ref", "refs/heads/events", &forged]);
+    created(snapshot(&store, &data, &small_chunks(), &NoProgress).await.expect("snapshot"));
+
+    let report = verify(&store, None, &NoProgress).await.expect("verify runs");
+    assert!(report.is_clean(), "the stored bytes are intact: {:?}", report.faults);
+    let target = dir.path().join("restored");
+    let err = restore(&store, &target, None, &NoProgress).await.expect_err("the proof must fail");
+    assert!(matches!(err, restore::Error::Proof(restore::ProofFailure::Event(_))), "{err:?}");
+    assert!(!target.exists());
+    assert!(!entries(dir.path()).iter().any(|e| e.starts_with(".camledger-restore-")), "temporary dir removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_taken_while_events_are_appended_restore_exactly_their_head() {
+    let db = MariaDb::create();
+    let store = Store::connect(&db.url()).await.expect("connect");
+    let work = tempfile::tempdir().expect("temp dir");
+    let data = work.path().join("data");
+    ingest(&data, 0, 10, 4000).await;
+
+    let ledger = camledger_eventstore::Ledger::open(&data, Default::default()).expect("open");
+    let writer = ledger.start_writer().expect("writer");
+    let appender = {
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            for seed in 1000..1150u64 {
+                writer
+                    .append(camledger_eventstore::NewEvent {
+                        camera: "cam-2".into(),
+                        image: bytes::Bytes::from(image_bytes(seed, 4000)),
+                        media_type: "image/jpeg".into(),
+                        extension: "jpg".into(),
+                        width: 8,
+                        height: 8,
+                        exif: None,
+                        captured_at: None,
+                        idempotency_key: None,
+                    })
+                    .await
+                    .expect("append while snapshotting");
+            }
+        })
+    };
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        if let SnapshotOutcome::Created(info) = snapshot(&store, &data, &small_chunks(), &NoProgress).await.expect("snapshot") {
+            taken.push(info);
+        }
+    }
+    appender.await.expect("appender");
+    writer.shutdown().await;
+
+    let heads: Vec<Option<i64>> = taken.iter().map(|t| t.events_head_seq).collect();
+    eprintln!("snapshot heads while appending: {heads:?}");
+    let latest = taken.last().expect("at least one snapshot").clone();
+    let restored = restore(&store, &work.path().join("restored"), None, &NoProgress).await.expect("restore");
+    assert_eq!(Some(restored.events as i64), latest.events_head_seq, "exactly the head the snapshot recorded");
+    let report = verify(&store, None, &NoProgress).await.expect("verify runs");
+    assert!(report.is_clean(), "{:?}", report.faults);
+}
