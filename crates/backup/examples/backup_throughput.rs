@@ -1,7 +1,7 @@
 //! Benchmark: snapshot and restore throughput against the stock baselines, in one run.
 //!
 //! ```text
-//! cargo run -p camledger-backup --example throughput -- [EVENTS=2000] [IMAGE_KIB=100]
+//! cargo run -p camledger-backup --example backup_throughput -- [EVENTS=2000] [IMAGE_KIB=100]
 //! ```
 //!
 //! 1. Writes EVENTS random (incompressible) images through the real eventstore writer.
