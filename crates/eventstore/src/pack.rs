@@ -106,10 +106,12 @@ impl HashingFile {
 }
 
 /// Streams entries into a temporary pack; `finish` writes the index and publishes both.
+/// Dropped without `finish` (an error on the way, e.g. a full disk), it removes its temporary
+/// file, so failed batches leave nothing behind.
 pub(crate) struct PackWriter {
     dir: PathBuf,
     tmp_pack: PathBuf,
-    file: HashingFile,
+    file: Option<HashingFile>,
     offset: u64,
     expected: u32,
     index: Vec<(ObjectId, u32, u64)>,
@@ -132,11 +134,18 @@ impl PackWriter {
         header.extend_from_slice(&2u32.to_be_bytes());
         header.extend_from_slice(&count.to_be_bytes());
         file.write(&header)?;
-        Ok(PackWriter { dir: pack_dir.to_owned(), tmp_pack, file, offset: 12, expected: count, index: Vec::with_capacity(count as usize) })
+        Ok(PackWriter {
+            dir: pack_dir.to_owned(),
+            tmp_pack,
+            file: Some(file),
+            offset: 12,
+            expected: count,
+            index: Vec::with_capacity(count as usize),
+        })
     }
 
     pub(crate) fn add(&mut self, oid: ObjectId, crc32: u32, bytes: &[u8]) -> io::Result<()> {
-        self.file.write(bytes)?;
+        self.file.as_mut().expect("the file is only taken by finish, which consumes the writer").write(bytes)?;
         self.index.push((oid, crc32, self.offset));
         self.offset += bytes.len() as u64;
         Ok(())
@@ -146,38 +155,41 @@ impl PackWriter {
     /// index never names a missing pack), then fsyncs the directory.
     pub(crate) fn finish(mut self, fsync: &Fsync) -> io::Result<PathBuf> {
         if self.index.len() != self.expected as usize {
-            let _ = fs::remove_file(&self.tmp_pack);
             return Err(io::Error::other("pack entry count does not match its header"));
         }
-        let checksum = sha1_trailer(self.file.hasher);
-        self.file.out.write_all(checksum.as_bytes())?;
-        let pack_file = self.file.out.into_inner().map_err(|e| e.into_error())?;
-        let tmp_pack = self.tmp_pack.clone();
-        let cleanup = |e: io::Error, extra: Option<&Path>| {
-            let _ = fs::remove_file(&tmp_pack);
-            if let Some(extra) = extra {
-                let _ = fs::remove_file(extra);
-            }
-            e
-        };
-        fsync.file(&pack_file).map_err(|e| cleanup(e, None))?;
+        let file = self.file.take().expect("finish takes the file once");
+        let checksum = sha1_trailer(file.hasher);
+        let mut out = file.out;
+        out.write_all(checksum.as_bytes())?;
+        let pack_file = out.into_inner().map_err(|e| e.into_error())?;
+        fsync.file(&pack_file)?;
         drop(pack_file);
 
         let tmp_idx = tmp_name(&self.dir, "idx");
-        let idx_bytes = idx_v2(&mut self.index, checksum).map_err(|e| cleanup(e, None))?;
+        let idx_bytes = idx_v2(&mut self.index, checksum)?;
         let write_idx = || -> io::Result<()> {
             let mut f = File::create(&tmp_idx)?;
             f.write_all(&idx_bytes)?;
             fsync.file(&f)
         };
-        write_idx().map_err(|e| cleanup(e, Some(&tmp_idx)))?;
-
         let base = self.dir.join(format!("pack-{checksum}"));
         let pack_path = base.with_extension("pack");
-        fs::rename(&self.tmp_pack, &pack_path).map_err(|e| cleanup(e, Some(&tmp_idx)))?;
-        fs::rename(&tmp_idx, base.with_extension("idx"))?;
+        let publish = write_idx()
+            .and_then(|()| fs::rename(&self.tmp_pack, &pack_path))
+            .and_then(|()| fs::rename(&tmp_idx, base.with_extension("idx")));
+        if let Err(e) = publish {
+            let _ = fs::remove_file(&tmp_idx);
+            return Err(e);
+        }
         fsync.dir(&self.dir)?;
         Ok(pack_path)
+    }
+}
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        // After a successful `finish` the temporary name no longer exists: NotFound is fine.
+        let _ = fs::remove_file(&self.tmp_pack);
     }
 }
 
@@ -347,13 +359,11 @@ pub(crate) fn consolidate(pack_dir: &Path, max_packs: usize, fsync: &Fsync, befo
         // `take` + `read_to_end` instead of zero-filling `buf` first: copying is the whole job.
         (&mut *file).take(len).read_to_end(&mut buf)?;
         if buf.len() as u64 != len {
-            let _ = fs::remove_file(&writer.tmp_pack);
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "pack shorter than its index says"));
         }
         let kind = (buf[0] >> 4) & 0x7;
         if !(1..=4).contains(&kind) || crc32fast::hash(&buf) != crc {
             // Deltas cannot be copied without rewriting their bases; a CRC mismatch must not spread.
-            let _ = fs::remove_file(&writer.tmp_pack);
             tracing::warn!(pack = %packs[p].pack.display(), "pack not consolidated: delta entry or CRC mismatch");
             return Ok(None);
         }
