@@ -21,6 +21,21 @@
 //! fsyncs it, moves the ref with a compare-and-swap, fsyncs the ref, appends to `seq.idx`, and
 //! only then answers every request of the batch. After any failed fsync the state on disk is
 //! unknown, so the writer is poisoned and answers [`append::Error::Unavailable`] until restarted.
+//!
+//! Packs are merged geometrically on a separate thread (woken after each batch) so a large
+//! merge never stalls appends; merged packs are removed only after the new pack is durable.
+//! Because gix's object store recycles the slots of removed packs (and can trip an internal
+//! assertion when a long-lived store sees many removals), every handle reopens its object store
+//! after a consolidation (see `Ledger::repo`).
+//!
+//! # Measured here (2 cores, ext4 on a virtual disk, dev profile with optimised dependencies)
+//! - Durable appends of distinct 100 KiB images (`examples/append_rate.rs`): 900–1,100
+//!   events/s at `max_batch` 100 with 64 clients, 1,300–2,500 events/s at 256 clients
+//!   (100–500 per batch); ~160–250 events/s with `max_batch` 1 (one fsync round per event).
+//!   fsync latency on this disk varies run to run by about 2×.
+//! - `examples/scale.rs` at 100, 1k, 10k, 100k events (1 KiB images): `Ledger::open`
+//!   0.22–0.34 ms, `head()` 0.15–1 ms, a random `image(seq)` 33–111 µs; `start_writer` with
+//!   caught-up indexes 8 ms; rebuilding `writer.redb` from git for 100k events 3.6 s.
 
 use std::fs::{self, File};
 use std::io::Write as _;
