@@ -2,7 +2,7 @@
 //! of a bare git repository, durable before it is acknowledged, verifiable with stock git.
 //!
 //! # Layout
-//! - [`format`]: the on-git format (`event.json`, commit message and trailers, tree and commit
+//! - [`format`](mod@format): the on-git format (`event.json`, commit message and trailers, tree and commit
 //!   bytes). Normative description: `docs/event-format.md`.
 //! - [`Ledger`] (this file and `read.rs`): a cheap, cloneable read handle. Opening is O(1): the
 //!   head comes from the ref, seq -> commit id from `index/seq.idx` (one `pread`).
