@@ -322,13 +322,20 @@ impl Ledger {
     pub fn verdict(&self, seq: u64) -> Result<Option<StoredVerdict>, read::Error> {
         let repo = self.repo();
         let event = self.id_for_seq(&repo, seq)?;
+        let Some(head) = ref_target(&repo, VERDICTS_REF)? else { return Ok(None) };
+        // Only events up to the checkpoint are judged: a note written in a transaction whose
+        // verdicts ref update was lost in a crash must not count.
+        let (head_verdict, _) = load_verdict(&repo, head)?;
+        if seq > head_verdict.event_seq {
+            return Ok(None);
+        }
         if let Some(found) = verdict_from_note(&repo, event)? {
             let (verdict, _) = load_verdict(&repo, found)?;
             if verdict.event_seq == seq {
                 return Ok(Some(StoredVerdict { verdict, id: found.to_string() }));
             }
         }
-        let Some(mut id) = ref_target(&repo, VERDICTS_REF)? else { return Ok(None) };
+        let mut id = head;
         loop {
             let (verdict, parent) = load_verdict(&repo, id)?;
             if verdict.event_seq == seq {

@@ -158,3 +158,22 @@ async fn verdicts_that_skip_events_or_name_the_wrong_commit_are_refused() {
     assert!(beyond.is_err(), "no verdict for an event that does not exist");
     assert_eq!(ledger.verdict_head().expect("head"), None, "nothing was written");
 }
+
+#[tokio::test]
+async fn a_note_whose_verdict_ref_update_was_lost_does_not_count() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ledger, ids) = ledger_with_events(dir.path(), 2).await;
+    let git_dir = ledger.git_dir();
+    ledger.append_verdicts(&[verdict(1, &ids[0], false)]).expect("append");
+    let after_first = git(&git_dir, &["rev-parse", "refs/heads/verdicts"]);
+    ledger.append_verdicts(&[verdict(2, &ids[1], true)]).expect("append");
+    // A crash that persisted the notes ref but not the verdicts ref.
+    git(&git_dir, &["update-ref", "refs/heads/verdicts", after_first.trim()]);
+
+    assert_eq!(ledger.verdict(2).expect("read"), None, "event 2 is not judged on the chain");
+    ledger.append_verdicts(&[verdict(2, &ids[1], false)]).expect("judged again");
+
+    assert!(!ledger.verdict(2).expect("read").expect("judged").verdict.spam);
+    assert_eq!(ledger.verify_verdicts(|_, _| {}).expect("consistent again"), 2);
+    assert!(git(&git_dir, &["notes", "--ref=verdicts", "show", &ids[1]]).starts_with("Verdict: ok\n"));
+}
