@@ -322,8 +322,17 @@ pub(crate) fn geometric_selection(mut sizes: Vec<(usize, u64)>, max_packs: usize
 
 /// Merges the selected packs into one new pack, then removes them. Entries are copied verbatim;
 /// a pack holding delta entries (written by stock git) is left alone.
-pub(crate) fn consolidate(pack_dir: &Path, max_packs: usize, fsync: &Fsync, before_removal: impl FnOnce() -> io::Result<()>) -> io::Result<Option<usize>> {
-    let packs = list_packs(pack_dir)?;
+/// `unmergeable` collects packs found to hold deltas (e.g. after someone ran `git gc` on the
+/// ledger): they are left alone from then on instead of being retried after every batch.
+pub(crate) fn consolidate(
+    pack_dir: &Path,
+    max_packs: usize,
+    fsync: &Fsync,
+    unmergeable: &mut std::collections::HashSet<PathBuf>,
+    before_removal: impl FnOnce() -> io::Result<()>,
+) -> io::Result<Option<usize>> {
+    let mut packs = list_packs(pack_dir)?;
+    packs.retain(|p| !unmergeable.contains(&p.pack));
     if packs.len() <= max_packs {
         return Ok(None);
     }
@@ -365,6 +374,7 @@ pub(crate) fn consolidate(pack_dir: &Path, max_packs: usize, fsync: &Fsync, befo
         if !(1..=4).contains(&kind) || crc32fast::hash(&buf) != crc {
             // Deltas cannot be copied without rewriting their bases; a CRC mismatch must not spread.
             tracing::warn!(pack = %packs[p].pack.display(), "pack not consolidated: delta entry or CRC mismatch");
+            unmergeable.insert(packs[p].pack.clone());
             return Ok(None);
         }
         writer.add(oid, crc, &buf)?;

@@ -407,9 +407,10 @@ struct Writer {
 /// only ever removes packs it has copied into a complete, fsynced new pack.
 fn consolidate_when_woken(ledger: &Ledger, pack_dir: &std::path::Path, wake: &std::sync::mpsc::Receiver<()>) {
     let max_packs = ledger.config().max_packs;
+    let mut unmergeable = std::collections::HashSet::new();
     while wake.recv().is_ok() {
         // Handles reopen their object store before the merged packs disappear.
-        match pack::consolidate(pack_dir, max_packs, ledger.fsync(), || ledger.bump_pack_generation()) {
+        match pack::consolidate(pack_dir, max_packs, ledger.fsync(), &mut unmergeable, || ledger.bump_pack_generation()) {
             Ok(Some(merged)) => tracing::info!(merged, "consolidated packs"),
             Ok(None) => {}
             Err(e) if ledger.fsync().has_failed() => {

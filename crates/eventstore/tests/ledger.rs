@@ -528,3 +528,40 @@ async fn readers_in_other_threads_stay_correct_while_packs_are_merged_under_load
     ledger.verify(|_, _| {}).expect("verifies");
     fsck(&ledger);
 }
+
+#[tokio::test]
+async fn a_ledger_repacked_by_stock_git_keeps_working_and_consolidating() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = LedgerConfig { max_packs: 2, max_batch: 1, ..LedgerConfig::default() };
+    let ledger = Ledger::open(dir.path(), config.clone()).expect("opens");
+    let writer = ledger.start_writer().expect("writer starts");
+    for i in 0..10 {
+        writer.append(new_event("cam-1", image(i, 2000))).await.expect("append");
+    }
+    writer.shutdown().await;
+    // An operator runs git gc: one pack with deltas (the event.json blobs are alike).
+    git(&ledger.git_dir(), &["repack", "-a", "-d", "-f", "--window=50", "--depth=50"]);
+    let listing = git_text(&ledger.git_dir(), &["verify-pack", "-v", &format!("{}", pack_idx(&ledger).display())]);
+    assert!(listing.contains("chain length"), "git made deltas: {listing}");
+
+    let ledger = Ledger::open(dir.path(), config).expect("reopens");
+    let writer = ledger.start_writer().expect("writer restarts");
+    for i in 10..20 {
+        writer.append(new_event("cam-1", image(i, 2000))).await.expect("append next to a delta pack");
+    }
+    writer.shutdown().await;
+    assert!(pack_count(&ledger) <= 3, "our packs merged, git's delta pack left alone");
+    for seq in 1..=20 {
+        ledger.image(seq).expect("readable");
+    }
+    ledger.verify(|_, _| {}).expect("verifies");
+    fsck(&ledger);
+}
+
+fn pack_idx(ledger: &Ledger) -> std::path::PathBuf {
+    std::fs::read_dir(ledger.git_dir().join("objects/pack"))
+        .expect("pack dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|x| x == "idx"))
+        .expect("one index")
+}
