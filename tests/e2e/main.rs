@@ -1,5 +1,8 @@
 //! End-to-end tests: the real `camledger` binary, real HTTP, the real `git`.
 
+// Helpers are `pub` for the test modules; nothing here is reachable from outside.
+#![allow(unreachable_pub)]
+
 mod helpers;
 
 mod auth;

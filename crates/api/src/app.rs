@@ -42,7 +42,8 @@ pub struct Application {
 impl Application {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         let data_dir = &config.data.data_dir;
-        std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating data dir {}", data_dir.display()))?;
         let ledger_config = LedgerConfig {
             node_name: config.node_name(),
             max_batch: config.max_batch.max(1),
@@ -63,8 +64,13 @@ impl Application {
                 .context("starting the event writer panicked")?
                 .context("starting the event writer")?
         };
-        let registry = Registry::open(data_dir).await.context("opening the camera registry")?;
-        let limits = Limits { max_pixels: config.max_pixels, ..Limits::default() };
+        let registry = Registry::open(data_dir)
+            .await
+            .context("opening the camera registry")?;
+        let limits = Limits {
+            max_pixels: config.max_pixels,
+            ..Limits::default()
+        };
         let state = Arc::new(AppState {
             ledger,
             writer,
@@ -76,26 +82,40 @@ impl Application {
         let tcp = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        let listener =
-            CappedListener::new(tcp, config.max_connections, Duration::from_secs(config.idle_timeout_secs.max(1)));
+        let listener = CappedListener::new(
+            tcp,
+            config.max_connections,
+            Duration::from_secs(config.idle_timeout_secs.max(1)),
+        );
         let router = router(Arc::clone(&state), &config);
-        Ok(Self { listener, router, state, grace: Duration::from_secs(config.shutdown_grace_secs) })
+        Ok(Self {
+            listener,
+            router,
+            state,
+            grace: Duration::from_secs(config.shutdown_grace_secs),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound TCP listener has a local address")
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, finishes in-flight requests
     /// (for at most the grace period) and lets the writer make its last batch durable.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let graceful = async move {
             shutdown.await;
             tracing::info!("shutdown requested: no new connections, finishing in-flight requests");
             let _ = stopping_tx.send(());
         };
-        let serve = axum::serve(self.listener, self.router.into_make_service()).with_graceful_shutdown(graceful);
+        let serve = axum::serve(self.listener, self.router.into_make_service())
+            .with_graceful_shutdown(graceful);
         let grace = self.grace;
         let served = tokio::spawn(async move { serve.await });
         tokio::pin!(served);
@@ -125,15 +145,23 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         // Bodies are limited by the upload handler itself (with a JSON 413); this only
         // lifts axum's 2 MiB default for the multipart extractor.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout() + Duration::from_secs(5)))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-            tracing::info_span!(
-                "http",
-                method = %request.method(),
-                route = route.as_deref().unwrap_or("unmatched"),
-                principal = tracing::field::Empty,
-            )
-        }))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout() + Duration::from_secs(5),
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let route = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map(|p| p.as_str().to_owned());
+                tracing::info_span!(
+                    "http",
+                    method = %request.method(),
+                    route = route.as_deref().unwrap_or("unmatched"),
+                    principal = tracing::field::Empty,
+                )
+            }),
+        )
         .with_state(state)
 }

@@ -115,7 +115,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => serve(config).await,
         Command::Cameras { action } => cameras(action).await,
-        Command::Tokens { action: TokensCommand::Add { name, role, data } } => {
+        Command::Tokens {
+            action: TokensCommand::Add { name, role, data },
+        } => {
             let role: Role = role.parse()?;
             let registry = open_registry(&data).await?;
             let token = registry.add_reader(&name, role).await?;
@@ -124,7 +126,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Push(args) => crate::push::run(args).await,
-        Command::Log { data, from, limit, format } => log(data, from, limit, format).await,
+        Command::Log {
+            data,
+            from,
+            limit,
+            format,
+        } => log(data, from, limit, format).await,
         Command::Verify { data } => verify(data).await,
         Command::Bench { which } => crate::bench::run(which).await,
     }
@@ -166,8 +173,11 @@ async fn shutdown_signal() {
 }
 
 async fn open_registry(data: &DataDirArg) -> anyhow::Result<Registry> {
-    std::fs::create_dir_all(&data.data_dir).with_context(|| format!("creating data dir {}", data.data_dir.display()))?;
-    Registry::open(&data.data_dir).await.context("opening the camera registry")
+    std::fs::create_dir_all(&data.data_dir)
+        .with_context(|| format!("creating data dir {}", data.data_dir.display()))?;
+    Registry::open(&data.data_dir)
+        .await
+        .context("opening the camera registry")
 }
 
 async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
@@ -185,7 +195,9 @@ async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&cameras)?),
                 OutputFormat::Text => {
                     for camera in cameras {
-                        let state = camera.revoked_at.map_or("active".to_owned(), |at| format!("revoked {at}"));
+                        let state = camera
+                            .revoked_at
+                            .map_or("active".to_owned(), |at| format!("revoked {at}"));
                         println!("{}\tcreated {}\t{state}", camera.id, camera.created_at);
                     }
                 }
@@ -202,17 +214,28 @@ async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
 
 fn open_ledger(data: &DataDirArg) -> anyhow::Result<Ledger> {
     if !data.data_dir.join("ledger.git").exists() {
-        bail!("{} holds no ledger (no ledger.git inside); check --data-dir", data.data_dir.display());
+        bail!(
+            "{} holds no ledger (no ledger.git inside); check --data-dir",
+            data.data_dir.display()
+        );
     }
     Ledger::open(&data.data_dir, LedgerConfig::default())
         .with_context(|| format!("opening the ledger in {}", data.data_dir.display()))
 }
 
-async fn log(data: DataDirArg, from: u64, limit: Option<usize>, format: OutputFormat) -> anyhow::Result<()> {
+async fn log(
+    data: DataDirArg,
+    from: u64,
+    limit: Option<usize>,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || {
         let ledger = open_ledger(&data)?;
         let mut out = std::io::stdout().lock();
-        for event in ledger.events_from(from.max(1)).take(limit.unwrap_or(usize::MAX)) {
+        for event in ledger
+            .events_from(from.max(1))
+            .take(limit.unwrap_or(usize::MAX))
+        {
             let event = event?;
             let r = &event.record;
             match format {
@@ -220,7 +243,9 @@ async fn log(data: DataDirArg, from: u64, limit: Option<usize>, format: OutputFo
                     writeln!(out, "{}", serde_json::json!({ "id": event.id, "event": r }))?;
                 }
                 OutputFormat::Text => {
-                    let duplicate = r.duplicate_of.map_or(String::new(), |d| format!(" duplicate_of={d}"));
+                    let duplicate = r
+                        .duplicate_of
+                        .map_or(String::new(), |d| format!(" duplicate_of={d}"));
                     writeln!(
                         out,
                         "{:>8} {} {} {} {} {}x{} {}{duplicate}",

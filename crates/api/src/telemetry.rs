@@ -14,7 +14,9 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_env("CAMLEDGER_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second init (tests calling into the library) is harmless: keep the first.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -38,13 +38,19 @@ async fn blocking<T: Send + 'static>(
     read: impl FnOnce(&Ledger) -> Result<T, camledger_eventstore::read::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     let ledger = ledger.clone();
-    tokio::task::spawn_blocking(move || read(&ledger)).await.map_err(ApiError::internal)?.map_err(ApiError::from)
+    tokio::task::spawn_blocking(move || read(&ledger))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
 }
 
 fn parse_seq(text: &str) -> Result<u64, ApiError> {
     match text.parse::<u64>() {
         Ok(seq) if seq >= 1 => Ok(seq),
-        _ => Err(ApiError::bad_request("invalid_seq", format!("{text:?} is not an event sequence number (1, 2, 3, ...)"))),
+        _ => Err(ApiError::bad_request(
+            "invalid_seq",
+            format!("{text:?} is not an event sequence number (1, 2, 3, ...)"),
+        )),
     }
 }
 
@@ -53,7 +59,11 @@ fn event_json(event: &StoredEvent) -> Value {
 }
 
 #[tracing::instrument(skip_all, fields(seq = %seq))]
-async fn one(State(state): State<Arc<AppState>>, caller: Caller, Path(seq): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn one(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(seq): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let seq = parse_seq(&seq)?;
     let event = blocking(&state.ledger, move |l| l.event(seq)).await?;
     if !caller.may_read(&event.record.camera) {
@@ -81,7 +91,10 @@ async fn image(
         (header::ETAG, etag_value),
         (header::CONTENT_TYPE, content_type),
         (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
-        (header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable")),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, max-age=31536000, immutable"),
+        ),
     ];
     if if_none_match(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, common).into_response());
@@ -90,18 +103,28 @@ async fn image(
     match requested_range(&headers, total) {
         RangeRequest::Whole => Ok((StatusCode::OK, common, Body::from(bytes)).into_response()),
         RangeRequest::Part { start, end } => {
-            let content_range = HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")).map_err(ApiError::internal)?;
+            let content_range = HeaderValue::from_str(&format!("bytes {start}-{end}/{total}"))
+                .map_err(ApiError::internal)?;
             let part = bytes[start as usize..=end as usize].to_vec();
-            Ok((StatusCode::PARTIAL_CONTENT, common, [(header::CONTENT_RANGE, content_range)], Body::from(part)).into_response())
+            Ok((
+                StatusCode::PARTIAL_CONTENT,
+                common,
+                [(header::CONTENT_RANGE, content_range)],
+                Body::from(part),
+            )
+                .into_response())
         }
         RangeRequest::Unsatisfiable => {
             let mut error = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "range_not_satisfiable",
-                format!("the image has {total} bytes; ask for one range inside it, e.g. bytes=0-1023"),
+                format!(
+                    "the image has {total} bytes; ask for one range inside it, e.g. bytes=0-1023"
+                ),
             )
             .into_response();
-            let value = HeaderValue::from_str(&format!("bytes */{total}")).map_err(ApiError::internal)?;
+            let value =
+                HeaderValue::from_str(&format!("bytes */{total}")).map_err(ApiError::internal)?;
             error.headers_mut().insert(header::CONTENT_RANGE, value);
             Ok(error)
         }
@@ -112,31 +135,46 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').map(str::trim).any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag)))
+        .is_some_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag))
+        })
 }
 
 #[derive(Debug, PartialEq, Eq)]
 enum RangeRequest {
     Whole,
     /// Inclusive byte positions.
-    Part { start: u64, end: u64 },
+    Part {
+        start: u64,
+        end: u64,
+    },
     Unsatisfiable,
 }
 
 /// One `bytes=` range (RFC 9110 §14.1.2). Several ranges, or a header we don't understand,
 /// get the whole image, as the RFC allows.
 fn requested_range(headers: &HeaderMap, total: u64) -> RangeRequest {
-    let Some(spec) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else { return RangeRequest::Whole };
-    let Some(spec) = spec.trim().strip_prefix("bytes=") else { return RangeRequest::Whole };
+    let Some(spec) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return RangeRequest::Whole;
+    };
+    let Some(spec) = spec.trim().strip_prefix("bytes=") else {
+        return RangeRequest::Whole;
+    };
     if spec.contains(',') {
         return RangeRequest::Whole;
     }
-    let Some((first, last)) = spec.split_once('-') else { return RangeRequest::Whole };
+    let Some((first, last)) = spec.split_once('-') else {
+        return RangeRequest::Whole;
+    };
     let (first, last) = (first.trim(), last.trim());
     let range = match (first.parse::<u64>(), last.parse::<u64>()) {
         (Ok(start), Ok(end)) if start <= end => Some((start, end.min(total.saturating_sub(1)))),
         (Ok(start), Err(_)) if last.is_empty() => Some((start, total.saturating_sub(1))),
-        (Err(_), Ok(suffix)) if first.is_empty() && suffix > 0 => Some((total.saturating_sub(suffix), total.saturating_sub(1))),
+        (Err(_), Ok(suffix)) if first.is_empty() && suffix > 0 => {
+            Some((total.saturating_sub(suffix), total.saturating_sub(1)))
+        }
         (Ok(_), Ok(_)) => return RangeRequest::Unsatisfiable,
         _ => return RangeRequest::Whole,
     };
@@ -153,13 +191,23 @@ async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let after = match params.get("after") {
-        Some(v) => v.parse::<u64>().map_err(|_| ApiError::bad_request("invalid_after", "after must be a sequence number (0 for the start)"))?,
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_after",
+                "after must be a sequence number (0 for the start)",
+            )
+        })?,
         None => 0,
     };
     let limit = match params.get("limit") {
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => return Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and {MAX_LIMIT}"))),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be between 1 and {MAX_LIMIT}"),
+                ))
+            }
         },
         None => DEFAULT_LIMIT,
     };
@@ -168,7 +216,10 @@ async fn list(
         let mut events = Vec::new();
         for (scanned, event) in ledger.events_from(after + 1).enumerate() {
             let event = event?;
-            if scope.as_deref().is_none_or(|camera| camera == event.record.camera) {
+            if scope
+                .as_deref()
+                .is_none_or(|camera| camera == event.record.camera)
+            {
                 events.push(event_json(&event));
             }
             if events.len() == limit || scanned + 1 == MAX_SCAN {

@@ -16,7 +16,9 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let ledger = state.ledger.clone();
-    let head = tokio::task::spawn_blocking(move || ledger.head()).await.map_err(ApiError::internal)??;
+    let head = tokio::task::spawn_blocking(move || ledger.head())
+        .await
+        .map_err(ApiError::internal)??;
     Ok(Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
