@@ -76,16 +76,22 @@ pub struct EventFacts<'a> {
     pub duplicate_of: Option<u64>,
 }
 
-/// Decodes once at reduced scale and computes every order-independent signal.
-#[instrument(level = "debug", skip_all, fields(size = bytes.len()), err(level = "debug"))]
-pub fn analyse(bytes: &[u8], config: &Config, classifier: Option<&mut Classifier>) -> Result<Analysis, AnalyseError> {
-    let side = classifier
-        .as_ref()
+/// The decode size for a classifier (its input's longer side), at least 64. Hashes are
+/// computed from the image decoded at this size, so everything that must reproduce a hash
+/// (index rebuild, replay) decodes at the same size.
+pub fn decode_side(classifier: Option<&Classifier>) -> u32 {
+    classifier
         .map_or(MIN_SIDE, |c| {
             let (w, h) = c.model().input_size();
             w.max(h)
         })
-        .max(MIN_SIDE);
+        .max(MIN_SIDE)
+}
+
+/// Decodes once at reduced scale and computes every order-independent signal.
+#[instrument(level = "debug", skip_all, fields(size = bytes.len()), err(level = "debug"))]
+pub fn analyse(bytes: &[u8], config: &Config, classifier: Option<&mut Classifier>) -> Result<Analysis, AnalyseError> {
+    let side = decode_side(classifier.as_deref());
     let small: RgbImage = decode_scaled(bytes, side, &config.limits)?;
     let hash = config.hasher.hash(&small);
     let blank = blank_stats(&small);
@@ -94,6 +100,11 @@ pub fn analyse(bytes: &[u8], config: &Config, classifier: Option<&mut Classifier
         None => None,
     };
     Ok(Analysis { hash, blank, classification })
+}
+
+/// Only the perceptual hash, decoded at `side` (see [`decode_side`]): what an index rebuild needs.
+pub fn hash_only(bytes: &[u8], config: &Config, side: u32) -> Result<u64, DecodeError> {
+    Ok(config.hasher.hash(&decode_scaled(bytes, side, &config.limits)?))
 }
 
 /// Looks up earlier near-duplicates, adds this image to the index, and applies the policy.
@@ -121,12 +132,18 @@ pub fn judge_in_order(
     };
     let mut verdict = decide(&signals, &config.thresholds);
     if let Some(classification) = &analysis.classification {
-        // The top label and its probability (e.g. `label:meme`), so a reviewer sees what the
+        // The top label and its probability (e.g. `label_meme`), so a reviewer sees what the
         // model thought, not only the summed spam score.
         let top = classification.probabilities.iter().copied().fold(0.0f32, f32::max);
-        verdict.scores.insert(format!("label:{}", classification.top_label), f64::from(top));
+        verdict.scores.insert(label_score_name(&classification.top_label), f64::from(top));
     }
     Ok(verdict)
+}
+
+/// `label_<name>` in the `[a-z_]{1,32}` alphabet the ledger requires for score names.
+pub(crate) fn label_score_name(label: &str) -> String {
+    let cleaned = label.chars().map(|c| if c.is_ascii_lowercase() { c } else if c.is_ascii_uppercase() { c.to_ascii_lowercase() } else { '_' });
+    format!("label_{}", cleaned.collect::<String>()).chars().take(32).collect()
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod judge;
 pub mod neardup;
 pub mod phash;
 pub mod verdict;
+pub mod worker;
 
 #[cfg(test)]
 mod testutil;

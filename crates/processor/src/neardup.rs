@@ -123,6 +123,25 @@ impl NearDupIndex {
         self.entries.push(Entry { hash, seq, camera, received_at });
     }
 
+    /// Forgets every entry inserted after the first `len` (a worker that lost a race to
+    /// append its verdicts undoes its batch before catching up with the winner's).
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.entries.len() {
+            return;
+        }
+        let keep = len as u32;
+        // Entries are pushed in order, so the ones to drop are at the end of every bucket.
+        for table in &mut self.tables {
+            table.retain(|_, bucket| {
+                while bucket.last().is_some_and(|&i| i >= keep) {
+                    bucket.pop();
+                }
+                !bucket.is_empty()
+            });
+        }
+        self.entries.truncate(len);
+    }
+
     /// The closest matching earlier entry (ties: the lowest seq), if any.
     pub fn find(&self, query: &Query<'_>) -> Result<Option<Match>, QueryError> {
         if query.max_distance > self.max_distance {

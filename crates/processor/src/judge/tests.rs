@@ -125,5 +125,17 @@ fn the_classifier_score_and_top_label_are_part_of_the_verdict() {
     assert!(classification.spam, "{classification:?}");
     assert_eq!(verdict.reasons, vec![CLASSIFIER]);
     assert_eq!(verdict.scores.get("classifier"), Some(&classification.score));
-    assert!(verdict.scores.contains_key("label:spam"), "{:?}", verdict.scores);
+    assert!(verdict.scores.contains_key("label_spam"), "{:?}", verdict.scores);
+}
+
+#[test]
+fn label_score_names_fit_the_ledger_alphabet() {
+    let cases = [
+        ("meme", "label_meme"),
+        ("Screen-Shot 2", "label_screen_shot__"),
+        ("a_very_long_label_name_that_goes_on", "label_a_very_long_label_name_tha"),
+    ];
+    for (label, name) in cases {
+        assert_eq!(label_score_name(label), name, "{label}");
+    }
 }

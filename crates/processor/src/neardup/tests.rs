@@ -124,3 +124,14 @@ fn the_index_agrees_with_a_full_scan_on_random_hashes() {
         assert!(found > 50, "the random queries must hit matches ({found})");
     }
 }
+
+#[test]
+fn truncating_forgets_later_entries_as_if_never_inserted() {
+    let mut index = index();
+    index.truncate(2);
+    assert_eq!(index.len(), 2);
+    assert_eq!(index.find(&query(0x0000_0000_0000_0001)), Ok(Some(Match { seq: 1, distance: 1 })));
+    assert_eq!(index.find(&query(0xFFFF_FFFF_0000_0000)), Ok(None));
+    index.insert(3, "cam-a", 3_000, 0x0000_0000_0000_0001);
+    assert_eq!(index.find(&query(0x0000_0000_0000_0001)), Ok(Some(Match { seq: 3, distance: 0 })));
+}

@@ -1,0 +1,328 @@
+//! The worker loop: tail `refs/heads/events` from the checkpoint, judge each event, append the
+//! verdicts (and their notes) in batches.
+//!
+//! A worker keeps no state of its own. On start it repairs lagging notes, takes the verdict
+//! head as its checkpoint and rebuilds the near-duplicate index by re-hashing the images of the
+//! events already judged (the hashes are not stored in git; that makes a start O(judged
+//! events) decodes — a stored hash in `verdict.json` would make it O(1), see the crate's known
+//! limitations). Then each [`Worker::step`]:
+//! 1. reads up to `batch` events after the checkpoint,
+//! 2. analyses them in parallel, one thread per [`Classifier`] (ONNX sessions are `&mut`),
+//! 3. judges them in seq order against the index ([`crate::judge::judge_in_order`]),
+//! 4. appends the verdicts in one call; the eventstore moves `refs/heads/verdicts` and
+//!    `refs/notes/verdicts` together with a compare-and-swap and makes them durable.
+//!
+//! Two workers on one ledger never write two verdicts for one event: the loser of the
+//! compare-and-swap gets `Conflict` with the new head, undoes its batch in the index, hashes
+//! whatever the winner judged beyond it, and continues from there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use camledger_eventstore::{verdict, Ledger, Verdict as StoredVerdictRecord};
+use time::format_description::well_known::Rfc3339;
+use tokio_util::sync::CancellationToken;
+use tracing::instrument;
+
+use crate::classifier::{ClassifyError, Classifier};
+use crate::judge::{self, analyse, decode_side, hash_only, AnalyseError, Analysis, EventFacts};
+use crate::neardup::{NearDupIndex, QueryError};
+
+/// Reason recorded for an admitted image that cannot be decoded.
+pub const UNDECODABLE: &str = "undecodable";
+
+/// Worker settings (fixed for a run).
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub judge: judge::Config,
+    /// Most events judged and appended as one batch.
+    pub batch: usize,
+    /// Pause between looks at the head when caught up (new events are seen within this).
+    pub idle_poll: Duration,
+    /// Pause after a retryable error.
+    pub error_backoff: Duration,
+    /// Recorded in every verdict.
+    pub processor_version: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            judge: judge::Config::default(),
+            batch: 32,
+            idle_poll: Duration::from_millis(250),
+            error_backoff: Duration::from_secs(1),
+            processor_version: concat!("camledger-processor/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// Why a worker step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Reading events or verdicts failed. Retry after a pause (`run` does); log at `warn`.
+    #[error("reading the ledger failed")]
+    Read(#[from] camledger_eventstore::read::Error),
+    /// Appending verdicts failed. `Storage`: retry after a pause. `OutOfOrder`,
+    /// `EventMismatch`, `Invalid`: a bug; `run` stops and returns it.
+    #[error("appending verdicts failed")]
+    Append(#[from] verdict::Error),
+    /// ONNX Runtime failed on an image. Retry after a pause; log at `warn`.
+    #[error("classifying failed")]
+    Classify(#[from] ClassifyError),
+    /// The configured near-duplicate distance exceeds the index. Configuration error: stop.
+    #[error(transparent)]
+    Config(#[from] QueryError),
+    /// `received_at` in event.json is not RFC 3339: the ledger is corrupt. Stop; run verify.
+    #[error("event {seq} has an unparsable received_at {value:?}")]
+    BadTimestamp { seq: u64, value: String },
+    /// A worker needs at least one classifier (`--workers 0` means no worker at all).
+    #[error("a worker needs at least one classifier")]
+    NoClassifier,
+    /// An analysis thread panicked (a bug in a decoder). Stop.
+    #[error("an analysis thread panicked")]
+    Panicked,
+}
+
+impl WorkerError {
+    /// Whether `run` should pause and try again rather than stop.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            WorkerError::Read(_) | WorkerError::Classify(_) => true,
+            WorkerError::Append(e) => matches!(e, verdict::Error::Storage(_) | verdict::Error::Read(_)),
+            _ => false,
+        }
+    }
+}
+
+/// One event loaded for judging.
+struct Loaded {
+    seq: u64,
+    id: String,
+    camera: String,
+    received_at: i64,
+    duplicate_of: Option<u64>,
+    image: Vec<u8>,
+}
+
+/// A worker tailing one ledger.
+pub struct Worker {
+    ledger: Ledger,
+    config: WorkerConfig,
+    classifiers: Vec<Classifier>,
+    model_sha256: String,
+    side: u32,
+    index: NearDupIndex,
+    next_seq: u64,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("next_seq", &self.next_seq).field("threads", &self.classifiers.len()).finish()
+    }
+}
+
+fn unix_seconds(seq: u64, rfc3339: &str) -> Result<i64, WorkerError> {
+    time::OffsetDateTime::parse(rfc3339, &Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| WorkerError::BadTimestamp { seq, value: rfc3339.to_owned() })
+}
+
+impl Worker {
+    /// Repairs notes, takes the checkpoint and rebuilds the near-duplicate index.
+    #[instrument(skip_all, fields(threads = classifiers.len()), err)]
+    pub fn start(ledger: Ledger, config: WorkerConfig, classifiers: Vec<Classifier>) -> Result<Self, WorkerError> {
+        let first = classifiers.first().ok_or(WorkerError::NoClassifier)?;
+        let model_sha256 = first.model().sha256().to_ascii_lowercase();
+        let side = decode_side(Some(first));
+        let checkpoint = ledger.repair_verdict_notes()?.map_or(0, |head| head.event_seq);
+        let mut worker = Worker {
+            index: NearDupIndex::new(config.judge.thresholds.near_duplicate_distance),
+            ledger,
+            config,
+            classifiers,
+            model_sha256,
+            side,
+            next_seq: 1,
+        };
+        worker.catch_up_index(checkpoint)?;
+        tracing::info!(checkpoint, indexed = worker.index.len(), "worker started");
+        Ok(worker)
+    }
+
+    /// The next event this worker will judge.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Hashes events `next_seq..=through` (judged by someone else) into the index.
+    fn catch_up_index(&mut self, through: u64) -> Result<(), WorkerError> {
+        for seq in self.next_seq..=through {
+            let (record, bytes) = self.ledger.image(seq)?;
+            let received_at = unix_seconds(seq, &record.received_at)?;
+            match hash_only(&bytes, &self.config.judge, self.side) {
+                Ok(hash) => self.index.insert(seq, &record.camera, received_at, hash),
+                Err(error) => tracing::debug!(seq, %error, "undecodable event left out of the index"),
+            }
+        }
+        self.next_seq = self.next_seq.max(through + 1);
+        Ok(())
+    }
+
+    fn load(&self, seq: u64) -> Result<Loaded, WorkerError> {
+        let stored = self.ledger.event(seq)?;
+        let (_, image) = self.ledger.image(seq)?;
+        Ok(Loaded {
+            seq,
+            received_at: unix_seconds(seq, &stored.record.received_at)?,
+            camera: stored.record.camera,
+            duplicate_of: stored.record.duplicate_of,
+            id: stored.id,
+            image,
+        })
+    }
+
+    /// Analyses `events` in parallel, one thread per classifier, preserving order.
+    fn analyse_all(&mut self, events: &[Loaded]) -> Result<Vec<Result<Analysis, AnalyseError>>, WorkerError> {
+        let config = &self.config.judge;
+        let per_thread = events.len().div_ceil(self.classifiers.len()).max(1);
+        let chunks: Vec<Vec<Result<Analysis, AnalyseError>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = events
+                .chunks(per_thread)
+                .zip(self.classifiers.iter_mut())
+                .map(|(chunk, classifier)| {
+                    scope.spawn(move || chunk.iter().map(|e| analyse(&e.image, config, Some(&mut *classifier))).collect())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().map_err(|_| WorkerError::Panicked)).collect::<Result<_, _>>()
+        })?;
+        Ok(chunks.into_iter().flatten().collect())
+    }
+
+    /// Judges up to `batch` events after the checkpoint and appends their verdicts. Returns
+    /// the number of verdicts this worker wrote (0: caught up, or another worker was first).
+    #[instrument(skip_all, fields(from = self.next_seq), err)]
+    pub fn step(&mut self) -> Result<usize, WorkerError> {
+        let Some(head) = self.ledger.head()? else { return Ok(0) };
+        if head.seq < self.next_seq {
+            return Ok(0);
+        }
+        let last = head.seq.min(self.next_seq + self.config.batch.max(1) as u64 - 1);
+        let events = (self.next_seq..=last).map(|seq| self.load(seq)).collect::<Result<Vec<_>, _>>()?;
+        let analyses = self.analyse_all(&events)?;
+        let index_before = self.index.len();
+        let mut verdicts = Vec::with_capacity(events.len());
+        let mut hashes = Vec::with_capacity(events.len());
+        for (event, analysis) in events.iter().zip(analyses) {
+            let record = match analysis {
+                Ok(analysis) => {
+                    let facts = EventFacts {
+                        seq: event.seq,
+                        camera: &event.camera,
+                        received_at: event.received_at,
+                        duplicate_of: event.duplicate_of,
+                    };
+                    let verdict = judge::judge_in_order(&mut self.index, &facts, &analysis, &self.config.judge)?;
+                    hashes.push((event.seq, Some(analysis.hash)));
+                    StoredVerdictRecord {
+                        event_seq: event.seq,
+                        event_id: event.id.clone(),
+                        spam: verdict.spam,
+                        reasons: verdict.reasons.iter().map(|r| (*r).to_owned()).collect(),
+                        scores: verdict.scores,
+                        near_duplicate_of: verdict.near_duplicate_of,
+                        model_sha256: self.model_sha256.clone(),
+                        processor_version: self.config.processor_version.clone(),
+                    }
+                }
+                Err(AnalyseError::Decode(error)) => {
+                    tracing::warn!(seq = event.seq, %error, "admitted image does not decode; judged spam");
+                    hashes.push((event.seq, None));
+                    StoredVerdictRecord {
+                        event_seq: event.seq,
+                        event_id: event.id.clone(),
+                        spam: true,
+                        reasons: vec![UNDECODABLE.to_owned()],
+                        scores: Default::default(),
+                        near_duplicate_of: None,
+                        model_sha256: self.model_sha256.clone(),
+                        processor_version: self.config.processor_version.clone(),
+                    }
+                }
+                Err(AnalyseError::Classify(error)) => return Err(error.into()),
+            };
+            verdicts.push(record);
+        }
+        match self.ledger.append_verdicts(&verdicts) {
+            Ok(_) => {
+                self.next_seq = last + 1;
+                tracing::debug!(count = verdicts.len(), through = last, "verdicts appended");
+                Ok(verdicts.len())
+            }
+            Err(verdict::Error::Conflict { head }) => {
+                let winner = head.map_or(0, |h| h.event_seq);
+                tracing::info!(winner, "another worker appended first; catching up");
+                // Undo this batch in the index, keep what the winner also judged (hashes are
+                // deterministic), hash the rest of what it judged.
+                self.index.truncate(index_before);
+                for (event, (seq, hash)) in events.iter().zip(&hashes) {
+                    if *seq > winner {
+                        break;
+                    }
+                    if let Some(hash) = hash {
+                        self.index.insert(*seq, &event.camera, event.received_at, *hash);
+                    }
+                    self.next_seq = seq + 1;
+                }
+                self.catch_up_index(winner)?;
+                Ok(0)
+            }
+            Err(other) => {
+                self.index.truncate(index_before);
+                Err(other.into())
+            }
+        }
+    }
+
+    /// Runs until `cancel` fires: steps on the blocking pool, pauses when caught up, backs off
+    /// after retryable errors, returns the first fatal one.
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), WorkerError> {
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            let (worker, result) = tokio::task::spawn_blocking(move || {
+                let result = self.step();
+                (self, result)
+            })
+            .await
+            .map_err(|_| WorkerError::Panicked)?;
+            self = worker;
+            let pause = match result {
+                Ok(0) => self.config.idle_poll,
+                Ok(_) => continue,
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(error = %error, "worker step failed; retrying");
+                    self.config.error_backoff
+                }
+                Err(error) => return Err(error),
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
+/// Creates `threads` classifiers for one model (one ONNX session each).
+pub fn classifiers(
+    runtime: &crate::classifier::OnnxRuntime,
+    model: &Arc<crate::classifier::Model>,
+    threads: usize,
+) -> Result<Vec<Classifier>, ClassifyError> {
+    (0..threads.max(1)).map(|_| Classifier::new(runtime, Arc::clone(model))).collect()
+}
+
+#[cfg(test)]
+mod tests;

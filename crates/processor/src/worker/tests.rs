@@ -1,0 +1,169 @@
+//! Worker tests against a real ledger (real git via gix, checked with the stock `git` CLI) and
+//! the real ONNX Runtime with the tiny fixture model.
+
+use std::path::Path;
+use std::process::Command;
+
+use camledger_eventstore::{LedgerConfig, NewEvent};
+use image::{Rgb, RgbImage};
+
+use super::*;
+use crate::classifier::{Model, OnnxRuntime, DEFAULT_DYLIB};
+use crate::testutil::{alter, encode_jpeg, scene, Alteration};
+use crate::verdict::{BLANK, DUPLICATE, NEAR_DUPLICATE};
+
+fn runtime() -> OnnxRuntime {
+    let path = std::env::var_os("CAMLEDGER_ORT_DYLIB")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(DEFAULT_DYLIB));
+    OnnxRuntime::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn tiny_classifiers(threads: usize) -> Vec<Classifier> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny.manifest.json");
+    let model = Arc::new(Model::load(&manifest).expect("fixture model"));
+    classifiers(&runtime(), &model, threads).expect("sessions")
+}
+
+/// The tiny model's opinion is not what these tests are about: a threshold above 1 keeps it
+/// from ever firing, so the expected reasons come from duplicates and blank frames alone.
+fn config(batch: usize) -> WorkerConfig {
+    let mut config = WorkerConfig { batch, ..WorkerConfig::default() };
+    config.judge.thresholds.classifier = 2.0;
+    config
+}
+
+async fn append_all(ledger: &Ledger, images: &[(&str, Vec<u8>)]) {
+    let writer = ledger.start_writer().expect("writer starts");
+    for (camera, bytes) in images {
+        let admitted = crate::admission::admit(bytes, &Default::default()).expect("fixtures are valid");
+        writer
+            .append(NewEvent {
+                camera: (*camera).to_owned(),
+                image: bytes::Bytes::from(bytes.clone()),
+                media_type: admitted.format.media_type().to_owned(),
+                extension: admitted.format.extension().to_owned(),
+                width: admitted.width,
+                height: admitted.height,
+                exif: admitted.exif,
+                captured_at: None,
+                idempotency_key: None,
+            })
+            .await
+            .expect("append is durable");
+    }
+    writer.shutdown().await;
+}
+
+fn run_to_end(worker: &mut Worker) -> usize {
+    let mut total = 0;
+    loop {
+        match worker.step().expect("step succeeds") {
+            0 => return total,
+            n => total += n,
+        }
+    }
+}
+
+fn reasons(ledger: &Ledger, seq: u64) -> (Vec<String>, Option<u64>) {
+    let stored = ledger.verdict(seq).expect("readable").unwrap_or_else(|| panic!("event {seq} has no verdict"));
+    (stored.verdict.reasons, stored.verdict.near_duplicate_of)
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").arg("--git-dir").arg(dir).args(args).output().expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_judges_every_event_once_and_stock_git_shows_the_notes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = Ledger::open(dir.path(), LedgerConfig::default()).expect("ledger opens");
+    let a = scene(11, 800, 600);
+    append_all(
+        &ledger,
+        &[
+            ("cam-1", encode_jpeg(&a, 90)),
+            ("cam-1", encode_jpeg(&a, 90)),
+            ("cam-2", encode_jpeg(&alter(&a, Alteration::Cropped3), 90)),
+            ("cam-1", encode_jpeg(&scene(12, 800, 600), 90)),
+            ("cam-3", encode_jpeg(&RgbImage::from_pixel(800, 600, Rgb([2, 2, 2])), 90)),
+        ],
+    )
+    .await;
+
+    let mut worker = Worker::start(ledger.clone(), config(2), tiny_classifiers(2)).expect("worker starts");
+    assert_eq!(run_to_end(&mut worker), 5);
+    assert_eq!(worker.step().expect("caught up"), 0, "nothing is judged twice");
+
+    let s = |v: &[&str]| v.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>();
+    assert_eq!(reasons(&ledger, 1), (vec![], None));
+    assert_eq!(reasons(&ledger, 2), (s(&[DUPLICATE, NEAR_DUPLICATE]), Some(1)));
+    assert_eq!(reasons(&ledger, 3).0, s(&[NEAR_DUPLICATE]));
+    assert_eq!(reasons(&ledger, 4), (vec![], None));
+    assert_eq!(reasons(&ledger, 5).0, s(&[BLANK]));
+    let model = ledger.verdict(1).expect("readable").expect("judged").verdict.model_sha256;
+    assert_eq!(model, tiny_classifiers(1)[0].model().sha256());
+    assert_eq!(ledger.verify_verdicts(|_, _| {}).expect("verdict chain verifies"), 5);
+
+    let log = git(&ledger.git_dir(), &["log", "--notes=verdicts", "refs/heads/events"]);
+    assert_eq!(log.matches("Verdict: spam").count(), 3, "{log}");
+    assert_eq!(log.matches("Verdict: ok").count(), 2, "{log}");
+    git(&ledger.git_dir(), &["fsck", "--full", "--strict"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_worker_resumes_at_the_checkpoint_and_remembers_earlier_images() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = Ledger::open(dir.path(), LedgerConfig::default()).expect("ledger opens");
+    let a = scene(21, 640, 480);
+    append_all(&ledger, &[("cam-1", encode_jpeg(&a, 90)), ("cam-1", encode_jpeg(&scene(22, 640, 480), 90))]).await;
+    let mut first = Worker::start(ledger.clone(), config(8), tiny_classifiers(1)).expect("worker starts");
+    assert_eq!(run_to_end(&mut first), 2);
+    drop(first);
+
+    append_all(&ledger, &[("cam-9", encode_jpeg(&alter(&a, Alteration::Brightened10), 85))]).await;
+    let mut second = Worker::start(ledger.clone(), config(8), tiny_classifiers(1)).expect("worker restarts");
+    assert_eq!(second.next_seq(), 3, "resumes after the checkpoint");
+    assert_eq!(run_to_end(&mut second), 1, "only the new event is judged");
+    assert_eq!(reasons(&ledger, 3), (vec![NEAR_DUPLICATE.to_owned()], Some(1)), "the rebuilt index knows seq 1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_at_once_write_exactly_one_verdict_per_event() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = Ledger::open(dir.path(), LedgerConfig::default()).expect("ledger opens");
+    let images: Vec<(&str, Vec<u8>)> = (0..12)
+        .map(|i| {
+            // Every third image repeats an earlier one, so the index state matters.
+            let seed = if i % 3 == 2 { 30 + i - 2 } else { 30 + i };
+            ("cam-1", encode_jpeg(&alter(&scene(seed, 320, 240), Alteration::Reencoded), 80 + i as u8))
+        })
+        .collect();
+    append_all(&ledger, &images).await;
+
+    let written: Vec<usize> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let ledger = ledger.clone();
+                scope.spawn(move || {
+                    let mut worker = Worker::start(ledger, config(3), tiny_classifiers(1)).expect("worker starts");
+                    run_to_end(&mut worker)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("worker thread")).collect()
+    });
+
+    assert_eq!(written.iter().sum::<usize>(), 12, "each event judged by exactly one worker: {written:?}");
+    assert_eq!(ledger.verify_verdicts(|_, _| {}).expect("verdict chain verifies"), 12);
+    for seq in 1..=12u64 {
+        let (reasons, near) = reasons(&ledger, seq);
+        if seq % 3 == 0 {
+            assert_eq!(near, Some(seq - 2), "event {seq} repeats {}: {reasons:?}", seq - 2);
+        } else {
+            assert!(!reasons.contains(&DUPLICATE.to_owned()), "event {seq}: {reasons:?}");
+        }
+    }
+}
