@@ -13,6 +13,7 @@
 //!    proofs start), the proofs (`git fsck`, `Ledger::verify`) are timed separately.
 //! 5. Baseline: `git index-pack` of the same pack file.
 //!
+//! `ZSTD_LEVEL=n` overrides the snapshot's zstd level (default 3).
 //! `KEEP_DATA=1` keeps the ingested data dir in /tmp/camledger-bench-data and stops;
 //! `BENCH_DATA=/tmp/camledger-bench-data` reuses it instead of ingesting.
 //!
@@ -216,7 +217,11 @@ async fn main() {
     let snap_anon_before = AnonSampler::now_mib();
     let anon = AnonSampler::start();
     let start = Instant::now();
-    let outcome = camledger_backup::snapshot(&store, &data, &SnapshotOptions::default(), &NoProgress)
+    let mut options = SnapshotOptions::default();
+    if let Some(level) = std::env::var("ZSTD_LEVEL").ok().and_then(|l| l.parse().ok()) {
+        options.zstd_level = level;
+    }
+    let outcome = camledger_backup::snapshot(&store, &data, &options, &NoProgress)
         .await
         .expect("snapshot");
     let snap_time = start.elapsed();

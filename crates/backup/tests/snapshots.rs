@@ -271,8 +271,12 @@ async fn prune_deletes_only_snapshots_that_no_kept_snapshot_needs() {
     assert!(matches!(prune(&store, 0).await, Err(camledger_backup::prune::Error::KeepZero)));
     assert_eq!(db.sql(&format!("SELECT COUNT(*) FROM snapshot_chunks WHERE snapshot_id <= {}", ids[1].id)).trim(), "0");
 
-    let restored = restore(&store, &work.path().join("restored"), None, &NoProgress).await.expect("restore after prune");
+    // Into an existing empty directory this time (a mount point, say).
+    let target = work.path().join("restored");
+    std::fs::create_dir(&target).expect("mkdir");
+    let restored = restore(&store, &target, None, &NoProgress).await.expect("restore after prune");
     assert_eq!(restored.events, 12);
+    assert!(target.join("ledger.git").join("HEAD").is_file());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
