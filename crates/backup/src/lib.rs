@@ -56,7 +56,7 @@
 //! # Layout
 //! `db` (the catalog, both backends), `pipe` + `stream` (chunking, hashing, zstd between
 //! blocking and async code), `git` (packs, refs, proofs), `plan` (pure decisions),
-//! and one module per operation: [`snapshot`], [`mod@list`], [`mod@verify`], [`mod@restore`],
+//! and one module per operation: [`mod@snapshot`], [`mod@list`], [`mod@verify`], [`mod@restore`],
 //! [`mod@prune`], [`schedule`].
 
 #[macro_use]
