@@ -23,6 +23,7 @@ pub mod decode;
 pub mod judge;
 pub mod neardup;
 pub mod phash;
+pub mod replay;
 pub mod verdict;
 pub mod worker;
 

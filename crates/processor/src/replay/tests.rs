@@ -1,0 +1,48 @@
+use super::*;
+
+fn outcome(spam: bool, reasons: &[&str], scores: &[(&str, f64)], near: Option<u64>) -> Outcome {
+    Outcome {
+        spam,
+        reasons: reasons.iter().map(|r| (*r).to_owned()).collect(),
+        scores: scores.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        near_duplicate_of: near,
+    }
+}
+
+#[test]
+fn verdicts_are_the_same_only_when_every_part_agrees() {
+    let base = outcome(true, &["blank"], &[("blank", 0.75), ("classifier", 0.1)], None);
+    let cases = [
+        ("identical", base.clone(), true),
+        ("scores within a millionth", outcome(true, &["blank"], &[("blank", 0.750_000_9), ("classifier", 0.1)], None), true),
+        ("a score two millionths off", outcome(true, &["blank"], &[("blank", 0.750_002), ("classifier", 0.1)], None), false),
+        ("spam bit flipped", outcome(false, &["blank"], &[("blank", 0.75), ("classifier", 0.1)], None), false),
+        ("another reason", outcome(true, &["classifier"], &[("blank", 0.75), ("classifier", 0.1)], None), false),
+        ("a near duplicate appears", outcome(true, &["blank"], &[("blank", 0.75), ("classifier", 0.1)], Some(3)), false),
+        ("a score missing", outcome(true, &["blank"], &[("blank", 0.75)], None), false),
+        ("a score renamed", outcome(true, &["blank"], &[("blank", 0.75), ("classifies", 0.1)], None), false),
+    ];
+    for (name, other, expected) in cases {
+        assert_eq!(same(&base, &other), expected, "{name}");
+    }
+}
+
+#[test]
+fn the_summary_counts_flips_each_way() {
+    let ok = outcome(false, &[], &[], None);
+    let spam = outcome(true, &["blank"], &[], None);
+    let rows = [
+        Row { seq: 1, recorded: Some(ok.clone()), recomputed: ok.clone(), agrees: true },
+        Row { seq: 2, recorded: Some(ok.clone()), recomputed: spam.clone(), agrees: false },
+        Row { seq: 3, recorded: Some(spam.clone()), recomputed: ok.clone(), agrees: false },
+        Row { seq: 4, recorded: Some(spam.clone()), recomputed: outcome(true, &["classifier"], &[], None), agrees: false },
+        Row { seq: 5, recorded: None, recomputed: ok, agrees: false },
+    ];
+    let mut summary = Summary::default();
+    rows.iter().for_each(|r| summary.add(r));
+    assert_eq!(
+        summary,
+        Summary { events: 5, agreements: 1, flips_to_spam: 1, flips_to_ok: 1, other_differences: 1, unjudged: 1 }
+    );
+    assert!(summary.has_differences());
+}
