@@ -68,6 +68,8 @@ pub fn png(n: u64) -> Vec<u8> {
 
 pub struct TestApp {
     pub data_dir: tempfile::TempDir,
+    /// A data dir the test made elsewhere (used instead of `data_dir`).
+    owned_dir: Option<PathBuf>,
     pub base: String,
     pub camera_token: String,
     pub auditor_token: String,
@@ -97,6 +99,7 @@ impl TestApp {
         ]));
         let mut app = TestApp {
             data_dir,
+            owned_dir: None,
             base: String::new(),
             camera_token,
             auditor_token,
@@ -111,12 +114,33 @@ impl TestApp {
         app
     }
 
-    pub fn dir(&self) -> &str {
-        self.data_dir.path().to_str().expect("utf-8 path")
+    /// A server on an existing data dir (e.g. a restored one) with known tokens.
+    pub fn spawn_on(data_dir: PathBuf, camera_token: String, auditor_token: String) -> TestApp {
+        let mut app = TestApp {
+            data_dir: tempfile::TempDir::with_prefix("unused").expect("a temp dir"),
+            owned_dir: Some(data_dir),
+            base: String::new(),
+            camera_token,
+            auditor_token,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("a client"),
+            extra_args: Vec::new(),
+            child: None,
+        };
+        app.start();
+        app
     }
 
+    pub fn dir(&self) -> &str {
+        self.path().to_str().expect("utf-8 path")
+    }
+
+    pub fn path(&self) -> &Path {
+        self.owned_dir.as_deref().unwrap_or(self.data_dir.path())
+    }
+
+
     pub fn git_dir(&self) -> PathBuf {
-        self.data_dir.path().join("ledger.git")
+        self.path().join("ledger.git")
     }
 
     /// Starts the server process and waits for its "listening on" line.

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod auth;
+mod backup;
 mod bad_input;
 mod cli;
 mod concurrency;

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::listener::CappedListener;
 use crate::registry::Registry;
 use crate::routes;
+use crate::snapshots::SnapshotStatus;
 
 /// What every handler can reach.
 pub(crate) struct AppState {
@@ -30,6 +31,16 @@ pub(crate) struct AppState {
     pub(crate) limits: Limits,
     pub(crate) max_body_bytes: usize,
     pub(crate) body_timeout: Duration,
+    /// Present when scheduled snapshots are on (`--snapshot-interval`).
+    pub(crate) snapshots: Option<Arc<Mutex<SnapshotStatus>>>,
+}
+
+/// How the scheduled snapshots run; started by [`Application::run`].
+struct SnapshotSchedule {
+    data_dir: std::path::PathBuf,
+    url: String,
+    interval: Duration,
+    status: Arc<Mutex<SnapshotStatus>>,
 }
 
 pub struct Application {
@@ -37,6 +48,7 @@ pub struct Application {
     router: Router,
     state: Arc<AppState>,
     grace: Duration,
+    schedule: Option<SnapshotSchedule>,
 }
 
 impl Application {
@@ -71,6 +83,12 @@ impl Application {
             max_pixels: config.max_pixels,
             ..Limits::default()
         };
+        let schedule = config.snapshot_interval.map(|interval| SnapshotSchedule {
+            data_dir: data_dir.clone(),
+            url: config.database_url.clone().unwrap_or_else(|| crate::snapshots::default_database_url(data_dir)),
+            interval,
+            status: Arc::new(Mutex::new(SnapshotStatus { interval_secs: interval.as_secs(), ..SnapshotStatus::default() })),
+        });
         let state = Arc::new(AppState {
             ledger,
             writer,
@@ -78,6 +96,7 @@ impl Application {
             limits,
             max_body_bytes: config.max_body_bytes,
             body_timeout: config.request_timeout(),
+            snapshots: schedule.as_ref().map(|s| Arc::clone(&s.status)),
         });
         let tcp = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -93,6 +112,7 @@ impl Application {
             router,
             state,
             grace: Duration::from_secs(config.shutdown_grace_secs),
+            schedule,
         })
     }
 
@@ -108,6 +128,10 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let stop_background = tokio_util::sync::CancellationToken::new();
+        let snapshots = self.schedule.map(|s| {
+            tokio::spawn(crate::snapshots::schedule(s.data_dir, s.url, s.interval, s.status, stop_background.clone()))
+        });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let graceful = async move {
             shutdown.await;
@@ -127,6 +151,12 @@ impl Application {
             } => {
                 tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish within the grace period");
                 served.abort();
+            }
+        }
+        stop_background.cancel();
+        if let Some(task) = snapshots {
+            if tokio::time::timeout(grace, task).await.is_err() {
+                tracing::warn!("a scheduled snapshot did not finish within the grace period; it is rolled back");
             }
         }
         self.state.writer.clone().shutdown().await;

@@ -54,6 +54,30 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
+    /// Snapshot the data dir into the snapshot database (incremental after the first).
+    Snapshot {
+        #[command(flatten)]
+        data: DataDirArg,
+        /// Snapshot database (default: sqlite://<data-dir>/backups.sqlite).
+        #[arg(long, env = "CAMLEDGER_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
+    /// List, verify or prune stored snapshots.
+    Snapshots {
+        #[command(subcommand)]
+        action: crate::snapshots::SnapshotsCommand,
+    },
+    /// Rebuild a data dir from stored snapshots and prove it identical.
+    Restore {
+        #[command(flatten)]
+        db: crate::snapshots::DatabaseArg,
+        /// New data dir to create (must not exist or be empty).
+        #[arg(long)]
+        to: std::path::PathBuf,
+        /// Snapshot to restore (default: the latest).
+        #[arg(long)]
+        snapshot: Option<i64>,
+    },
     /// Verify the whole ledger: chain, sequence numbers, event.json and every image's SHA-256.
     Verify {
         #[command(flatten)]
@@ -133,6 +157,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             format,
         } => log(data, from, limit, format).await,
         Command::Verify { data } => verify(data).await,
+        Command::Snapshot { data, database_url } => crate::snapshots::snapshot(data, database_url).await,
+        Command::Snapshots { action } => crate::snapshots::snapshots(action).await,
+        Command::Restore { db, to, snapshot } => crate::snapshots::restore(db, to, snapshot).await,
         Command::Bench { which } => crate::bench::run(which).await,
     }
 }

@@ -55,6 +55,15 @@ pub struct ServeConfig {
     #[arg(long, env = "CAMLEDGER_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 
+    /// Snapshot database for scheduled snapshots: mysql://… or sqlite://… (default:
+    /// sqlite://<data-dir>/backups.sqlite when --snapshot-interval is set).
+    #[arg(long, env = "CAMLEDGER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Take a snapshot this often (e.g. 1h, 15m, 90s); off when not set.
+    #[arg(long, env = "CAMLEDGER_SNAPSHOT_INTERVAL", value_parser = crate::snapshots::parse_interval)]
+    pub snapshot_interval: Option<Duration>,
+
     /// Fault injection for durability tests: every fsync after the N-th fails.
     #[arg(long, env = "CAMLEDGER_FAIL_FSYNC_AFTER", hide = true)]
     pub fail_fsync_after: Option<u64>,
@@ -76,6 +85,8 @@ impl ServeConfig {
             max_batch: 256,
             node_name: None,
             shutdown_grace_secs: 30,
+            database_url: None,
+            snapshot_interval: None,
             fail_fsync_after: None,
         }
     }

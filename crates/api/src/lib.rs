@@ -7,6 +7,7 @@
 //! - `routes`: one module per HTTP resource; `auth`: bearer tokens; `error`: the one HTTP
 //!   error type; `listener`: connection cap and idle timeout;
 //! - [`registry`]: cameras and reader tokens in `<data-dir>/camledger.sqlite`;
+//! - [`snapshots`]: snapshot/restore commands and scheduled snapshots;
 //! - [`push`]: the camera-side uploader; [`bench`]: benchmarks against reference tools.
 
 pub mod app;
@@ -20,6 +21,7 @@ pub mod progress;
 pub mod push;
 pub mod registry;
 pub(crate) mod routes;
+pub mod snapshots;
 pub mod telemetry;
 
 pub use app::Application;

@@ -19,7 +19,9 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiE
     let head = tokio::task::spawn_blocking(move || ledger.head())
         .await
         .map_err(ApiError::internal)??;
+    let snapshots = state.snapshots.as_ref().map(|s| s.lock().expect("the snapshot status lock is never poisoned").clone());
     Ok(Json(json!({
+        "snapshots": snapshots,
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "events_head_seq": head.as_ref().map(|h| h.seq),

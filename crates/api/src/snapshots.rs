@@ -1,0 +1,304 @@
+//! Snapshot commands (`snapshot`, `snapshots list|verify|prune`, `restore`) and the
+//! scheduled snapshots of `camledger serve --snapshot-interval`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use camledger_backup::{Progress, SnapshotOptions, SnapshotOutcome, Store};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::OutputFormat;
+use crate::config::DataDirArg;
+
+/// The snapshot database.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DatabaseArg {
+    /// Snapshot database: mysql://user:password@host:port/db (production) or sqlite://PATH.
+    #[arg(long, env = "CAMLEDGER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SnapshotsCommand {
+    /// List snapshots, oldest first.
+    List {
+        #[command(flatten)]
+        db: DatabaseArg,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Read every chunk back and check every hash and the chain to a full snapshot.
+    Verify {
+        /// Snapshot to verify (with the chain it needs); all snapshots when omitted.
+        id: Option<i64>,
+        #[command(flatten)]
+        db: DatabaseArg,
+    },
+    /// Delete old snapshots, keeping the newest N and every snapshot they need.
+    Prune {
+        #[arg(long)]
+        keep: usize,
+        #[command(flatten)]
+        db: DatabaseArg,
+    },
+}
+
+/// A terminal progress bar for the backup crate's phases; hidden when stderr is no terminal.
+struct BarProgress {
+    bar: ProgressBar,
+}
+
+impl BarProgress {
+    fn new() -> Self {
+        let target = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        Self { bar: ProgressBar::with_draw_target(None, target) }
+    }
+}
+
+impl Progress for BarProgress {
+    fn start(&self, what: &str, total: u64) {
+        self.bar.reset();
+        let template = if total > 0 {
+            "{msg} {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})"
+        } else {
+            "{msg} {spinner} {bytes} ({bytes_per_sec})"
+        };
+        self.bar.set_style(ProgressStyle::with_template(template).expect("a valid progress template"));
+        self.bar.set_length(total);
+        self.bar.set_message(what.to_owned());
+    }
+
+    fn advance(&self, n: u64) {
+        self.bar.inc(n);
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+async fn connect(url: &str) -> anyhow::Result<Store> {
+    Store::connect(url).await.with_context(|| format!("opening the snapshot database {}", redact(url)))
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The embedded default: a SQLite database inside the data dir.
+pub fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("backups.sqlite").display())
+}
+
+pub async fn snapshot(data: DataDirArg, database_url: Option<String>) -> anyhow::Result<()> {
+    let url = database_url.unwrap_or_else(|| default_database_url(&data.data_dir));
+    let store = connect(&url).await?;
+    let progress = BarProgress::new();
+    let outcome = camledger_backup::snapshot(&store, &data.data_dir, &SnapshotOptions::default(), &progress).await;
+    progress.finish();
+    store.close().await;
+    match outcome.context("taking the snapshot")? {
+        SnapshotOutcome::Created(info) => println!(
+            "snapshot {} ({}, parent {}): {} objects, {} raw bytes, {} stored bytes, events head seq {}",
+            info.id,
+            if info.is_full() { "full" } else { "incremental" },
+            info.parent.map_or("none".to_owned(), |p| p.to_string()),
+            info.objects,
+            info.raw_bytes,
+            info.stored_bytes,
+            info.events_head_seq.map_or("none".to_owned(), |s| s.to_string()),
+        ),
+        SnapshotOutcome::Unchanged { latest } => {
+            println!("nothing changed since snapshot {latest}: nothing written")
+        }
+    }
+    Ok(())
+}
+
+pub async fn snapshots(command: SnapshotsCommand) -> anyhow::Result<()> {
+    match command {
+        SnapshotsCommand::List { db, format } => {
+            let store = connect(&db.database_url).await?;
+            let all = camledger_backup::list(&store).await.context("listing snapshots")?;
+            store.close().await;
+            match format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+                OutputFormat::Text => {
+                    println!("{:>6} {:>6} {:<26} {:>10} {:>14} {:>14} {:>10}", "id", "parent", "created_at", "objects", "raw_bytes", "stored_bytes", "head_seq");
+                    for s in all {
+                        println!(
+                            "{:>6} {:>6} {:<26} {:>10} {:>14} {:>14} {:>10}",
+                            s.id,
+                            s.parent.map_or("-".to_owned(), |p| p.to_string()),
+                            s.created_at.format(&time::format_description::well_known::Rfc3339)?,
+                            s.objects,
+                            s.raw_bytes,
+                            s.stored_bytes,
+                            s.events_head_seq.map_or("-".to_owned(), |h| h.to_string()),
+                        );
+                    }
+                }
+            }
+        }
+        SnapshotsCommand::Verify { id, db } => {
+            let store = connect(&db.database_url).await?;
+            let progress = BarProgress::new();
+            let report = camledger_backup::verify(&store, id, &progress).await;
+            progress.finish();
+            store.close().await;
+            let report = report.context("verifying snapshots")?;
+            if !report.is_clean() {
+                for fault in &report.faults {
+                    eprintln!("fault: {fault}");
+                }
+                bail!("{} fault(s) in {} snapshot(s) checked", report.faults.len(), report.checked.len());
+            }
+            println!("verified {} snapshot(s), {} artifact(s): every chunk and chain intact", report.checked.len(), report.artifacts);
+        }
+        SnapshotsCommand::Prune { keep, db } => {
+            let store = connect(&db.database_url).await?;
+            let report = camledger_backup::prune(&store, keep).await.context("pruning snapshots")?;
+            store.close().await;
+            println!("deleted {:?}; kept {:?}", report.deleted, report.kept);
+        }
+    }
+    Ok(())
+}
+
+pub async fn restore(db: DatabaseArg, to: PathBuf, snapshot: Option<i64>) -> anyhow::Result<()> {
+    let store = connect(&db.database_url).await?;
+    let progress = BarProgress::new();
+    let report = camledger_backup::restore(&store, &to, snapshot, &progress).await;
+    progress.finish();
+    store.close().await;
+    let report = report.with_context(|| format!("restoring into {}", to.display()))?;
+    println!(
+        "restored snapshot {} (chain {:?}) into {}: {} objects, {} refs, {} events, registry {}; refs, git fsck and every event's SHA-256 verified",
+        report.snapshot,
+        report.chain,
+        report.data_dir.display(),
+        report.objects,
+        report.refs,
+        report.events,
+        if report.state { "restored" } else { "absent" },
+    );
+    Ok(())
+}
+
+/// What `/healthz` shows about scheduled snapshots.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct SnapshotStatus {
+    pub(crate) interval_secs: u64,
+    pub(crate) last_attempt_at: Option<String>,
+    pub(crate) last_id: Option<i64>,
+    pub(crate) last_created_at: Option<String>,
+    pub(crate) last_stored_bytes: Option<u64>,
+    pub(crate) last_outcome: Option<String>,
+    pub(crate) last_error: Option<String>,
+}
+
+/// Takes a snapshot every `interval` until `stop` is cancelled; a snapshot in progress is
+/// finished, not cut off (its transaction would only roll back).
+pub(crate) async fn schedule(
+    data_dir: PathBuf,
+    url: String,
+    interval: Duration,
+    status: Arc<Mutex<SnapshotStatus>>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let attempt = crate::registry::now_rfc3339();
+        let result = async {
+            let store = connect(&url).await?;
+            let outcome = camledger_backup::snapshot(&store, &data_dir, &SnapshotOptions::default(), &camledger_backup::NoProgress).await;
+            store.close().await;
+            anyhow::Ok(outcome?)
+        }
+        .await;
+        let mut s = status.lock().expect("the snapshot status lock is never poisoned");
+        s.last_attempt_at = Some(attempt);
+        match result {
+            Ok(SnapshotOutcome::Created(info)) => {
+                tracing::info!(id = info.id, stored_bytes = info.stored_bytes, "scheduled snapshot taken");
+                s.last_id = Some(info.id);
+                s.last_created_at = info.created_at.format(&time::format_description::well_known::Rfc3339).ok();
+                s.last_stored_bytes = Some(info.stored_bytes);
+                s.last_outcome = Some("created".into());
+                s.last_error = None;
+            }
+            Ok(SnapshotOutcome::Unchanged { latest }) => {
+                s.last_id = Some(latest);
+                s.last_outcome = Some("unchanged".into());
+                s.last_error = None;
+            }
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "scheduled snapshot failed; retrying at the next interval");
+                s.last_outcome = Some("failed".into());
+                s.last_error = Some(format!("{e:#}"));
+            }
+        }
+    }
+}
+
+/// Parses `90s`, `15m`, `1h`, `1d` (or plain seconds).
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 1h or 1d"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use s, m, h or d")),
+    };
+    if seconds == 0 {
+        return Err("the interval must be at least one second".into());
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_read_like_an_operator_writes_them() {
+        assert_eq!(parse_interval("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_interval("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_interval("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_interval("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse_interval("0s").is_err());
+        assert!(parse_interval("1w").is_err());
+        assert!(parse_interval("soon").is_err());
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(redact("mysql://root:hunter2@db:3306/x"), "mysql://root:***@db:3306/x");
+        assert_eq!(redact("mysql://root@127.0.0.1:3306/test"), "mysql://root@127.0.0.1:3306/test");
+        assert_eq!(redact("sqlite:///var/lib/b.sqlite"), "sqlite:///var/lib/b.sqlite");
+    }
+}
