@@ -33,7 +33,7 @@ fn photo(seed: u64, noise_amplitude: u64) -> RgbImage {
         let (fx, fy) = (x as f32 / 1920.0, y as f32 / 1080.0);
         let base = |c: usize| {
             let s = (fx * 7.0 + phase[c]).sin() * (fy * 5.0 + phase[c + 3]).cos();
-            let t = ((fx * 41.0 + fy * 29.0 + phase[c]).sin() * 0.3) as f32;
+            let t = (fx * 41.0 + fy * 29.0 + phase[c]).sin() * 0.3;
             120.0 + 80.0 * s + 30.0 * t
         };
         let noise = (next() % (2 * noise_amplitude + 1)) as f32 - noise_amplitude as f32;

@@ -352,7 +352,8 @@ impl Classifier {
     pub fn new(runtime: &OnnxRuntime, model: Arc<Model>) -> Result<Self, ClassifyError> {
         let session = Session::builder(&runtime.environment)?
             .with_intra_threads(1)
-            .and_then(|b| b.with_inter_threads(1))
+            .map_err(ort::Error::from)?
+            .with_inter_threads(1)
             .map_err(ort::Error::from)?
             .commit_from_memory(&model.bytes)?;
         if !session.inputs().iter().any(|i| i.name() == model.manifest.input.name) {

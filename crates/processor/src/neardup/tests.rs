@@ -1,3 +1,6 @@
+// Table-test rows are tuples on purpose: one line per case.
+#![allow(clippy::type_complexity, clippy::manual_is_multiple_of)]
+
 use super::*;
 use crate::testutil::Rng;
 

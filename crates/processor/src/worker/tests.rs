@@ -214,3 +214,23 @@ async fn a_replay_reproduces_every_recorded_verdict() {
     let (_, summary) = crate::replay::replay(&ledger, 1, None, &laxer, &mut classifier, |_, _| {}).expect("replays");
     assert!(summary.flips_to_ok >= 2 && summary.has_differences(), "{summary:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_worker_picks_up_new_events_and_stops_when_cancelled() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = Ledger::open(dir.path(), LedgerConfig::default()).expect("ledger opens");
+    let worker = Worker::start(ledger.clone(), config(8), tiny_classifiers(1)).expect("worker starts on an empty ledger");
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(worker.run(cancel.clone()));
+
+    append_all(&ledger, &[("cam-1", encode_jpeg(&scene(51, 320, 240), 90)), ("cam-1", encode_jpeg(&scene(52, 320, 240), 90))])
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ledger.verdict_head().expect("readable").map_or(0, |h| h.event_seq) < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the worker did not judge the new events");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cancel.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), running).await.expect("stops promptly");
+    stopped.expect("no panic").expect("clean stop");
+}
