@@ -15,15 +15,16 @@ use tokio::sync::mpsc;
 pub(crate) const CHANNEL_CAPACITY: usize = 2;
 
 /// A `Write` that cuts its input into chunks of exactly `chunk_size` bytes (the last
-/// one shorter) and sends each one over the channel, blocking when it is full.
+/// one shorter) and sends each one with its SHA-256 over the channel, blocking when it
+/// is full.
 pub(crate) struct ChunkSink {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<(Vec<u8>, [u8; 32])>,
     buf: Vec<u8>,
     chunk_size: usize,
 }
 
 impl ChunkSink {
-    pub(crate) fn new(tx: mpsc::Sender<Vec<u8>>, chunk_size: usize) -> Self {
+    pub(crate) fn new(tx: mpsc::Sender<(Vec<u8>, [u8; 32])>, chunk_size: usize) -> Self {
         ChunkSink {
             tx,
             buf: Vec::with_capacity(chunk_size),
@@ -33,8 +34,10 @@ impl ChunkSink {
 
     fn send_buf(&mut self) -> io::Result<()> {
         let full = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk_size));
+        // Hash here, on the blocking thread, so the async side only talks to the database.
+        let digest: [u8; 32] = Sha256::digest(&full).into();
         self.tx
-            .blocking_send(full)
+            .blocking_send((full, digest))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the chunk writer stopped"))
     }
 
@@ -185,7 +188,8 @@ mod tests {
         sink.finish().expect("the receiver is alive");
         let mut sizes = Vec::new();
         let mut joined = Vec::new();
-        while let Ok(chunk) = rx.try_recv() {
+        while let Ok((chunk, digest)) = rx.try_recv() {
+            assert_eq!(hex::encode(digest), sha256_hex(&chunk), "each chunk travels with its digest");
             sizes.push(chunk.len());
             joined.extend_from_slice(&chunk);
         }

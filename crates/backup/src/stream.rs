@@ -79,8 +79,7 @@ where
     let mut seq = 0i64;
     let mut stored = Sha256::new();
     let mut stored_bytes = 0u64;
-    while let Some(chunk) = chunks_rx.recv().await {
-        let digest = Sha256::digest(&chunk);
+    while let Some((chunk, digest)) = chunks_rx.recv().await {
         stored.update(digest);
         tx.insert_chunk(snapshot_id, artifact, seq, &hex::encode(digest), &chunk)
             .await
