@@ -71,6 +71,11 @@ async fn full_incremental_restore_round_trip(store: &Store) {
     assert_eq!(registry_cameras(&restored_dir).await, vec!["cam-1".to_owned()]);
     assert!(git(&restored_dir, &["log", "--notes=verdicts", "-1", "refs/heads/events"]).contains("spam"));
 
+    // An older snapshot restores to the state it recorded.
+    let older = restore(store, &work.path().join("older"), Some(first.id), &NoProgress).await.expect("restore the first snapshot");
+    assert_eq!((older.chain.clone(), older.events), (vec![first.id], 12));
+    assert!(!refs(&work.path().join("older")).contains("refs/heads/verdicts"), "verdicts came later");
+
     // The restored dir is a working data dir: the writer rebuilds its indexes (there is
     // no index/ in a snapshot), the sequence continues and duplicates are still known.
     assert!(!restored_dir.join("index").exists());
@@ -79,7 +84,7 @@ async fn full_incremental_restore_round_trip(store: &Store) {
     let again = append_one(&restored_dir, 3, 40 * 1024).await;
     assert_eq!((again.seq, again.duplicate_of), (22, Some(4)), "seed 3 was event 4 before the restore");
     assert_eq!(head_seq(&restored_dir), 22);
-    assert_eq!(entries(work.path()), vec!["restored".to_owned()], "no temporary directory is left");
+    assert_eq!(entries(work.path()), vec!["older".to_owned(), "restored".to_owned()], "no temporary directory is left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
