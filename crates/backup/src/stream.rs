@@ -13,7 +13,9 @@
 //! whole, and feeds them to `consume(raw reader)` in `spawn_blocking` after zstd
 //! decompression; the raw bytes are hashed and compared with the stored digest.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -131,8 +133,13 @@ where
     F: FnOnce(&mut dyn BufRead) -> Result<T, WorkError> + Send + 'static,
 {
     let (chunks_tx, chunks_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    // Set when decompression itself fails, to tell a corrupt artifact from a local error
+    // (disk full, …) of the consumer.
+    let undecodable = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&undecodable);
     let consumer = tokio::task::spawn_blocking(move || -> Result<(T, u64, String), WorkError> {
         let decoder = zstd::Decoder::new(ChunkSource::new(chunks_rx)).map_err(io_err("start zstd"))?;
+        let decoder = FlagOnError { inner: decoder, flag };
         let mut raw = BufReader::with_capacity(256 * 1024, HashingReader::new(decoder));
         let value = consume(&mut raw)?;
         let (raw_bytes, raw_sha256) = raw
@@ -151,13 +158,13 @@ where
     }
     let (value, raw_bytes, raw_sha256) = match consumed? {
         Ok(done) => done,
-        Err(WorkError::Io { source, .. }) => {
+        Err(e) if undecodable.load(Ordering::SeqCst) => {
             // Every chunk matched its digest, yet the stream does not decode: the
             // artifact was written corrupt. Report it as a fault of the snapshot.
             return Err(DownloadError::Fault(Fault::Undecodable {
                 snapshot: snapshot_id,
                 artifact: a.artifact.clone(),
-                reason: source.to_string(),
+                reason: error_chain(&e),
             }));
         }
         Err(e) => return Err(DownloadError::Work(e)),
@@ -169,6 +176,29 @@ where
         }));
     }
     Ok(value)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Raises `flag` when the inner reader fails.
+struct FlagOnError<R> {
+    inner: R,
+    flag: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for FlagOnError<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(out).inspect_err(|_| self.flag.store(true, Ordering::SeqCst))
+    }
 }
 
 /// Chunk rows requested ahead of the one being checked (each up to 8 MiB in memory).
@@ -192,6 +222,7 @@ async fn feed(
         .map(|seq| async move { (seq, store.chunk(snapshot_id, artifact, seq).await) })
         .buffered(PREFETCH_CHUNKS);
     let mut fetches = std::pin::pin!(fetches);
+    let mut consumer_alive = true;
     while let Some((seq, row)) = fetches.next().await {
         let Some((want, bytes)) = row.map_err(DownloadError::Database)? else {
             return Ok(Some(Fault::ChunkMissing {
@@ -210,9 +241,10 @@ async fn feed(
         }
         stored.update(digest);
         progress.advance(bytes.len() as u64);
-        if chunks_tx.send(bytes).await.is_err() {
-            // The consumer stopped early (its error is reported by the caller).
-            return Ok(None);
+        // When the consumer has stopped early (its error is reported by the caller), keep
+        // checking the remaining chunks: damage to the stored data is the better report.
+        if consumer_alive && chunks_tx.send(bytes).await.is_err() {
+            consumer_alive = false;
         }
     }
     let found = store

@@ -444,3 +444,27 @@ async fn snapshots_taken_while_events_are_appended_restore_exactly_their_head() 
     let report = verify(&store, None, &NoProgress).await.expect("verify runs");
     assert!(report.is_clean(), "{:?}", report.faults);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_rewritten_with_a_matching_digest_is_caught_by_the_whole_artifact_checks() {
+    let db = MariaDb::create();
+    let store = Store::connect(&db.url()).await.expect("connect");
+    let (_work, id) = one_snapshot(&store).await;
+    let chunk = format!("snapshot_id = {id} AND artifact = 'pack' AND seq = 1");
+    db.sql(&format!("UPDATE snapshot_chunks SET bytes = 'garbage', sha256 = SHA2('garbage', 256) WHERE {chunk}"));
+
+    let report = verify(&store, Some(id), &NoProgress).await.expect("verify runs");
+    assert_eq!(report.faults, vec![Fault::WholeCorrupt { snapshot: id, artifact: "pack".into() }]);
+
+    // Also forge the digest over the chunk digests: now decompression fails.
+    db.sql(&format!(
+        "UPDATE snapshot_artifacts SET stored_sha256 = (SELECT SHA2(GROUP_CONCAT(UNHEX(sha256) ORDER BY seq SEPARATOR ''), 256) \
+         FROM snapshot_chunks WHERE snapshot_id = {id} AND artifact = 'pack') WHERE snapshot_id = {id} AND artifact = 'pack'"
+    ));
+    let report = verify(&store, Some(id), &NoProgress).await.expect("verify runs");
+    assert!(
+        matches!(report.faults.as_slice(), [Fault::Undecodable { snapshot, .. }] if *snapshot == id),
+        "{:?}",
+        report.faults
+    );
+}
