@@ -301,6 +301,33 @@ async fn main() {
         .expect("mariadb runs");
     let lf_time2 = start.elapsed();
     assert!(status.success());
+    // sqlx alone: the same chunk bytes from memory, one INSERT each, one transaction.
+    let start_sqlx;
+    let sqlx_time;
+    {
+        let pool2 = sqlx::mysql::MySqlPool::connect(&url.replacen(&format!("/{db}"), &format!("/{db2}"), 1))
+            .await
+            .expect("connect");
+        sqlx::query("CREATE TABLE mem (seq INT PRIMARY KEY, sha256 CHAR(64), bytes LONGBLOB) ENGINE=InnoDB")
+            .execute(&pool2)
+            .await
+            .expect("create");
+        let chunks: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).expect("chunk file")).collect();
+        start_sqlx = Instant::now();
+        let mut tx = pool2.begin().await.expect("begin");
+        for (seq, bytes) in chunks.iter().enumerate() {
+            sqlx::query("INSERT INTO mem VALUES (?, ?, ?)")
+                .bind(seq as i32)
+                .bind("0".repeat(64))
+                .bind(bytes.as_slice())
+                .execute(&mut *tx)
+                .await
+                .expect("insert");
+        }
+        tx.commit().await.expect("commit");
+        sqlx_time = start_sqlx.elapsed();
+        pool2.close().await;
+    }
     mariadb(None, &format!("DROP DATABASE {db2}"));
 
     // --- verify: fetch + check + decompress, no indexing (to see where restore time goes)
@@ -355,6 +382,8 @@ async fn main() {
         snap_time2, mb_s(raw, snap_time2));
     println!("  mariadb LOAD_FILE() #2 {:>8.1?}  {:>7.1} MB/s",
         lf_time2, mb_s(info.stored_bytes, lf_time2));
+    println!("  sqlx INSERT only       {:>8.1?}  {:>7.1} MB/s        (same chunks from memory, no packing)",
+        sqlx_time, mb_s(info.stored_bytes, sqlx_time));
     println!("  ratio (ours/baseline)  {:.2}  (sum of both rounds)",
         (lf_time + lf_time2).as_secs_f64() / (snap_time + snap_time2).as_secs_f64());
     println!("restore: {} events, chain {:?}", report.events, report.chain);
