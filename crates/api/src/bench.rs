@@ -145,7 +145,7 @@ struct Server {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-async fn start_server(data_dir: &Path, cameras: usize) -> anyhow::Result<Server> {
+async fn add_cameras(data_dir: &Path, cameras: usize) -> anyhow::Result<Vec<String>> {
     std::fs::create_dir_all(data_dir)?;
     let registry = Registry::open(data_dir).await?;
     let mut tokens = Vec::new();
@@ -153,6 +153,10 @@ async fn start_server(data_dir: &Path, cameras: usize) -> anyhow::Result<Server>
         tokens.push(registry.add_camera(&format!("bench-cam-{i}")).await?);
     }
     registry.close().await;
+    Ok(tokens)
+}
+
+async fn start_server(data_dir: &Path, tokens: Vec<String>) -> anyhow::Result<Server> {
     let app = Application::build(ServeConfig::for_data_dir(data_dir)).await?;
     let addr = app.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -204,7 +208,8 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
 
     let data_dir = temp.path().join("data");
     let max_clients = args.concurrency.iter().copied().max().unwrap_or(64);
-    let server = start_server(&data_dir, max_clients.min(256)).await?;
+    let tokens = add_cameras(&data_dir, max_clients.clamp(1, 256)).await?;
+    let server = start_server(&data_dir, tokens.clone()).await?;
     let url = format!("http://{}/v1/images", server.addr);
     let mut next_image = 0u64;
     let mut peak = 0f64;
@@ -223,12 +228,17 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         rows.push((clients, rate, elapsed));
     }
 
-    // The reference: the same commits through git fast-import.
+    // The reference: the same commits through git fast-import, with camledger stopped (its
+    // background pack consolidation must not compete with the reference).
+    let _ = server.stop.send(());
+    server.task.await??;
     let ledger = Ledger::open(&data_dir, LedgerConfig::default())?;
     let (fi_rate, fi_elapsed, fi_events) =
         fast_import_reference(&ledger, temp.path(), args.events)?;
 
-    // Open-loop latency at half the peak rate.
+    // Open-loop latency at half the peak rate, on the same (now larger) ledger.
+    let server = start_server(&data_dir, tokens).await?;
+    let url = format!("http://{}/v1/images", server.addr);
     let target = peak / 2.0;
     let latencies = open_loop(
         &url,

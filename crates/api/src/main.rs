@@ -6,7 +6,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = camledger_api::cli::Cli::parse();
-    camledger_api::telemetry::init(cli.log_format);
+    let default_level = match cli.command {
+        camledger_api::cli::Command::Bench { .. } => "warn",
+        _ => "info",
+    };
+    camledger_api::telemetry::init(cli.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

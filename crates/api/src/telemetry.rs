@@ -1,5 +1,5 @@
 //! Tracing set-up for the binary: human-readable or JSON lines on stderr, filtered by
-//! `CAMLEDGER_LOG` (or `RUST_LOG`), default `info`.
+//! `CAMLEDGER_LOG` (or `RUST_LOG`), default `info` (`warn` for benchmarks, whose output is the report).
 
 use tracing_subscriber::EnvFilter;
 
@@ -10,10 +10,10 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn init(format: LogFormat) {
+pub fn init(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_env("CAMLEDGER_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
