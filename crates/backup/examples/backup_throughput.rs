@@ -1,8 +1,12 @@
 //! Benchmark: snapshot and restore throughput against the stock baselines, in one run.
 //!
 //! ```text
-//! cargo run -p camledger-backup --example backup_throughput -- [EVENTS=2000] [IMAGE_KIB=100]
+//! cargo run --release -p camledger-backup --example backup_throughput -- [EVENTS=2000] [IMAGE_KIB=100]
 //! ```
+//!
+//! Use `--release`: the dev profile builds dependencies with debug assertions, and gix's
+//! per-object buffer zero-fill then runs with a bounds check per byte (perf showed it and
+//! core's precondition checks at ~14% of the snapshot's client CPU).
 //!
 //! 1. Writes EVENTS random (incompressible) images through the real eventstore writer.
 //! 2. Snapshot into a fresh MariaDB database (127.0.0.1:3306, root) with the default
@@ -129,6 +133,20 @@ impl Progress for PhaseClock {
     fn finish(&self) {}
 }
 
+/// user + system CPU seconds of a process so far (from /proc/PID/stat, clock ticks of 1/100 s).
+fn cpu_s(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" that ends the command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn mysqld_pid() -> String {
+    std::fs::read_to_string("/run/mysqld/mysqld.pid").unwrap_or_default().trim().to_owned()
+}
+
 fn mb_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64()
 }
@@ -220,6 +238,7 @@ async fn main() {
     reset_peak_rss();
     let snap_anon_before = AnonSampler::now_mib();
     let anon = AnonSampler::start();
+    let (client_cpu0, server_cpu0) = (cpu_s("self"), cpu_s(&mysqld_pid()));
     let start = Instant::now();
     let mut options = SnapshotOptions::default();
     if let Some(level) = std::env::var("ZSTD_LEVEL").ok().and_then(|l| l.parse().ok()) {
@@ -229,6 +248,7 @@ async fn main() {
         .await
         .expect("snapshot");
     let snap_time = start.elapsed();
+    let (snap_client_cpu, snap_server_cpu) = (cpu_s("self") - client_cpu0, cpu_s(&mysqld_pid()) - server_cpu0);
     let snap_rss = peak_rss_mib();
     let snap_anon = anon.stop_mib();
     let SnapshotOutcome::Created(info) = outcome else {
@@ -273,6 +293,7 @@ async fn main() {
     for f in &files {
         let _ = std::fs::read(f);
     }
+    let server_cpu0 = cpu_s(&mysqld_pid());
     let start = Instant::now();
     let status = Command::new("sh")
         .arg("-c")
@@ -280,6 +301,7 @@ async fn main() {
         .status()
         .expect("mariadb runs");
     let lf_time = start.elapsed();
+    let lf_server_cpu = cpu_s(&mysqld_pid()) - server_cpu0;
     assert!(status.success());
     let loaded: i64 = mariadb(Some(&db), "SELECT COALESCE(SUM(LENGTH(bytes)), 0) FROM lf").trim().parse().expect("a number");
     assert_eq!(loaded as u64, info.stored_bytes, "LOAD_FILE loaded every chunk");
@@ -378,6 +400,7 @@ async fn main() {
         snap_time, mb_s(raw, snap_time), snap_rss, snap_anon_before, snap_anon);
     println!("  mariadb LOAD_FILE()    {:>8.1?}  {:>7.1} MB/s        (same chunk files, one transaction)",
         lf_time, mb_s(info.stored_bytes, lf_time));
+    println!("  CPU seconds            ours: client {snap_client_cpu:.2} + mariadbd {snap_server_cpu:.2}; LOAD_FILE: mariadbd {lf_server_cpu:.2}");
     println!("  camledger snapshot #2  {:>8.1?}  {:>7.1} MB/s raw   (fresh database, before the baseline)",
         snap_time2, mb_s(raw, snap_time2));
     println!("  mariadb LOAD_FILE() #2 {:>8.1?}  {:>7.1} MB/s",
