@@ -27,6 +27,8 @@ use tracing::instrument;
 
 use crate::admission::{self, Format, Limits, Rejection};
 
+mod dc;
+
 /// Why an image could not be decoded. The worker records such an event as corrupt (it was
 /// admitted, so this means a decoder disagreement or a damaged entropy-coded stream): no retry,
 /// log at `warn` with the event's seq.
@@ -84,6 +86,13 @@ fn decode_with_image_crate(bytes: &[u8], format: Format) -> Result<RgbImage, Dec
 }
 
 fn decode_jpeg_scaled(bytes: &[u8], side: u32, width: u32, height: u32) -> Result<RgbImage, DecodeError> {
+    // 1/8 scale is enough: take the DC coefficients directly (see `dc`); out of its scope,
+    // jpeg-decoder does the job.
+    if width.min(height).div_ceil(8) >= side {
+        if let Some(image) = dc::decode_dc(bytes) {
+            return Ok(image);
+        }
+    }
     let mut decoder = jpeg_decoder::Decoder::new(bytes);
     // jpeg-decoder picks the smallest scale at which EITHER requested side is reached, so ask
     // only for the short side (the other request is unreachable) to keep both sides ≥ `side`.
