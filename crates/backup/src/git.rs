@@ -122,6 +122,9 @@ pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String],
                     tips.push(commit.id);
                 }
             }
+            // The ledger's refs all name commits. A ref naming a tree directly would get
+            // only the tree object itself (expansion follows trees only from commits);
+            // the restore's `git fsck` would then fail rather than pass silently.
             Kind::Tree | Kind::Blob => direct.push(id),
         }
     }
@@ -235,7 +238,6 @@ pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String],
     Ok(num_objects as u64)
 }
 
-/// Index a pack read from `pack` into `git_dir/objects/pack`; returns its object count.
 /// Passes bytes through and feeds them to the pack's SHA-1 trailer.
 struct TrailerWriter<'a> {
     inner: &'a mut dyn Write,
@@ -254,6 +256,7 @@ impl Write for TrailerWriter<'_> {
     }
 }
 
+/// Index a pack read from `pack` into `git_dir/objects/pack`; returns its object count.
 pub(crate) fn index_pack(git_dir: &Path, pack: &mut dyn BufRead) -> Result<u64, GitError> {
     let interrupt = AtomicBool::new(false);
     let outcome = gix_pack::Bundle::write_to_directory(
