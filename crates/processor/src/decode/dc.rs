@@ -273,11 +273,7 @@ pub(crate) fn decode_dc(b: &[u8]) -> Option<RgbImage> {
                 }
             }
             0xDD => restart_interval = be16(payload, 0)?,
-            0xEE => {
-                if payload.starts_with(b"Adobe") && payload.len() >= 12 {
-                    adobe_rgb = payload[11] == 0;
-                }
-            }
+            0xEE if payload.starts_with(b"Adobe") && payload.len() >= 12 => adobe_rgb = payload[11] == 0,
             0xDA => {
                 let n = usize::from(*payload.first()?);
                 if components.is_empty() || n != components.len() {
@@ -327,7 +323,7 @@ pub(crate) fn decode_dc(b: &[u8]) -> Option<RgbImage> {
     let mut mcu_count = 0usize;
     for my in 0..mcus_y {
         for mx in 0..mcus_x {
-            if restart_interval > 0 && mcu_count > 0 && mcu_count % restart_interval == 0 {
+            if restart_interval > 0 && mcu_count > 0 && mcu_count.is_multiple_of(restart_interval) {
                 bits.restart()?;
                 predictors.iter_mut().for_each(|p| *p = 0);
             }
