@@ -20,6 +20,9 @@ use image::{Rgb, RgbImage};
 struct Huffman {
     /// `(symbol, code length)` for every 9-bit prefix whose code is ≤ 9 bits; length 0 = slow path.
     fast: Box<[(u8, u8); 512]>,
+    /// `(symbol, code length + the symbol's low nibble)` where that sum is ≤ 9 bits: decoding
+    /// an AC code and skipping its value bits in one lookup (most AC codes fit); 0 = slow path.
+    fast_skip: Box<[(u8, u8); 512]>,
     /// For lengths 1..=16: the largest code of that length (+1), or -1 when none.
     max_code: [i32; 18],
     /// For lengths 1..=16: index of the first symbol minus the first code.
@@ -30,6 +33,7 @@ struct Huffman {
 impl Huffman {
     fn new(counts: &[u8; 16], symbols: &[u8]) -> Option<Self> {
         let mut fast = Box::new([(0u8, 0u8); 512]);
+        let mut fast_skip = Box::new([(0u8, 0u8); 512]);
         let mut max_code = [-1i32; 18];
         let mut offset = [0i32; 17];
         let mut code: i32 = 0;
@@ -45,6 +49,12 @@ impl Huffman {
                     for entry in fast.get_mut(first..first + (1 << shift))? {
                         *entry = (symbol, len as u8);
                     }
+                    let total = len + usize::from(symbol & 15);
+                    if total <= 9 {
+                        for entry in fast_skip.get_mut(first..first + (1 << shift))? {
+                            *entry = (symbol, total as u8);
+                        }
+                    }
                 }
                 code += 1;
                 k += 1;
@@ -58,7 +68,7 @@ impl Huffman {
             code <<= 1;
         }
         max_code[17] = i32::MAX; // sentinel: a 17-bit code means corrupt data
-        Some(Self { fast, max_code, offset, symbols: symbols[..k].to_vec() })
+        Some(Self { fast, fast_skip, max_code, offset, symbols: symbols[..k].to_vec() })
     }
 }
 
@@ -140,6 +150,22 @@ impl<'a> Bits<'a> {
         }
         self.consume(len as u32);
         table.symbols.get((code + table.offset[len]) as usize).copied()
+    }
+
+    /// Decodes an AC symbol and skips its value bits.
+    #[inline]
+    fn decode_skip(&mut self, table: &Huffman) -> Option<u8> {
+        if self.count < 16 {
+            self.refill();
+        }
+        let (symbol, total) = table.fast_skip[(self.buffer >> 55) as usize];
+        if total > 0 {
+            self.consume(u32::from(total));
+            return Some(symbol);
+        }
+        let symbol = self.decode(table)?;
+        self.skip(symbol & 15);
+        Some(symbol)
     }
 
     #[inline]
@@ -342,18 +368,12 @@ pub(crate) fn decode_dc(b: &[u8]) -> Option<RgbImage> {
                         predictors[ci] = (predictors[ci] + bits.receive_extend(size)).clamp(-65_536, 65_536);
                         let mut k = 1;
                         while k < 64 {
-                            let rs = bits.decode(ac_table)?;
+                            let rs = bits.decode_skip(ac_table)?;
                             let (run, size) = (rs >> 4, rs & 15);
-                            if size == 0 {
-                                if run != 15 {
-                                    break;
-                                }
-                                k += 16;
-                            } else {
-                                k += usize::from(run);
-                                bits.skip(size);
-                                k += 1;
+                            if size == 0 && run != 15 {
+                                break; // end of block
                             }
+                            k += usize::from(run) + 1; // ZRL (15, 0) skips 16
                         }
                         // The 1×1 inverse DCT, rounded as jpeg-decoder's 1/8 scale does.
                         let value = ((i64::from(predictors[ci]) * q + 1024) / 8).clamp(0, 255) as u8;
