@@ -1,23 +1,26 @@
 //! Bounded-memory decoding to the small images that hashing, blank detection and the
 //! classifier need.
 //!
-//! [`decode_scaled`] is the production path. For JPEG (nearly every camera upload) it asks the
-//! decoder to run the inverse DCT at 1/2, 1/4 or 1/8 scale, straight to the smallest size that
-//! is still at least `side` pixels on the short side: a 1080p frame decodes to 240×135 and never
-//! exists at full size in memory. The `image` crate's JPEG decoder (zune-jpeg) has no
-//! reduced-scale IDCT, so JPEG goes through `jpeg-decoder` (`Decoder::scale`); PNG and WebP
-//! have no such trick and are decoded fully through `image`, which is bounded by the admission
-//! pixel limit checked first.
+//! [`decode_scaled`] is the production path. For JPEG (nearly every camera upload) it never
+//! decodes at full size: when 1/8 scale still leaves `side` pixels on the short side (1080p to
+//! 64: 240×135), the `dc` module reads only the DC coefficient of each 8×8 block, which *is*
+//! the block's mean, skipping dequantisation, IDCT, full-size upsampling and colour conversion;
+//! other JPEGs (progressive, CMYK, or a larger `side`) go through `jpeg-decoder`'s reduced-scale
+//! IDCT (`Decoder::scale`, 1/2, 1/4, 1/8). The `image` crate's decoder (zune-jpeg) cannot scale
+//! in the DCT. PNG and WebP have no such trick and are decoded fully through `image`, bounded by
+//! the admission pixel limit checked first.
 //!
 //! [`decode_full`] decodes every pixel (zune-jpeg through `image`) and then shrinks: it exists so
 //! that the benchmark can compare images/s of the two paths on the same inputs.
 //!
-//! Measured (examples/throughput.rs, 1920×1080 q90 JPEGs of ~540 KB, one thread, on the shared
-//! 2-core dev box under a load average of 3–4, so absolute numbers are low and noisy):
-//! jpeg-decoder at 1/8 scale 50–90 images/s, zune-jpeg full decode 52–72/s, jpeg-decoder full
-//! decode 52/s, box thumbnail of a full frame 57/s, Triangle resize of a full frame 21/s. The
-//! scaled path wins because it skips the full-size IDCT, colour conversion and the full-frame
-//! resize; both are bound by Huffman decoding, which no scale can skip.
+//! Chosen by measurement (`examples/throughput.rs`, release build, 1920×1080 q90 JPEGs, one
+//! thread, images per CPU-second on the shared 2-core box under a load average of 3–4, so
+//! ±20% noise): jpeg-decoder at 1/8 scale was *not* faster than zune-jpeg's full decode
+//! (75 vs 88/s on 540 KB files, 108 vs 137/s on 270 KB), because both are bound by Huffman
+//! decoding and zune's is faster. The DC-only decoder (with a one-lookup AC skip) brought the
+//! scaled path to 127–137/s on 540 KB and 155–184/s on 270 KB files, against 63–74/s for the
+//! full path (zune + box thumbnail): 1.9–2.5×. Debug builds distort this (debug assertions in
+//! the image crate's resize), so measure in release.
 //!
 //! Both return exactly `side`×`side` RGB (aspect ratio stretched, as the classifier manifest's
 //! `"resize": "stretch"` and the perceptual hashes expect), shrunk with the `Triangle` filter.
