@@ -95,6 +95,9 @@ impl WorkerError {
     }
 }
 
+/// One judged event's index entry: seq, camera, received_at, hash (`None`: undecodable).
+type Indexed = (u64, String, i64, Option<u64>);
+
 /// One event loaded for judging.
 struct Loaded {
     seq: u64,
@@ -155,15 +158,46 @@ impl Worker {
         self.next_seq
     }
 
-    /// Hashes events `next_seq..=through` (judged by someone else) into the index.
+    /// Hashes events `next_seq..=through` (judged already) into the index, in parallel chunks
+    /// (one thread per classifier), inserting in seq order.
     fn catch_up_index(&mut self, through: u64) -> Result<(), WorkerError> {
-        for seq in self.next_seq..=through {
-            let (record, bytes) = self.ledger.image(seq)?;
-            let received_at = unix_seconds(seq, &record.received_at)?;
-            match hash_only(&bytes, &self.config.judge, self.side) {
-                Ok(hash) => self.index.insert(seq, &record.camera, received_at, hash),
-                Err(error) => tracing::debug!(seq, %error, "undecodable event left out of the index"),
+        const CHUNK: u64 = 256;
+        let threads = self.classifiers.len().max(1) as u64;
+        let mut from = self.next_seq;
+        while from <= through {
+            let to = through.min(from + CHUNK * threads - 1);
+            let seqs: Vec<u64> = (from..=to).collect();
+            let per_thread = seqs.len().div_ceil(threads as usize).max(1);
+            let (ledger, config, side) = (&self.ledger, &self.config.judge, self.side);
+            let hashed: Vec<Result<Vec<Indexed>, WorkerError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = seqs
+                    .chunks(per_thread)
+                    .map(|chunk| {
+                        scope.spawn(move || {
+                            chunk
+                                .iter()
+                                .map(|&seq| {
+                                    let (record, bytes) = ledger.image(seq)?;
+                                    let received_at = unix_seconds(seq, &record.received_at)?;
+                                    let hash = hash_only(&bytes, config, side)
+                                        .map_err(|error| tracing::debug!(seq, %error, "undecodable event left out of the index"))
+                                        .ok();
+                                    Ok((seq, record.camera, received_at, hash))
+                                })
+                                .collect()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or(Err(WorkerError::Panicked))).collect()
+            });
+            for chunk in hashed {
+                for (seq, camera, received_at, hash) in chunk? {
+                    if let Some(hash) = hash {
+                        self.index.insert(seq, &camera, received_at, hash);
+                    }
+                }
             }
+            from = to + 1;
         }
         self.next_seq = self.next_seq.max(through + 1);
         Ok(())

@@ -124,7 +124,7 @@ async fn a_restarted_worker_resumes_at_the_checkpoint_and_remembers_earlier_imag
     drop(first);
 
     append_all(&ledger, &[("cam-9", encode_jpeg(&alter(&a, Alteration::Brightened10), 85))]).await;
-    let mut second = Worker::start(ledger.clone(), config(8), tiny_classifiers(1)).expect("worker restarts");
+    let mut second = Worker::start(ledger.clone(), config(8), tiny_classifiers(2)).expect("worker restarts");
     assert_eq!(second.next_seq(), 3, "resumes after the checkpoint");
     assert_eq!(run_to_end(&mut second), 1, "only the new event is judged");
     assert_eq!(reasons(&ledger, 3), (vec![NEAR_DUPLICATE.to_owned()], Some(1)), "the rebuilt index knows seq 1");
