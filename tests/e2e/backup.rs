@@ -136,3 +136,20 @@ fn an_unreachable_database_is_a_clear_error() {
     let err = camledger_fails(&["snapshot", "--data-dir", dir.path().to_str().unwrap(), "--database-url", "postgres://x"]);
     assert!(err.contains("mysql://") || err.contains("URL"), "{err}");
 }
+
+#[tokio::test]
+async fn the_server_takes_scheduled_snapshots_and_shows_the_last_one_on_healthz() {
+    let app = TestApp::spawn_with(&["--snapshot-interval", "1s"]).await;
+    assert_eq!(app.upload(jpeg(1)).await.status(), 201);
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        let health: Value = app.client.get(app.url("/healthz")).send().await.unwrap().json().await.unwrap();
+        seen = health["snapshots"].clone();
+        if seen["last_snapshot"]["events_head_seq"] == 1 {
+            assert!(seen["last_snapshot"]["id"].is_i64() && seen["last_snapshot"]["stored_bytes"].is_u64(), "{seen}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no snapshot with event 1 was reported: {seen}");
+}

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -21,7 +21,8 @@ use crate::error::ApiError;
 use crate::listener::CappedListener;
 use crate::registry::Registry;
 use crate::routes;
-use crate::snapshots::SnapshotStatus;
+use camledger_backup::schedule::ScheduleStatus;
+use tokio::sync::watch;
 
 /// What every handler can reach.
 pub(crate) struct AppState {
@@ -32,15 +33,15 @@ pub(crate) struct AppState {
     pub(crate) max_body_bytes: usize,
     pub(crate) body_timeout: Duration,
     /// Present when scheduled snapshots are on (`--snapshot-interval`).
-    pub(crate) snapshots: Option<Arc<Mutex<SnapshotStatus>>>,
+    pub(crate) snapshots: Option<watch::Receiver<ScheduleStatus>>,
 }
 
 /// How the scheduled snapshots run; started by [`Application::run`].
 struct SnapshotSchedule {
     data_dir: std::path::PathBuf,
-    url: String,
+    store: camledger_backup::Store,
     interval: Duration,
-    status: Arc<Mutex<SnapshotStatus>>,
+    status: watch::Sender<ScheduleStatus>,
 }
 
 pub struct Application {
@@ -83,12 +84,16 @@ impl Application {
             max_pixels: config.max_pixels,
             ..Limits::default()
         };
-        let schedule = config.snapshot_interval.map(|interval| SnapshotSchedule {
-            data_dir: data_dir.clone(),
-            url: config.database_url.clone().unwrap_or_else(|| crate::snapshots::default_database_url(data_dir)),
-            interval,
-            status: Arc::new(Mutex::new(SnapshotStatus { interval_secs: interval.as_secs(), ..SnapshotStatus::default() })),
-        });
+        let schedule = match config.snapshot_interval {
+            Some(interval) => {
+                let url = config.database_url.clone().unwrap_or_else(|| crate::snapshots::default_database_url(data_dir));
+                // Fail at start-up, not an hour later, when the database is wrong.
+                let store = crate::snapshots::connect(&url).await?;
+                let (status, _) = watch::channel(ScheduleStatus::default());
+                Some(SnapshotSchedule { data_dir: data_dir.clone(), store, interval, status })
+            }
+            None => None,
+        };
         let state = Arc::new(AppState {
             ledger,
             writer,
@@ -96,7 +101,7 @@ impl Application {
             limits,
             max_body_bytes: config.max_body_bytes,
             body_timeout: config.request_timeout(),
-            snapshots: schedule.as_ref().map(|s| Arc::clone(&s.status)),
+            snapshots: schedule.as_ref().map(|s| s.status.subscribe()),
         });
         let tcp = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -130,7 +135,12 @@ impl Application {
     ) -> anyhow::Result<()> {
         let stop_background = tokio_util::sync::CancellationToken::new();
         let snapshots = self.schedule.map(|s| {
-            tokio::spawn(crate::snapshots::schedule(s.data_dir, s.url, s.interval, s.status, stop_background.clone()))
+            let stop = stop_background.clone();
+            tokio::spawn(async move {
+                let options = camledger_backup::SnapshotOptions::default();
+                camledger_backup::schedule::run_schedule(&s.store, &s.data_dir, &options, s.interval, &s.status, stop.cancelled_owned()).await;
+                s.store.close().await;
+            })
         });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let graceful = async move {
@@ -156,7 +166,7 @@ impl Application {
         stop_background.cancel();
         if let Some(task) = snapshots {
             if tokio::time::timeout(grace, task).await.is_err() {
-                tracing::warn!("a scheduled snapshot did not finish within the grace period; it is rolled back");
+                tracing::warn!("the snapshot scheduler did not stop within the grace period");
             }
         }
         self.state.writer.clone().shutdown().await;

@@ -1,15 +1,12 @@
-//! Snapshot commands (`snapshot`, `snapshots list|verify|prune`, `restore`) and the
-//! scheduled snapshots of `camledger serve --snapshot-interval`.
+//! Snapshot commands (`snapshot`, `snapshots list|verify|prune`, `restore`); the scheduled
+//! snapshots of `camledger serve --snapshot-interval` run `camledger_backup::schedule`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use camledger_backup::{Progress, SnapshotOptions, SnapshotOutcome, Store};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::cli::OutputFormat;
 use crate::config::DataDirArg;
@@ -85,7 +82,7 @@ impl Progress for BarProgress {
     }
 }
 
-async fn connect(url: &str) -> anyhow::Result<Store> {
+pub(crate) async fn connect(url: &str) -> anyhow::Result<Store> {
     Store::connect(url).await.with_context(|| format!("opening the snapshot database {}", redact(url)))
 }
 
@@ -201,65 +198,6 @@ pub async fn restore(db: DatabaseArg, to: PathBuf, snapshot: Option<i64>) -> any
         if report.state { "restored" } else { "absent" },
     );
     Ok(())
-}
-
-/// What `/healthz` shows about scheduled snapshots.
-#[derive(Clone, Debug, Default, Serialize)]
-pub(crate) struct SnapshotStatus {
-    pub(crate) interval_secs: u64,
-    pub(crate) last_attempt_at: Option<String>,
-    pub(crate) last_id: Option<i64>,
-    pub(crate) last_created_at: Option<String>,
-    pub(crate) last_stored_bytes: Option<u64>,
-    pub(crate) last_outcome: Option<String>,
-    pub(crate) last_error: Option<String>,
-}
-
-/// Takes a snapshot every `interval` until `stop` is cancelled; a snapshot in progress is
-/// finished, not cut off (its transaction would only roll back).
-pub(crate) async fn schedule(
-    data_dir: PathBuf,
-    url: String,
-    interval: Duration,
-    status: Arc<Mutex<SnapshotStatus>>,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let attempt = crate::registry::now_rfc3339();
-        let result = async {
-            let store = connect(&url).await?;
-            let outcome = camledger_backup::snapshot(&store, &data_dir, &SnapshotOptions::default(), &camledger_backup::NoProgress).await;
-            store.close().await;
-            anyhow::Ok(outcome?)
-        }
-        .await;
-        let mut s = status.lock().expect("the snapshot status lock is never poisoned");
-        s.last_attempt_at = Some(attempt);
-        match result {
-            Ok(SnapshotOutcome::Created(info)) => {
-                tracing::info!(id = info.id, stored_bytes = info.stored_bytes, "scheduled snapshot taken");
-                s.last_id = Some(info.id);
-                s.last_created_at = info.created_at.format(&time::format_description::well_known::Rfc3339).ok();
-                s.last_stored_bytes = Some(info.stored_bytes);
-                s.last_outcome = Some("created".into());
-                s.last_error = None;
-            }
-            Ok(SnapshotOutcome::Unchanged { latest }) => {
-                s.last_id = Some(latest);
-                s.last_outcome = Some("unchanged".into());
-                s.last_error = None;
-            }
-            Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "scheduled snapshot failed; retrying at the next interval");
-                s.last_outcome = Some("failed".into());
-                s.last_error = Some(format!("{e:#}"));
-            }
-        }
-    }
 }
 
 /// Parses `90s`, `15m`, `1h`, `1d` (or plain seconds).

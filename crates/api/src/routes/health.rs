@@ -19,7 +19,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiE
     let head = tokio::task::spawn_blocking(move || ledger.head())
         .await
         .map_err(ApiError::internal)??;
-    let snapshots = state.snapshots.as_ref().map(|s| s.lock().expect("the snapshot status lock is never poisoned").clone());
+    let snapshots = state.snapshots.as_ref().map(|s| s.borrow().clone());
     Ok(Json(json!({
         "snapshots": snapshots,
         "status": "ok",
