@@ -47,6 +47,16 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The defaults, with the classifier threshold taken from the model's manifest (what
+    /// `serve`, `worker` and `replay` should start from).
+    pub fn for_model(model: &crate::classifier::Model) -> Self {
+        let mut config = Self::default();
+        config.thresholds.classifier = model.manifest().threshold;
+        config
+    }
+}
+
 /// Order-independent facts about one image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Analysis {

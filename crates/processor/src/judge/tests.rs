@@ -6,7 +6,7 @@ use image::{Rgb, RgbImage};
 use super::*;
 use crate::classifier::{Model, OnnxRuntime, DEFAULT_DYLIB};
 use crate::testutil::{alter, encode_jpeg, scene, Alteration, ALTERATIONS};
-use crate::verdict::{BLANK, CLASSIFIER, DUPLICATE, NEAR_DUPLICATE};
+use crate::verdict::{Thresholds, BLANK, CLASSIFIER, DUPLICATE, NEAR_DUPLICATE};
 
 struct Upload {
     camera: &'static str,
@@ -138,4 +138,16 @@ fn label_score_names_fit_the_ledger_alphabet() {
     for (label, name) in cases {
         assert_eq!(label_score_name(label), name, "{label}");
     }
+}
+
+#[test]
+fn a_config_for_a_model_takes_the_manifests_threshold() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny.manifest.json");
+    let mut manifest: crate::classifier::Manifest =
+        serde_json::from_slice(&std::fs::read(path).expect("fixture exists")).expect("valid manifest");
+    manifest.threshold = 0.7;
+    let model = Model::from_parts(manifest, Arc::from(&b""[..])).expect("valid manifest");
+    let config = Config::for_model(&model);
+    assert_eq!(config.thresholds.classifier, 0.7);
+    assert_eq!(Config { thresholds: Thresholds { classifier: 0.5, ..config.thresholds }, ..config }, Config::default());
 }
