@@ -38,6 +38,15 @@ pub fn last_word(output: &str) -> String {
         .to_owned()
 }
 
+/// The ONNX Runtime library: as scripts/test exports it, else where scripts/fetch-onnxruntime puts it.
+pub fn ort_dylib() -> String {
+    std::env::var("CAMLEDGER_ORT_DYLIB")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../vendor/onnxruntime/libonnxruntime.so.1.31.1").to_owned())
+}
+
+/// A tiny real ONNX model (the processor's test fixture) with its manifest.
+pub const TINY_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../processor/tests/fixtures/tiny.manifest.json");
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -147,6 +156,9 @@ impl TestApp {
     pub fn start(&mut self) {
         let mut child = Command::new(BIN)
             .args(["serve", "--data-dir", self.dir(), "--listen", "127.0.0.1:0"])
+            .args(["--ort-dylib", &ort_dylib()])
+            // Judging is off unless a test turns it on (its own tests are in verdicts.rs).
+            .args(if self.extra_args.iter().any(|a| a == "--workers") { vec![] } else { vec!["--workers", "0"] })
             .args(&self.extra_args)
             .env("CAMLEDGER_LOG", "warn")
             .stdout(Stdio::piped())

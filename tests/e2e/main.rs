@@ -13,3 +13,4 @@ mod concurrency;
 mod crash;
 mod ingest;
 mod reading;
+mod verdicts;

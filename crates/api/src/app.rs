@@ -50,6 +50,7 @@ pub struct Application {
     state: Arc<AppState>,
     grace: Duration,
     schedule: Option<SnapshotSchedule>,
+    judging: Option<crate::processing::Judging>,
 }
 
 impl Application {
@@ -94,6 +95,12 @@ impl Application {
             }
             None => None,
         };
+        let workers = config.workers();
+        let judging = if workers > 0 {
+            Some(config.judge.load(workers).context("in-process judging (--workers 0 turns it off)")?)
+        } else {
+            None
+        };
         let state = Arc::new(AppState {
             ledger,
             writer,
@@ -118,6 +125,7 @@ impl Application {
             state,
             grace: Duration::from_secs(config.shutdown_grace_secs),
             schedule,
+            judging,
         })
     }
 
@@ -142,6 +150,15 @@ impl Application {
                 s.store.close().await;
             })
         });
+        let worker = self.judging.map(|judging| {
+            let (ledger, stop) = (self.state.ledger.clone(), stop_background.clone());
+            tokio::spawn(async move {
+                // A failing worker stops judging, not ingest: log it loudly and keep serving.
+                if let Err(e) = crate::processing::run_worker(ledger, judging, stop).await {
+                    tracing::error!(error = format!("{e:#}"), "verdict worker failed; ingest continues, judging stopped");
+                }
+            })
+        });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let graceful = async move {
             shutdown.await;
@@ -164,6 +181,11 @@ impl Application {
             }
         }
         stop_background.cancel();
+        if let Some(task) = worker {
+            if tokio::time::timeout(grace, task).await.is_err() {
+                tracing::warn!("the verdict worker did not stop within the grace period");
+            }
+        }
         if let Some(task) = snapshots {
             if tokio::time::timeout(grace, task).await.is_err() {
                 tracing::warn!("the snapshot scheduler did not stop within the grace period");

@@ -78,6 +78,34 @@ pub enum Command {
         #[arg(long)]
         snapshot: Option<i64>,
     },
+    /// Judge events standalone (no HTTP), writing verdicts, until SIGINT/SIGTERM.
+    Worker {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[command(flatten)]
+        judge: crate::processing::JudgeArgs,
+        /// Judging threads (one ONNX session each); default: the number of cores.
+        #[arg(long, env = "CAMLEDGER_WORKER_THREADS")]
+        threads: Option<usize>,
+    },
+    /// Re-judge a range of events without writing and report what changed.
+    Replay {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[command(flatten)]
+        judge: crate::processing::JudgeArgs,
+        /// First event to re-judge.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Last event to re-judge (default: the head).
+        #[arg(long)]
+        to: Option<u64>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        /// Exit non-zero when any verdict differs.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Verify the whole ledger: chain, sequence numbers, event.json and every image's SHA-256.
     Verify {
         #[command(flatten)]
@@ -157,6 +185,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             format,
         } => log(data, from, limit, format).await,
         Command::Verify { data } => verify(data).await,
+        Command::Worker { data, judge, threads } => {
+            crate::processing::worker_command(data, judge, threads.unwrap_or_else(crate::config::cores)).await
+        }
+        Command::Replay { data, judge, from, to, format, strict } => {
+            crate::processing::replay_command(data, judge, from, to, format, strict).await
+        }
         Command::Snapshot { data, database_url } => crate::snapshots::snapshot(data, database_url).await,
         Command::Snapshots { action } => crate::snapshots::snapshots(action).await,
         Command::Restore { db, to, snapshot } => crate::snapshots::restore(db, to, snapshot).await,
@@ -175,7 +209,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for SIGINT");
@@ -239,7 +273,7 @@ async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_ledger(data: &DataDirArg) -> anyhow::Result<Ledger> {
+pub(crate) fn open_ledger(data: &DataDirArg) -> anyhow::Result<Ledger> {
     if !data.data_dir.join("ledger.git").exists() {
         bail!(
             "{} holds no ledger (no ledger.git inside); check --data-dir",

@@ -64,12 +64,29 @@ pub struct ServeConfig {
     #[arg(long, env = "CAMLEDGER_SNAPSHOT_INTERVAL", value_parser = crate::snapshots::parse_interval)]
     pub snapshot_interval: Option<Duration>,
 
+    /// In-process judging threads writing verdicts (0 turns judging off; default: the number
+    /// of cores). With 0 no ONNX Runtime library is needed.
+    #[arg(long, env = "CAMLEDGER_WORKERS")]
+    pub workers: Option<usize>,
+
+    #[command(flatten)]
+    pub judge: crate::processing::JudgeArgs,
+
     /// Fault injection for durability tests: every fsync after the N-th fails.
     #[arg(long, env = "CAMLEDGER_FAIL_FSYNC_AFTER", hide = true)]
     pub fail_fsync_after: Option<u64>,
 }
 
+/// The number of cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl ServeConfig {
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(cores)
+    }
+
     /// Defaults for a data dir, as `camledger serve --data-dir DIR --listen 127.0.0.1:0` would have.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -87,6 +104,13 @@ impl ServeConfig {
             shutdown_grace_secs: 30,
             database_url: None,
             snapshot_interval: None,
+            workers: Some(0),
+            judge: crate::processing::JudgeArgs {
+                ort_dylib: camledger_processor::classifier::DEFAULT_DYLIB.into(),
+                model: crate::processing::DEFAULT_MODEL.into(),
+                near_duplicate_scope: crate::processing::NearDuplicateScope::All,
+                near_duplicate_window_secs: None,
+            },
             fail_fsync_after: None,
         }
     }

@@ -7,6 +7,7 @@
 //! - `routes`: one module per HTTP resource; `auth`: bearer tokens; `error`: the one HTTP
 //!   error type; `listener`: connection cap and idle timeout;
 //! - [`registry`]: cameras and reader tokens in `<data-dir>/camledger.sqlite`;
+//! - [`processing`]: in-process verdict workers, `camledger worker` and `replay`;
 //! - [`snapshots`]: snapshot/restore commands and scheduled snapshots;
 //! - [`push`]: the camera-side uploader; [`bench`]: benchmarks against reference tools.
 
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod error;
 pub(crate) mod listener;
+pub mod processing;
 pub mod progress;
 pub mod push;
 pub mod registry;

@@ -58,6 +58,22 @@ fn event_json(event: &StoredEvent) -> Value {
     json!({ "id": event.id, "event": event.record })
 }
 
+/// The verdict as `verdict.json` has it, plus the verdict commit's id.
+fn verdict_json(stored: &camledger_eventstore::verdict::StoredVerdict) -> Value {
+    let v = &stored.verdict;
+    json!({
+        "id": stored.id,
+        "event_seq": v.event_seq,
+        "event_id": v.event_id,
+        "spam": v.spam,
+        "reasons": v.reasons,
+        "scores": v.scores,
+        "near_duplicate_of": v.near_duplicate_of,
+        "model_sha256": v.model_sha256,
+        "processor_version": v.processor_version,
+    })
+}
+
 #[tracing::instrument(skip_all, fields(seq = %seq))]
 async fn one(
     State(state): State<Arc<AppState>>,
@@ -65,11 +81,13 @@ async fn one(
     Path(seq): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let seq = parse_seq(&seq)?;
-    let event = blocking(&state.ledger, move |l| l.event(seq)).await?;
+    let (event, verdict) = blocking(&state.ledger, move |l| Ok((l.event(seq)?, l.verdict(seq)?))).await?;
     if !caller.may_read(&event.record.camera) {
         return Err(ApiError::not_found(format!("no event {seq}")));
     }
-    Ok(Json(event_json(&event)))
+    let mut body = event_json(&event);
+    body["verdict"] = verdict.map_or(Value::Null, |v| verdict_json(&v));
+    Ok(Json(body))
 }
 
 #[tracing::instrument(skip_all, fields(seq = %seq))]

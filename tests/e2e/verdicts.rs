@@ -1,0 +1,80 @@
+//! Judging end to end: the server's in-process worker writes verdicts that stock git shows,
+//! the API returns them, and a compliance replay reproduces them.
+
+use std::process::Command;
+use std::time::Duration;
+
+use image::{ImageFormat, Rgb, RgbImage};
+use serde_json::Value;
+
+use crate::helpers::*;
+
+fn flat_black_jpeg() -> Vec<u8> {
+    let img = RgbImage::from_pixel(96, 64, Rgb([2, 2, 2]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+async fn wait_for_verdict(app: &TestApp, seq: u64) -> Value {
+    for _ in 0..300 {
+        let event = app.get_json(&format!("/v1/events/{seq}")).await;
+        if !event["verdict"].is_null() {
+            return event["verdict"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("event {seq} got no verdict within 30 s");
+}
+
+#[tokio::test]
+async fn the_worker_judges_every_upload_and_stock_git_shows_the_verdicts() {
+    let app = TestApp::spawn_with(&["--workers", "1", "--model", TINY_MODEL]).await;
+    assert_eq!(app.upload(jpeg(1)).await.status(), 201);
+    assert_eq!(app.upload(jpeg(1)).await.status(), 200);
+    assert_eq!(app.upload(flat_black_jpeg()).await.status(), 201);
+
+    let first = wait_for_verdict(&app, 1).await;
+    let duplicate = wait_for_verdict(&app, 2).await;
+    let blank = wait_for_verdict(&app, 3).await;
+    assert_eq!(first["event_seq"], 1);
+    assert_eq!(duplicate["spam"], true);
+    assert!(duplicate["reasons"].as_array().unwrap().contains(&Value::from("duplicate")), "{duplicate}");
+    assert_eq!(blank["spam"], true);
+    assert!(blank["reasons"].as_array().unwrap().contains(&Value::from("blank")), "{blank}");
+
+    // Stock git: verdict commits on refs/heads/verdicts, notes on the event commits.
+    let verdict: Value = serde_json::from_str(&app.git(&["cat-file", "blob", "refs/heads/verdicts:verdict.json"])).unwrap();
+    assert_eq!(verdict["event_seq"], 3);
+    let log = app.git(&["log", "--notes=verdicts", "refs/heads/events"]);
+    assert_eq!(log.matches("Notes (verdicts):").count(), 3, "{log}");
+    assert_fsck_clean(&app.git_dir());
+
+    // A camera can see the verdicts of its own events.
+    let own = app.get("/v1/events/2", &app.camera_token).await.json::<Value>().await.unwrap();
+    assert_eq!(own["verdict"]["spam"], true);
+
+    // Compliance replay with the same model reproduces every verdict exactly.
+    let out = Command::new(BIN)
+        .args(["replay", "--data-dir", app.dir(), "--model", TINY_MODEL, "--ort-dylib", &ort_dylib(), "--strict", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["summary"]["events"], 3);
+    assert_eq!(report["summary"]["agreements"], 3);
+}
+
+#[tokio::test]
+async fn a_missing_onnx_runtime_is_a_clear_error_and_workers_zero_needs_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0", "--workers", "1"])
+        .args(["--ort-dylib", "/nonexistent/libonnxruntime.so.1.31.1", "--model", TINY_MODEL])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fetch-onnxruntime"), "{stderr}");
+    assert!(stderr.contains("--workers 0"), "{stderr}");
+}
