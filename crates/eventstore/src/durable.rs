@@ -6,6 +6,9 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+/// One fsync (or a few in sequence) for [`Fsync::concurrently`].
+pub(crate) type SyncJob<'a> = dyn Fn(&Fsync) -> io::Result<()> + Sync + 'a;
+
 #[derive(Debug)]
 pub(crate) struct Fsync {
     done: AtomicU64,
@@ -19,10 +22,14 @@ impl Fsync {
     }
 
     fn sync(&self, file: &File) -> io::Result<()> {
+        self.sync_with(file, File::sync_all)
+    }
+
+    fn sync_with(&self, file: &File, how: fn(&File) -> io::Result<()>) -> io::Result<()> {
         let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         let result = match self.fail_after {
             Some(limit) if n > limit => Err(io::Error::other(format!("injected fsync failure (fsync #{n}, limit {limit})"))),
-            _ => file.sync_all(),
+            _ => how(file),
         };
         if result.is_err() {
             self.failed.store(true, Ordering::Relaxed);
@@ -38,6 +45,31 @@ impl Fsync {
     /// `fsync(2)` a file's data and metadata.
     pub(crate) fn file(&self, file: &File) -> io::Result<()> {
         self.sync(file)
+    }
+
+    /// `fdatasync(2)`: writes a file's data out (used to write large consolidated packs out in
+    /// steps, so no single fsync has hundreds of megabytes to flush while appends wait on theirs).
+    pub(crate) fn data(&self, file: &File) -> io::Result<()> {
+        self.sync_with(file, File::sync_data)
+    }
+
+    /// Runs independent fsyncs concurrently (one scoped thread each but the last, which runs
+    /// on the caller's): the disk serves them together instead of one after another (and a
+    /// journalling filesystem can share one journal commit). Every one of them runs; the first
+    /// error is returned, so a caller acts only once all of them succeeded.
+    pub(crate) fn concurrently<const N: usize>(&self, jobs: [&SyncJob<'_>; N]) -> io::Result<()> {
+        std::thread::scope(|scope| {
+            let Some((last, rest)) = jobs.split_last() else { return Ok(()) };
+            let handles: Vec<_> = rest.iter().map(|job| scope.spawn(move || job(self))).collect();
+            let mut result = last(self);
+            for handle in handles {
+                let r = handle.join().unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")));
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+            result
+        })
     }
 
     /// `fsync(2)` a directory so that renames and new entries in it are durable.

@@ -1,5 +1,5 @@
 //! Writing pack files ourselves: one pack (v2, non-delta entries) plus its `.idx` (v2) per
-//! batch, and geometric consolidation of small packs.
+//! batch, and consolidation of small packs (size tiers, written out in paced steps).
 //!
 //! Why by hand: gix writes loose objects (one file, one fsync each: ~25 events/s measured),
 //! and its pack writer is built for fetches. A batch pack needs only the entry header, a
@@ -151,8 +151,17 @@ impl PackWriter {
         Ok(())
     }
 
-    /// Checksums, fsyncs and renames the pack, then its index (`.pack` before `.idx`, so an
-    /// index never names a missing pack), then fsyncs the directory.
+    /// Flushes what was added so far and writes it out (`fdatasync`): consolidation calls this
+    /// every few megabytes so that the final fsync has little left to flush.
+    pub(crate) fn write_out(&mut self, fsync: &Fsync) -> io::Result<()> {
+        let file = self.file.as_mut().expect("the file is only taken by finish, which consumes the writer");
+        file.out.flush()?;
+        fsync.data(file.out.get_ref())
+    }
+
+    /// Checksums the pack and writes its index, fsyncs both (concurrently), renames the pack,
+    /// then its index (`.pack` before `.idx`, so an index never names a missing pack), then
+    /// fsyncs the directory.
     pub(crate) fn finish(mut self, fsync: &Fsync) -> io::Result<PathBuf> {
         if self.index.len() != self.expected as usize {
             return Err(io::Error::other("pack entry count does not match its header"));
@@ -162,21 +171,19 @@ impl PackWriter {
         let mut out = file.out;
         out.write_all(checksum.as_bytes())?;
         let pack_file = out.into_inner().map_err(|e| e.into_error())?;
-        fsync.file(&pack_file)?;
-        drop(pack_file);
 
         let tmp_idx = tmp_name(&self.dir, "idx");
         let idx_bytes = idx_v2(&mut self.index, checksum)?;
-        let write_idx = || -> io::Result<()> {
-            let mut f = File::create(&tmp_idx)?;
-            f.write_all(&idx_bytes)?;
-            fsync.file(&f)
-        };
         let base = self.dir.join(format!("pack-{checksum}"));
         let pack_path = base.with_extension("pack");
-        let publish = write_idx()
+        let publish = File::create(&tmp_idx)
+            .and_then(|mut idx_file| {
+                idx_file.write_all(&idx_bytes)?;
+                fsync.concurrently([&|f: &Fsync| f.file(&pack_file), &|f: &Fsync| f.file(&idx_file)])
+            })
             .and_then(|()| fs::rename(&self.tmp_pack, &pack_path))
             .and_then(|()| fs::rename(&tmp_idx, base.with_extension("idx")));
+        drop(pack_file);
         if let Err(e) = publish {
             let _ = fs::remove_file(&tmp_idx);
             return Err(e);
@@ -296,6 +303,44 @@ fn read_idx(path: &Path) -> io::Result<Vec<(ObjectId, u32, u64)>> {
     Ok(out)
 }
 
+/// Packs of similar size merged together: a tier holds sizes within a factor of
+/// [`TIER_FANOUT`] (everything under [`TIER_BASE`] is the lowest tier), and a tier is merged
+/// once it holds [`TIER_FANOUT`] packs.
+const TIER_FANOUT: usize = 8;
+const TIER_BASE: u64 = 1 << 20;
+
+/// Picks the packs to merge. Normally size-tiered (the smallest tier that holds
+/// [`TIER_FANOUT`] packs): every byte is rewritten about once per tier (log8 of the ledger's
+/// size), each merge is of packs of similar size, and small merges come often while large
+/// ones are rare. A batch pack per group commit at hundreds of batches a second makes this
+/// matter: merging geometrically whenever `max_packs` is passed rewrote the whole ledger every
+/// few hundred milliseconds under load, and the merged pack's I/O stalled the appends' fsyncs.
+/// If tiers still leave more than `max_packs` packs, falls back to [`geometric_selection`].
+pub(crate) fn selection(sizes: Vec<(usize, u64)>, max_packs: usize) -> Vec<usize> {
+    let tier = |size: u64| {
+        let mut t = 0u32;
+        let mut bound = TIER_BASE;
+        while size >= bound && t < 16 {
+            bound = bound.saturating_mul(TIER_FANOUT as u64);
+            t += 1;
+        }
+        t
+    };
+    let mut tiers: std::collections::BTreeMap<u32, Vec<usize>> = std::collections::BTreeMap::new();
+    for &(i, size) in &sizes {
+        tiers.entry(tier(size)).or_default().push(i);
+    }
+    let tiered = tiers.into_values().find(|members| members.len() >= TIER_FANOUT).unwrap_or_default();
+    let after = sizes.len() - tiered.len() + usize::from(!tiered.is_empty());
+    if after <= max_packs.max(2) {
+        return tiered;
+    }
+    if sizes.len() <= max_packs {
+        return Vec::new();
+    }
+    geometric_selection(sizes, max_packs)
+}
+
 /// Picks the packs to merge, like `git repack --geometric=2`: sorted by size, the smallest
 /// prefix such that every pack left over is at least twice the size of everything merged.
 /// If that still leaves more than `max_packs`, the smallest packs are merged until it doesn't.
@@ -320,6 +365,9 @@ pub(crate) fn geometric_selection(mut sizes: Vec<(usize, u64)>, max_packs: usize
     sizes[..split].iter().map(|&(i, _)| i).collect()
 }
 
+/// Consolidation writes its new pack out (`fdatasync`) every this many bytes.
+const WRITE_OUT_STEP: u64 = 1 << 20;
+
 /// Merges the selected packs into one new pack, then removes them. Entries are copied verbatim;
 /// a pack holding delta entries (written by stock git) is left alone.
 /// `unmergeable` collects packs found to hold deltas (e.g. after someone ran `git gc` on the
@@ -329,14 +377,12 @@ pub(crate) fn consolidate(
     max_packs: usize,
     fsync: &Fsync,
     unmergeable: &mut std::collections::HashSet<PathBuf>,
+    mut pace: impl FnMut(),
     before_removal: impl FnOnce() -> io::Result<()>,
 ) -> io::Result<Option<usize>> {
     let mut packs = list_packs(pack_dir)?;
     packs.retain(|p| !unmergeable.contains(&p.pack));
-    if packs.len() <= max_packs {
-        return Ok(None);
-    }
-    let chosen = geometric_selection(packs.iter().map(|p| p.size).enumerate().collect(), max_packs);
+    let chosen = selection(packs.iter().map(|p| p.size).enumerate().collect(), max_packs);
     if chosen.is_empty() {
         return Ok(None);
     }
@@ -358,6 +404,7 @@ pub(crate) fn consolidate(
     let mut writer = PackWriter::create(pack_dir, count)?;
     let mut open: Option<(usize, File)> = None;
     let mut buf = Vec::new();
+    let mut unsynced = 0u64;
     for &(p, oid, crc, offset, len) in &plan {
         if open.as_ref().is_none_or(|(q, _)| *q != p) {
             open = Some((p, File::open(&packs[p].pack)?));
@@ -378,6 +425,14 @@ pub(crate) fn consolidate(
             return Ok(None);
         }
         writer.add(oid, crc, &buf)?;
+        unsynced += len;
+        if unsynced >= WRITE_OUT_STEP {
+            // Small steps, each started when the event writer is between fsyncs: a batch's
+            // fsync then never waits behind hundreds of megabytes of a merged pack.
+            pace();
+            writer.write_out(fsync)?;
+            unsynced = 0;
+        }
     }
     let new_pack = writer.finish(fsync)?;
     before_removal()?;
@@ -412,6 +467,26 @@ mod tests {
             expected.sort_unstable();
             assert_eq!(got, expected, "sizes {sizes:?} max {max}");
         }
+    }
+
+    #[test]
+    fn tiers_merge_packs_of_similar_size() {
+        const M: u64 = 1 << 20;
+        let sel = |sizes: &[u64], max: usize| {
+            let mut got = selection(sizes.iter().copied().enumerate().collect(), max);
+            got.sort_unstable();
+            got
+        };
+        // Seven small packs: nothing to do yet; the eighth merges them (not the big one).
+        assert_eq!(sel(&[500 * M, M / 2, M / 2, M / 3, M / 4, M / 2, M / 2, M / 5], 64), Vec::<usize>::new());
+        assert_eq!(sel(&[500 * M, M / 2, M / 2, M / 3, M / 4, M / 2, M / 2, M / 5, M / 8], 64), (1..=8).collect::<Vec<_>>());
+        // The smallest full tier goes first; larger tiers wait for their own eight.
+        let mut sizes = vec![2 * M, 3 * M, 2 * M, 4 * M, 5 * M, 2 * M, 7 * M, 2 * M];
+        sizes.extend([M / 2; 8]);
+        assert_eq!(sel(&sizes, 64), (8..16).collect::<Vec<_>>());
+        // Past max_packs, the geometric rule takes over.
+        assert_eq!(sel(&[100, 10, 10], 2), vec![1, 2]);
+        assert_eq!(sel(&[100, 10, 10], 8), Vec::<usize>::new());
     }
 
     #[test]

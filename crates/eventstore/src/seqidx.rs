@@ -68,13 +68,28 @@ impl SeqIndex {
 
     /// Appends the ids of events `len + 1 ..` and makes them durable.
     pub(crate) fn append(&mut self, ids: &[ObjectId], fsync: &Fsync) -> io::Result<()> {
+        self.write(ids)?;
+        fsync.file(&self.file)?;
+        self.len += ids.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the ids of events `len + 1 ..` without fsyncing them: the caller fsyncs
+    /// [`SeqIndex::file`] (alongside other fsyncs) and then calls [`SeqIndex::extend`].
+    pub(crate) fn write(&self, ids: &[ObjectId]) -> io::Result<()> {
         let mut buf = Vec::with_capacity(ids.len() * RECORD as usize);
         for id in ids {
             buf.extend_from_slice(id.as_bytes());
         }
-        self.file.write_all_at(&buf, self.len * RECORD)?;
-        fsync.file(&self.file)?;
-        self.len += ids.len() as u64;
-        Ok(())
+        self.file.write_all_at(&buf, self.len * RECORD)
+    }
+
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Counts `n` records written by [`SeqIndex::write`] and fsynced.
+    pub(crate) fn extend(&mut self, n: u64) {
+        self.len += n;
     }
 }

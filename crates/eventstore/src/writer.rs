@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -18,6 +19,7 @@ use sha2::Digest as _;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
+use crate::durable::Fsync;
 use crate::format::{self, EventRecord, Exif, Trailers, EVENTS_REF, FORMAT_VERSION};
 use crate::pack::{self, PackEntry};
 use crate::read;
@@ -253,19 +255,21 @@ pub(crate) fn start(ledger: Ledger) -> Result<EventWriter, open::Error> {
     let (tx, rx) = mpsc::channel(ledger.config().max_batch.saturating_mul(4).max(16));
     let pack_dir = ledger.git_dir().join("objects").join("pack");
     let (wake, sleeper) = std::sync::mpsc::sync_channel(1);
+    let activity = Arc::new(Activity::default());
     let consolidator = {
-        let (ledger, pack_dir) = (ledger.clone(), pack_dir.clone());
+        let (ledger, pack_dir, activity) = (ledger.clone(), pack_dir.clone(), Arc::clone(&activity));
         let span = tracing::info_span!("pack_consolidator");
         std::thread::Builder::new()
             .name("camledger-pack-consolidator".into())
             .spawn(move || {
                 let _entered = span.enter();
-                consolidate_when_woken(&ledger, &pack_dir, &sleeper);
+                consolidate_when_woken(&ledger, &pack_dir, &sleeper, &activity);
             })
             .map_err(io(data_dir.clone()))?
     };
     let mut state = Writer {
         consolidator: Some((wake, consolidator)),
+        activity,
         pack_dir,
         refs_dir: ledger.git_dir().join("refs").join("heads"),
         ledger,
@@ -399,18 +403,25 @@ struct Writer {
     batches_since_durable: u32,
     /// Wakes the consolidation thread after each batch (a full channel means it is already due).
     consolidator: Option<(std::sync::mpsc::SyncSender<()>, JoinHandle<()>)>,
+    /// Shared with the consolidation thread, which paces itself behind the batches (see [`Pacer`]).
+    activity: Arc<Activity>,
     _lock: File,
 }
 
-/// The consolidation thread: merges packs geometrically whenever the writer wakes it, off the
-/// writer's path so a large merge never stalls appends. Concurrent with new batch packs: it
+/// The consolidation thread: merges packs in size tiers (see `pack::selection`) whenever the
+/// writer wakes it, off the writer's path and paced behind it (see [`Pacer`]) so that a large
+/// merge does not stall appends. Concurrent with new batch packs: it
 /// only ever removes packs it has copied into a complete, fsynced new pack.
-fn consolidate_when_woken(ledger: &Ledger, pack_dir: &std::path::Path, wake: &std::sync::mpsc::Receiver<()>) {
+fn consolidate_when_woken(ledger: &Ledger, pack_dir: &std::path::Path, wake: &std::sync::mpsc::Receiver<()>, activity: &Activity) {
     let max_packs = ledger.config().max_packs;
     let mut unmergeable = std::collections::HashSet::new();
     while wake.recv().is_ok() {
         // Handles reopen their object store before the merged packs disappear.
-        match pack::consolidate(pack_dir, max_packs, ledger.fsync(), &mut unmergeable, || ledger.bump_pack_generation()) {
+        let mut pacer = Pacer { activity, last: std::time::Instant::now(), batches: activity.batches.load(Ordering::Relaxed) };
+        let r = pack::consolidate(pack_dir, max_packs, ledger.fsync(), &mut unmergeable, || pacer.pace(), || {
+            ledger.bump_pack_generation()
+        });
+        match r {
             Ok(Some(merged)) => tracing::info!(merged, "consolidated packs"),
             Ok(None) => {}
             Err(e) if ledger.fsync().has_failed() => {
@@ -420,6 +431,42 @@ fn consolidate_when_woken(ledger: &Ledger, pack_dir: &std::path::Path, wake: &st
             }
             Err(e) => tracing::warn!(error = %e, "pack consolidation failed; will retry after the next batch"),
         }
+    }
+}
+
+/// What the consolidation thread knows of the event writer's activity.
+#[derive(Default)]
+struct Activity {
+    /// Set while a batch is being written and made durable.
+    committing: AtomicBool,
+    /// Batches committed so far.
+    batches: AtomicU64,
+}
+
+/// Paces consolidation behind the event writer, called before each write-out step of a
+/// merged pack: waits (a bounded time) until the writer is between batches, so the step's
+/// `fdatasync` does not compete with a batch's fsyncs; and while appends are coming in, rests
+/// after each step as long as the step took, so that on a small machine merging takes at most
+/// about half a core from the request path. Bounded so that a writer that is always busy still
+/// lets consolidation progress (`max_packs` bounds how far it may fall behind).
+struct Pacer<'a> {
+    activity: &'a Activity,
+    last: std::time::Instant,
+    batches: u64,
+}
+
+impl Pacer<'_> {
+    fn pace(&mut self) {
+        let batches = self.activity.batches.load(Ordering::Relaxed);
+        if batches != self.batches {
+            self.batches = batches;
+            std::thread::sleep(self.last.elapsed().min(std::time::Duration::from_millis(50)));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(20);
+        while self.activity.committing.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_micros(250));
+        }
+        self.last = std::time::Instant::now();
     }
 }
 
@@ -594,7 +641,10 @@ impl Writer {
             }
         }
 
+        self.activity.committing.store(true, Ordering::Release);
         let result = if written.is_empty() { Ok(()) } else { self.commit_batch(&entries, &written, now) };
+        self.activity.committing.store(false, Ordering::Release);
+        self.activity.batches.fetch_add(1, Ordering::Relaxed);
         let failure = result.err();
         let answer = |i: usize, replayed: bool| -> Result<Appended, append::Error> {
             if let Some(e) = &failure {
@@ -670,9 +720,21 @@ impl Writer {
         }
 
         // 2. Compare-and-swap on the ref.
-        // A fresh handle per batch: it reopens the object store after consolidation.
+        // A fresh handle per batch: it reopens the object store after consolidation. Only the
+        // ref's value is read here, never an object: looking up the head commit made gix rescan
+        // the pack directory for the pack just written (one more each batch), which cost more
+        // than the batch's fsyncs once packs accumulated.
         self.repo = self.ledger.repo();
-        let current = read::head_of(&self.repo).map_err(|e| poison(self, std::io::Error::other(e)))?.map(|(_, id)| id);
+        let current = match self.repo.try_find_reference(EVENTS_REF) {
+            Ok(None) => None,
+            Ok(Some(reference)) => match reference.inner.target {
+                gix::refs::Target::Object(id) => Some(id),
+                gix::refs::Target::Symbolic(_) => {
+                    return Err(poison(self, std::io::Error::other(format!("{EVENTS_REF} is a symbolic ref"))));
+                }
+            },
+            Err(e) => return Err(poison(self, std::io::Error::other(e))),
+        };
         if current != self.head.map(|(_, id)| id) {
             let e = std::io::Error::other(format!("{EVENTS_REF} moved under the writer (expected {:?}, found {current:?})", self.head));
             return Err(poison(self, e));
@@ -686,16 +748,25 @@ impl Writer {
             return Err(poison(self, std::io::Error::other(e)));
         }
 
-        // 3. Make the ref durable, then the index, then answer.
+        // 3. Make the ref durable and append to seq.idx, then answer. The three fsyncs run
+        //    concurrently instead of one after another: seq.idx records beyond a durable ref
+        //    are harmless (the writer's start truncates them), and nothing is answered before
+        //    all three succeeded.
         let ref_file = self.refs_dir.join("events");
-        let durable_ref = File::open(&ref_file).and_then(|f| fsync.file(&f)).and_then(|()| fsync.dir(&self.refs_dir));
-        if let Err(e) = durable_ref {
-            return Err(poison(self, e));
-        }
         let ids: Vec<ObjectId> = written.iter().map(|w| w.id).collect();
-        if let Err(e) = self.seq_index.append(&ids, fsync) {
+        let durable = File::open(&ref_file).and_then(|ref_handle| {
+            self.seq_index.write(&ids)?;
+            let seq_file = self.seq_index.file();
+            fsync.concurrently([
+                &|f: &Fsync| f.file(&ref_handle),
+                &|f: &Fsync| f.dir(&self.refs_dir),
+                &|f: &Fsync| f.file(seq_file),
+            ])
+        });
+        if let Err(e) = durable {
             return Err(poison(self, e));
         }
+        self.seq_index.extend(ids.len() as u64);
         self.head = Some((last.seq, last.id));
         self.last_received = received;
 
