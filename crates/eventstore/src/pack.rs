@@ -315,7 +315,7 @@ const TIER_BASE: u64 = 1 << 20;
 /// ones are rare. A batch pack per group commit at hundreds of batches a second makes this
 /// matter: merging geometrically whenever `max_packs` is passed rewrote the whole ledger every
 /// few hundred milliseconds under load, and the merged pack's I/O stalled the appends' fsyncs.
-/// If tiers still leave more than `max_packs` packs, falls back to [`geometric_selection`].
+/// If tiers still leave more than `max_packs` packs, falls back to [`smallest_selection`].
 pub(crate) fn selection(sizes: Vec<(usize, u64)>, max_packs: usize) -> Vec<usize> {
     let tier = |size: u64| {
         let mut t = 0u32;
@@ -335,34 +335,20 @@ pub(crate) fn selection(sizes: Vec<(usize, u64)>, max_packs: usize) -> Vec<usize
     if after <= max_packs.max(2) {
         return tiered;
     }
+    smallest_selection(sizes, max_packs)
+}
+
+/// The fallback when tiers leave more than `max_packs` packs: the smallest packs, just enough
+/// of them to get back to `max_packs`. Never the large ones: a merge that rewrote the whole
+/// ledger (what `git repack --geometric=2` picks when a pile of small packs outweighs the large
+/// one) ran for seconds while hundreds of batch packs piled up behind it.
+pub(crate) fn smallest_selection(mut sizes: Vec<(usize, u64)>, max_packs: usize) -> Vec<usize> {
+    let max_packs = max_packs.max(2);
     if sizes.len() <= max_packs {
         return Vec::new();
     }
-    geometric_selection(sizes, max_packs)
-}
-
-/// Picks the packs to merge, like `git repack --geometric=2`: sorted by size, the smallest
-/// prefix such that every pack left over is at least twice the size of everything merged.
-/// If that still leaves more than `max_packs`, the smallest packs are merged until it doesn't.
-pub(crate) fn geometric_selection(mut sizes: Vec<(usize, u64)>, max_packs: usize) -> Vec<usize> {
     sizes.sort_by_key(|&(_, size)| size);
-    let mut split = 0;
-    let mut sum = 0u64;
-    for (i, &(_, size)) in sizes.iter().enumerate() {
-        if i > 0 && size < 2 * sum {
-            split = i + 1;
-        }
-        sum += size;
-    }
-    let remaining = sizes.len() - split;
-    if remaining + usize::from(split > 0) > max_packs.max(2) {
-        let excess = remaining + usize::from(split > 0) - max_packs.max(2);
-        split = (split + excess + usize::from(split == 0)).min(sizes.len());
-    }
-    if split < 2 {
-        return Vec::new();
-    }
-    sizes[..split].iter().map(|&(i, _)| i).collect()
+    sizes[..sizes.len() - max_packs + 1].iter().map(|&(i, _)| i).collect()
 }
 
 /// Consolidation writes its new pack out (`fdatasync`) every this many bytes.
@@ -452,17 +438,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn geometric_selection_merges_the_small_tail() {
+    fn past_max_packs_the_smallest_are_merged() {
         let cases: Vec<(Vec<u64>, usize, Vec<usize>)> = vec![
             (vec![100], 8, vec![]),
             (vec![100, 40, 10], 8, vec![]),
-            (vec![100, 10, 10], 8, vec![1, 2]),
-            (vec![1, 1, 1, 1, 1000], 8, vec![0, 1, 2, 3]),
-            (vec![1000, 300, 100, 30, 10], 8, vec![]),
+            (vec![100, 10, 10], 2, vec![1, 2]),
+            (vec![1, 1, 1, 1, 1000], 3, vec![0, 1, 2]),
             (vec![1000, 300, 100, 30, 10], 3, vec![4, 3, 2]),
         ];
         for (sizes, max, mut expected) in cases {
-            let mut got = geometric_selection(sizes.iter().copied().enumerate().collect(), max);
+            let mut got = smallest_selection(sizes.iter().copied().enumerate().collect(), max);
             got.sort_unstable();
             expected.sort_unstable();
             assert_eq!(got, expected, "sizes {sizes:?} max {max}");
@@ -484,7 +469,7 @@ mod tests {
         let mut sizes = vec![2 * M, 3 * M, 2 * M, 4 * M, 5 * M, 2 * M, 7 * M, 2 * M];
         sizes.extend([M / 2; 8]);
         assert_eq!(sel(&sizes, 64), (8..16).collect::<Vec<_>>());
-        // Past max_packs, the geometric rule takes over.
+        // Past max_packs, the smallest packs are merged.
         assert_eq!(sel(&[100, 10, 10], 2), vec![1, 2]);
         assert_eq!(sel(&[100, 10, 10], 8), Vec::<usize>::new());
     }
