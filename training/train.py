@@ -377,6 +377,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run into training/.cache/quick/")
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--scale", type=float, default=1.0, help="fraction of the full sample counts")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     args = ap.parse_args()
 
@@ -413,7 +414,7 @@ def main():
         for s in sorted(images, key=lambda s: s.id):
             wr.writerow([s.id, s.role, split_of[s.id][1], split_of[s.id][0]])
 
-    scale = 0.08 if args.quick else 1.0
+    scale = 0.08 if args.quick else args.scale
     per_spam = {"train": 2200, "val": 300, "test": 500}
     per_photo = {"train": 13200, "val": 1800, "test": 3000}
     counts = {sp: {"photo": max(12, int(per_photo[sp] * scale)),
