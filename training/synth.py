@@ -609,18 +609,9 @@ def artwork(real_art, rng, fonts) -> Image.Image:
         im = Image.new("RGB", (W, H), bg)
         for _ in range(rng.randint(1, 3)):
             a = rng.choice(real_art)
-            target = rng.randint(200, 460)
-            k = target / max(a.size)
-            a = a.resize((max(1, int(a.width * k)), max(1, int(a.height * k))), Image.BICUBIC)
+            a = fit(a, rng.randint(150, 420))
             im.paste(a.convert("RGB"), (rng.randint(0, max(0, W - a.width)), rng.randint(0, max(0, H - a.height))),
                      mask=a.getchannel("A") if a.mode == "RGBA" else None)
-        return im
-    if src.mode == "RGBA":  # lone clip art: fill most of the frame, as a real upload would
-        k = rng.uniform(0.5, 0.95) * 480 / max(src.size)
-        a = src.resize((max(1, int(src.width * k)), max(1, int(src.height * k))), Image.BICUBIC)
-        W, H = max(a.width + 8, int(a.width * rng.uniform(1.05, 1.5))), max(a.height + 8, int(a.height * rng.uniform(1.05, 1.5)))
-        im = Image.new("RGB", (W, H), bg)
-        im.paste(a.convert("RGB"), ((W - a.width) // 2, (H - a.height) // 2), mask=a.getchannel("A"))
         return im
     im = flatten_alpha(src, bg)
     if rng.random() < 0.6:
