@@ -416,21 +416,28 @@ fn consolidate_when_woken(ledger: &Ledger, pack_dir: &std::path::Path, wake: &st
     let max_packs = ledger.config().max_packs;
     let mut unmergeable = std::collections::HashSet::new();
     while wake.recv().is_ok() {
-        // Handles reopen their object store before the merged packs disappear.
-        let started = activity.batches.load(Ordering::Relaxed);
-        let mut pacer = Pacer { activity, started, last: std::time::Instant::now(), batches: started };
-        let r = pack::consolidate(pack_dir, max_packs, ledger.fsync(), &mut unmergeable, || pacer.pace(), || {
-            ledger.bump_pack_generation()
-        });
-        match r {
-            Ok(Some(merged)) => tracing::info!(merged, "consolidated packs"),
-            Ok(None) => {}
-            Err(e) if ledger.fsync().has_failed() => {
-                // The writer sees the failed fsync and poisons itself before its next batch.
-                tracing::error!(error = %e, "fsync failed during pack consolidation; stopping consolidation");
-                return;
+        // Merge until nothing is due, not once per wake: after a burst (or at shutdown, the
+        // last wake) the packs go back within the bound without waiting for more batches.
+        loop {
+            let started = activity.batches.load(Ordering::Relaxed);
+            let mut pacer = Pacer { activity, started, last: std::time::Instant::now(), batches: started };
+            // Handles reopen their object store before the merged packs disappear.
+            let r = pack::consolidate(pack_dir, max_packs, ledger.fsync(), &mut unmergeable, || pacer.pace(), || {
+                ledger.bump_pack_generation()
+            });
+            match r {
+                Ok(Some(merged)) => tracing::info!(merged, "consolidated packs"),
+                Ok(None) => break,
+                Err(e) if ledger.fsync().has_failed() => {
+                    // The writer sees the failed fsync and poisons itself before its next batch.
+                    tracing::error!(error = %e, "fsync failed during pack consolidation; stopping consolidation");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pack consolidation failed; will retry after the next batch");
+                    break;
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "pack consolidation failed; will retry after the next batch"),
         }
     }
 }
