@@ -25,7 +25,9 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let _ = Command::new("mariadb").args(["--protocol=tcp", "-h127.0.0.1", "-uroot", "-e", &format!("DROP DATABASE IF EXISTS {}", self.name)]).status();
+        let _ = Command::new("mariadb")
+            .args(["--protocol=tcp", "-h127.0.0.1", "-uroot", "-e", &format!("DROP DATABASE IF EXISTS {}", self.name)])
+            .status();
     }
 }
 
@@ -36,7 +38,10 @@ fn rand_bytes() -> [u8; 6] {
 }
 
 fn mariadb(sql: &str) -> String {
-    let out = Command::new("mariadb").args(["--protocol=tcp", "-h127.0.0.1", "-uroot", "-N", "-e", sql]).output().expect("running the mariadb client");
+    let out = Command::new("mariadb")
+        .args(["--protocol=tcp", "-h127.0.0.1", "-uroot", "-N", "-e", sql])
+        .output()
+        .expect("running the mariadb client");
     assert!(out.status.success(), "mariadb {sql}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -64,7 +69,9 @@ async fn a_restored_ledger_from_mariadb_is_identical_and_the_server_continues_it
     let unchanged = camledger(&["snapshot", "--data-dir", app.dir(), "--database-url", &db.url()]);
     assert!(unchanged.contains("nothing changed"), "{unchanged}");
 
-    let list: Vec<Value> = serde_json::from_str(&camledger(&["snapshots", "list", "--database-url", &db.url(), "--format", "json"])).unwrap();
+    let list: Vec<Value> =
+        serde_json::from_str(&camledger(&["snapshots", "list", "--database-url", &db.url(), "--format", "json"]))
+            .unwrap();
     assert_eq!(list.len(), 2);
     assert_eq!(list[1]["parent"], list[0]["id"]);
     assert_eq!(list[1]["events_head_seq"], 8);
@@ -75,7 +82,10 @@ async fn a_restored_ledger_from_mariadb_is_identical_and_the_server_continues_it
     let target = tempfile::tempdir().unwrap();
     let restored_dir = target.path().join("restored");
     camledger(&["restore", "--database-url", &db.url(), "--to", restored_dir.to_str().unwrap()]);
-    assert_eq!(git(&restored_dir.join("ledger.git"), &["for-each-ref", "--format=%(refname) %(objectname)"]), original_refs);
+    assert_eq!(
+        git(&restored_dir.join("ledger.git"), &["for-each-ref", "--format=%(refname) %(objectname)"]),
+        original_refs
+    );
     assert_fsck_clean(&restored_dir.join("ledger.git"));
 
     // The server starts on the restored dir: the old camera token works, duplicates are
@@ -133,7 +143,8 @@ fn an_unreachable_database_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = camledger_fails(&["snapshots", "list", "--database-url", "mysql://root@127.0.0.1:1/nope"]);
     assert!(err.contains("snapshot database"), "{err}");
-    let err = camledger_fails(&["snapshot", "--data-dir", dir.path().to_str().unwrap(), "--database-url", "postgres://x"]);
+    let err =
+        camledger_fails(&["snapshot", "--data-dir", dir.path().to_str().unwrap(), "--database-url", "postgres://x"]);
     assert!(err.contains("mysql://") || err.contains("URL"), "{err}");
 }
 

@@ -19,11 +19,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -51,57 +47,22 @@ async fn bad_images_are_refused_with_the_right_status_and_nothing_is_written() {
     let cases: Vec<(&str, Vec<u8>, &str, u16)> = vec![
         ("zero bytes", Vec::new(), "image/jpeg", 400),
         ("truncated JPEG", truncated, "image/jpeg", 422),
-        (
-            "PNG claiming 60000x60000",
-            png_with_dimensions(60_000, 60_000),
-            "image/png",
-            422,
-        ),
-        (
-            "text named .jpg",
-            b"hello, this is not a picture".to_vec(),
-            "image/jpeg",
-            415,
-        ),
-        (
-            "HTML named .jpg",
-            b"<!doctype html><html><body>hi</body></html>".to_vec(),
-            "image/jpeg",
-            415,
-        ),
+        ("PNG claiming 60000x60000", png_with_dimensions(60_000, 60_000), "image/png", 422),
+        ("text named .jpg", b"hello, this is not a picture".to_vec(), "image/jpeg", 415),
+        ("HTML named .jpg", b"<!doctype html><html><body>hi</body></html>".to_vec(), "image/jpeg", 415),
         ("zip", zip_bytes(), "application/zip", 415),
-        (
-            "SVG",
-            b"<svg xmlns='http://www.w3.org/2000/svg' width='10' height='10'/>".to_vec(),
-            "image/svg+xml",
-            415,
-        ),
-        (
-            "PDF",
-            b"%PDF-1.7\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n".to_vec(),
-            "application/pdf",
-            415,
-        ),
+        ("SVG", b"<svg xmlns='http://www.w3.org/2000/svg' width='10' height='10'/>".to_vec(), "image/svg+xml", 415),
+        ("PDF", b"%PDF-1.7\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n".to_vec(), "application/pdf", 415),
         ("JPEG with a zip appended", polyglot, "image/jpeg", 422),
         ("PNG with a bad CRC", bad_crc, "image/png", 422),
     ];
     for (what, bytes, content_type, expected) in cases {
         let response = app.upload_as(&app.camera_token, bytes, content_type).await;
         assert_eq!(response.status().as_u16(), expected, "{what}");
-        let body: Value = response
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
-        assert!(
-            body["error"].is_string() && body["message"].is_string(),
-            "{what}: {body}"
-        );
+        let body: Value = response.json().await.unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+        assert!(body["error"].is_string() && body["message"].is_string(), "{what}: {body}");
     }
-    assert_eq!(
-        seqs_in_git(&app.git_dir()),
-        Vec::<u64>::new(),
-        "a rejected upload writes nothing"
-    );
+    assert_eq!(seqs_in_git(&app.git_dir()), Vec::<u64>::new(), "a rejected upload writes nothing");
 }
 
 #[tokio::test]
@@ -144,10 +105,7 @@ async fn a_bad_captured_at_header_is_a_bad_request() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["error"],
-        "invalid_captured_at"
-    );
+    assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_captured_at");
 }
 
 /// Sends an upload over a raw socket (headers plus `extra_headers`, then `body` in pieces)
@@ -171,11 +129,8 @@ async fn send_raw(app: &TestApp, extra_headers: &str, body: &[u8]) -> String {
     let mut answer = vec![0u8; 64 * 1024];
     let mut len = 0;
     // Read what arrives until the server closes (or resets) the connection.
-    while let Ok(Ok(n)) = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        socket.read(&mut answer[len..]),
-    )
-    .await
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut answer[len..])).await
     {
         if n == 0 {
             break;

@@ -36,22 +36,11 @@ async fn push_reports_a_refused_file_and_exits_non_zero() {
     let text = files.path().join("notes.jpg");
     std::fs::write(&text, b"not an image").unwrap();
     let out = Command::new(BIN)
-        .args([
-            "push",
-            "--server",
-            &app.base,
-            "--token",
-            &app.camera_token,
-            text.to_str().unwrap(),
-        ])
+        .args(["push", "--server", &app.base, "--token", &app.camera_token, text.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("415"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("415"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test]
@@ -67,23 +56,13 @@ async fn verify_fails_on_a_history_rewritten_with_git() {
     let forged = Command::new("git")
         .arg("--git-dir")
         .arg(app.git_dir())
-        .args([
-            "commit-tree",
-            tree.trim(),
-            "-p",
-            parent.trim(),
-            "-m",
-            "forged",
-        ])
+        .args(["commit-tree", tree.trim(), "-p", parent.trim(), "-m", "forged"])
         .output()
         .unwrap();
     let forged = String::from_utf8(forged.stdout).unwrap();
     app.git(&["update-ref", "refs/heads/events", forged.trim()]);
 
-    let out = Command::new(BIN)
-        .args(["verify", "--data-dir", app.dir()])
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["verify", "--data-dir", app.dir()]).output().unwrap();
     assert!(!out.status.success(), "verify accepted a rewritten history");
     assert!(!out.stderr.is_empty());
 }
@@ -92,13 +71,7 @@ async fn verify_fails_on_a_history_rewritten_with_git() {
 fn cameras_add_refuses_a_bad_id_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args([
-            "cameras",
-            "add",
-            "no spaces please",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ])
+        .args(["cameras", "add", "no spaces please", "--data-dir", dir.path().to_str().unwrap()])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -10,24 +10,12 @@ use crate::helpers::*;
 
 /// Uploads distinct images from 16 concurrent clients until the server dies or refuses;
 /// resolves to what was acknowledged (seq -> sha256).
-fn upload_until_stopped(
-    app: &TestApp,
-    first: u64,
-) -> tokio::task::JoinHandle<BTreeMap<u64, String>> {
-    let (client, url, token) = (
-        app.client.clone(),
-        app.url("/v1/images"),
-        app.camera_token.clone(),
-    );
+fn upload_until_stopped(app: &TestApp, first: u64) -> tokio::task::JoinHandle<BTreeMap<u64, String>> {
+    let (client, url, token) = (app.client.clone(), app.url("/v1/images"), app.camera_token.clone());
     tokio::spawn(upload_from_clients(client, url, token, first))
 }
 
-async fn upload_from_clients(
-    client: reqwest::Client,
-    url: String,
-    token: String,
-    first: u64,
-) -> BTreeMap<u64, String> {
+async fn upload_from_clients(client: reqwest::Client, url: String, token: String, first: u64) -> BTreeMap<u64, String> {
     let mut uploads = tokio::task::JoinSet::new();
     for c in 0..16u64 {
         let (client, url, token) = (client.clone(), url.clone(), token.clone());
@@ -64,23 +52,12 @@ async fn upload_from_clients(
 fn assert_every_ack_survived(app: &TestApp, acked: &BTreeMap<u64, String>) {
     let seqs = seqs_in_git(&app.git_dir());
     let head = seqs.first().copied().unwrap_or(0);
-    assert_eq!(
-        seqs,
-        (1..=head).rev().collect::<Vec<_>>(),
-        "seqs are gapless after the crash"
-    );
+    assert_eq!(seqs, (1..=head).rev().collect::<Vec<_>>(), "seqs are gapless after the crash");
     for (seq, sha) in acked {
-        assert!(
-            *seq <= head,
-            "acknowledged seq {seq} is missing (head {head})"
-        );
+        assert!(*seq <= head, "acknowledged seq {seq} is missing (head {head})");
         let id = app.git(&["rev-parse", &format!("refs/heads/events~{}", head - seq)]);
-        let event: Value = serde_json::from_str(&app.git(&[
-            "cat-file",
-            "blob",
-            &format!("{}:event.json", id.trim()),
-        ]))
-        .unwrap();
+        let event: Value =
+            serde_json::from_str(&app.git(&["cat-file", "blob", &format!("{}:event.json", id.trim())])).unwrap();
         assert_eq!(&event["sha256"], sha, "seq {seq}");
     }
     assert_fsck_clean(&app.git_dir());
@@ -109,17 +86,11 @@ async fn sigkill_during_uploads_loses_no_acknowledged_event() {
 async fn a_failing_fsync_answers_no_2xx_and_loses_nothing_acknowledged() {
     let mut app = TestApp::spawn_with(&["--fail-fsync-after", "40"]).await;
     let acked = upload_until_stopped(&app, 0).await.unwrap();
-    assert!(
-        !acked.is_empty(),
-        "some batches were durable before fsync failed"
-    );
+    assert!(!acked.is_empty(), "some batches were durable before fsync failed");
     // Uploads stopped because the server refused (503), not because it died.
     let refused = app.upload(jpeg(5_000_000)).await;
     assert_eq!(refused.status(), 503);
-    assert_eq!(
-        refused.json::<Value>().await.unwrap()["error"],
-        "unavailable"
-    );
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "unavailable");
     app.kill();
 
     // Restarted without the fault, everything acknowledged before the failure is there.

@@ -14,11 +14,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_camledger");
 
 /// Runs `camledger ARGS` to completion; panics with its output if it fails.
 pub fn camledger(args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("CAMLEDGER_LOG", "warn")
-        .output()
-        .expect("running camledger");
+    let out = Command::new(BIN).args(args).env("CAMLEDGER_LOG", "warn").output().expect("running camledger");
     assert!(
         out.status.success(),
         "camledger {args:?} failed: {}\n{}",
@@ -30,18 +26,14 @@ pub fn camledger(args: &[&str]) -> String {
 
 /// The token printed as the last word of the last line of stdout.
 pub fn last_word(output: &str) -> String {
-    output
-        .lines()
-        .last()
-        .and_then(|l| l.split_whitespace().last())
-        .expect("a token")
-        .to_owned()
+    output.lines().last().and_then(|l| l.split_whitespace().last()).expect("a token").to_owned()
 }
 
 /// The ONNX Runtime library: as scripts/test exports it, else where scripts/fetch-onnxruntime puts it.
 pub fn ort_dylib() -> String {
-    std::env::var("CAMLEDGER_ORT_DYLIB")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../vendor/onnxruntime/libonnxruntime.so.1.31.1").to_owned())
+    std::env::var("CAMLEDGER_ORT_DYLIB").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../vendor/onnxruntime/libonnxruntime.so.1.31.1").to_owned()
+    })
 }
 
 /// A tiny real ONNX model (the processor's test fixture) with its manifest.
@@ -55,15 +47,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn image_bytes(n: u64, format: ImageFormat) -> Vec<u8> {
     let img = RgbImage::from_fn(96, 64, |x, y| {
         let v = (n.wrapping_mul(2654435761) >> 8) as u32;
-        Rgb([
-            ((x * 3 + v) % 256) as u8,
-            ((y * 5 + v / 7) % 256) as u8,
-            (((x ^ y) + v / 13) % 256) as u8,
-        ])
+        Rgb([((x * 3 + v) % 256) as u8, ((y * 5 + v / 7) % 256) as u8, (((x ^ y) + v / 13) % 256) as u8])
     });
     let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, format)
-        .expect("encoding a test image");
+    img.write_to(&mut out, format).expect("encoding a test image");
     out.into_inner()
 }
 
@@ -97,25 +84,14 @@ impl TestApp {
         let data_dir = tempfile::tempdir().expect("a temp dir");
         let dir = data_dir.path().to_str().expect("utf-8 path").to_owned();
         let camera_token = last_word(&camledger(&["cameras", "add", "cam-1", "--data-dir", &dir]));
-        let auditor_token = last_word(&camledger(&[
-            "tokens",
-            "add",
-            "alice",
-            "--role",
-            "auditor",
-            "--data-dir",
-            &dir,
-        ]));
+        let auditor_token = last_word(&camledger(&["tokens", "add", "alice", "--role", "auditor", "--data-dir", &dir]));
         let mut app = TestApp {
             data_dir,
             owned_dir: None,
             base: String::new(),
             camera_token,
             auditor_token,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("a client"),
+            client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("a client"),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
@@ -147,7 +123,6 @@ impl TestApp {
         self.owned_dir.as_deref().unwrap_or(self.data_dir.path())
     }
 
-
     pub fn git_dir(&self) -> PathBuf {
         self.path().join("ledger.git")
     }
@@ -167,9 +142,7 @@ impl TestApp {
             .expect("spawning camledger serve");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("reading the listening line");
+        BufReader::new(stdout).read_line(&mut line).expect("reading the listening line");
         let url = line.trim().rsplit(' ').next().expect("a URL").to_owned();
         assert!(url.starts_with("http://"), "unexpected first line {line:?}");
         self.base = url;
@@ -187,21 +160,10 @@ impl TestApp {
     }
 
     pub fn add_camera(&self, id: &str) -> String {
-        last_word(&camledger(&[
-            "cameras",
-            "add",
-            id,
-            "--data-dir",
-            self.dir(),
-        ]))
+        last_word(&camledger(&["cameras", "add", id, "--data-dir", self.dir()]))
     }
 
-    pub async fn upload_as(
-        &self,
-        token: &str,
-        bytes: Vec<u8>,
-        content_type: &str,
-    ) -> reqwest::Response {
+    pub async fn upload_as(&self, token: &str, bytes: Vec<u8>, content_type: &str) -> reqwest::Response {
         self.client
             .post(self.url("/v1/images"))
             .bearer_auth(token)
@@ -213,17 +175,11 @@ impl TestApp {
     }
 
     pub async fn upload(&self, bytes: Vec<u8>) -> reqwest::Response {
-        self.upload_as(&self.camera_token.clone(), bytes, "image/jpeg")
-            .await
+        self.upload_as(&self.camera_token.clone(), bytes, "image/jpeg").await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("sending a GET")
+        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("sending a GET")
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
@@ -241,10 +197,7 @@ impl TestApp {
     pub fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("a running server");
         let pid = child.id().to_string();
-        let status = Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("running kill");
+        let status = Command::new("kill").args([signal, &pid]).status().expect("running kill");
         assert!(status.success());
         child.wait().expect("waiting for the server")
     }
@@ -265,12 +218,7 @@ impl Drop for TestApp {
 }
 
 pub fn git(git_dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("--git-dir")
-        .arg(git_dir)
-        .args(args)
-        .output()
-        .expect("running git");
+    let out = Command::new("git").arg("--git-dir").arg(git_dir).args(args).output().expect("running git");
     assert!(
         out.status.success(),
         "git {args:?} failed: {}{}",
@@ -290,10 +238,7 @@ pub fn assert_fsck_clean(git_dir: &Path) {
         .expect("running git fsck");
     // "notice:" lines (e.g. an unborn HEAD before the first event) are not problems.
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let problems: Vec<&str> = stderr
-        .lines()
-        .filter(|l| !l.starts_with("notice:"))
-        .collect();
+    let problems: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("notice:")).collect();
     assert!(
         out.status.success() && problems.is_empty(),
         "git fsck failed: {}{}",
@@ -304,23 +249,13 @@ pub fn assert_fsck_clean(git_dir: &Path) {
 
 /// Every event seq on refs/heads/events, newest first, read with stock git.
 pub fn seqs_in_git(git_dir: &Path) -> Vec<u64> {
-    let refs = git(
-        git_dir,
-        &["for-each-ref", "--format=%(refname)", "refs/heads/events"],
-    );
+    let refs = git(git_dir, &["for-each-ref", "--format=%(refname)", "refs/heads/events"]);
     if refs.trim().is_empty() {
         return Vec::new();
     }
-    git(
-        git_dir,
-        &[
-            "log",
-            "--format=%(trailers:key=Seq,valueonly)",
-            "refs/heads/events",
-        ],
-    )
-    .lines()
-    .filter(|l| !l.trim().is_empty())
-    .map(|l| l.trim().parse().expect("a numeric Seq trailer"))
-    .collect()
+    git(git_dir, &["log", "--format=%(trailers:key=Seq,valueonly)", "refs/heads/events"])
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().parse().expect("a numeric Seq trailer"))
+        .collect()
 }

@@ -37,8 +37,7 @@ async fn an_uploaded_image_becomes_an_event_that_stock_git_can_read() {
     assert_eq!(blob, image);
 
     // event.json says what was sent.
-    let event: Value =
-        serde_json::from_str(&app.git(&["cat-file", "blob", &format!("{id}:event.json")])).unwrap();
+    let event: Value = serde_json::from_str(&app.git(&["cat-file", "blob", &format!("{id}:event.json")])).unwrap();
     assert_eq!(event["format_version"], 1);
     assert_eq!(event["seq"], 1);
     assert_eq!(event["camera"], "cam-1");
@@ -53,23 +52,14 @@ async fn an_uploaded_image_becomes_an_event_that_stock_git_can_read() {
     // The commit message carries the trailers; the author is the camera.
     let message = app.git(&["log", "-1", "--format=%an%n%B", "refs/heads/events"]);
     assert!(message.starts_with("cam-1\n"), "{message}");
-    assert!(
-        message.contains("Seq: 1\n") && message.contains("Camera: cam-1\n"),
-        "{message}"
-    );
-    assert!(
-        message.contains(&format!("Sha256: {}", sha256_hex(&image))),
-        "{message}"
-    );
+    assert!(message.contains("Seq: 1\n") && message.contains("Camera: cam-1\n"), "{message}");
+    assert!(message.contains(&format!("Sha256: {}", sha256_hex(&image))), "{message}");
 
     // Read back over HTTP, byte-identical.
     let back = app.get("/v1/events/1/image", &app.auditor_token).await;
     assert_eq!(back.status(), 200);
     assert_eq!(back.headers()["content-type"], "image/jpeg");
-    assert_eq!(
-        back.headers()["etag"].to_str().unwrap(),
-        format!("\"{}\"", sha256_hex(&image))
-    );
+    assert_eq!(back.headers()["etag"].to_str().unwrap(), format!("\"{}\"", sha256_hex(&image)));
     assert_eq!(back.bytes().await.unwrap().as_ref(), image.as_slice());
     assert_fsck_clean(&app.git_dir());
 }
@@ -79,28 +69,16 @@ async fn events_are_chained_in_order_and_match_what_was_sent() {
     let app = TestApp::spawn().await;
     let mut sent = Vec::new();
     for n in 0..12u64 {
-        let (bytes, content_type) = if n % 2 == 0 {
-            (jpeg(n), "image/jpeg")
-        } else {
-            (png(n), "image/png")
-        };
-        let response = app
-            .upload_as(&app.camera_token, bytes.clone(), content_type)
-            .await;
+        let (bytes, content_type) = if n % 2 == 0 { (jpeg(n), "image/jpeg") } else { (png(n), "image/png") };
+        let response = app.upload_as(&app.camera_token, bytes.clone(), content_type).await;
         assert_eq!(response.status(), 201);
         sent.push(bytes);
     }
 
-    assert_eq!(
-        seqs_in_git(&app.git_dir()),
-        (1..=12).rev().collect::<Vec<_>>()
-    );
+    assert_eq!(seqs_in_git(&app.git_dir()), (1..=12).rev().collect::<Vec<_>>());
     let parents = app.git(&["rev-list", "--parents", "refs/heads/events"]);
     for line in parents.lines() {
-        assert!(
-            line.split(' ').count() <= 2,
-            "an event has more than one parent: {line}"
-        );
+        assert!(line.split(' ').count() <= 2, "an event has more than one parent: {line}");
     }
     for (i, bytes) in sent.iter().enumerate() {
         let event = app.get_json(&format!("/v1/events/{}", i + 1)).await;
@@ -159,43 +137,18 @@ async fn a_retry_with_the_same_idempotency_key_gets_the_first_answer_and_writes_
     // The same key with other bytes is a client bug, not a retry.
     let reused = send(&app, jpeg(2), "upload-0001").await.unwrap();
     assert_eq!(reused.status(), 422);
-    assert_eq!(
-        reused.json::<Value>().await.unwrap()["error"],
-        "idempotency_key_reused"
-    );
+    assert_eq!(reused.json::<Value>().await.unwrap()["error"], "idempotency_key_reused");
 }
 
 #[tokio::test]
 async fn a_multipart_upload_answers_each_part_and_keeps_the_valid_ones() {
     let app = TestApp::spawn().await;
     let form = reqwest::multipart::Form::new()
-        .part(
-            "a",
-            reqwest::multipart::Part::bytes(jpeg(1))
-                .file_name("a.jpg")
-                .mime_str("image/jpeg")
-                .unwrap(),
-        )
-        .part(
-            "b",
-            reqwest::multipart::Part::bytes(b"<html>not an image</html>".to_vec())
-                .file_name("b.jpg"),
-        )
-        .part(
-            "c",
-            reqwest::multipart::Part::bytes(png(3))
-                .file_name("c.png")
-                .mime_str("image/png")
-                .unwrap(),
-        );
-    let response = app
-        .client
-        .post(app.url("/v1/images"))
-        .bearer_auth(&app.camera_token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .part("a", reqwest::multipart::Part::bytes(jpeg(1)).file_name("a.jpg").mime_str("image/jpeg").unwrap())
+        .part("b", reqwest::multipart::Part::bytes(b"<html>not an image</html>".to_vec()).file_name("b.jpg"))
+        .part("c", reqwest::multipart::Part::bytes(png(3)).file_name("c.png").mime_str("image/png").unwrap());
+    let response =
+        app.client.post(app.url("/v1/images")).bearer_auth(&app.camera_token).multipart(form).send().await.unwrap();
 
     assert_eq!(response.status(), 201);
     let results: Vec<Value> = response.json().await.unwrap();

@@ -44,7 +44,8 @@ async fn the_worker_judges_every_upload_and_stock_git_shows_the_verdicts() {
     assert!(blank["reasons"].as_array().unwrap().contains(&Value::from("blank")), "{blank}");
 
     // Stock git: verdict commits on refs/heads/verdicts, notes on the event commits.
-    let verdict: Value = serde_json::from_str(&app.git(&["cat-file", "blob", "refs/heads/verdicts:verdict.json"])).unwrap();
+    let verdict: Value =
+        serde_json::from_str(&app.git(&["cat-file", "blob", "refs/heads/verdicts:verdict.json"])).unwrap();
     assert_eq!(verdict["event_seq"], 3);
     let log = app.git(&["log", "--notes=verdicts", "refs/heads/events"]);
     assert_eq!(log.matches("Notes (verdicts):").count(), 3, "{log}");
@@ -56,7 +57,18 @@ async fn the_worker_judges_every_upload_and_stock_git_shows_the_verdicts() {
 
     // Compliance replay with the same model reproduces every verdict exactly.
     let out = Command::new(BIN)
-        .args(["replay", "--data-dir", app.dir(), "--model", TINY_MODEL, "--ort-dylib", &ort_dylib(), "--strict", "--format", "json"])
+        .args([
+            "replay",
+            "--data-dir",
+            app.dir(),
+            "--model",
+            TINY_MODEL,
+            "--ort-dylib",
+            &ort_dylib(),
+            "--strict",
+            "--format",
+            "json",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -56,8 +56,7 @@ pub struct Application {
 impl Application {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         let data_dir = &config.data.data_dir;
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
         let ledger_config = LedgerConfig {
             node_name: config.node_name(),
             max_batch: config.max_batch.max(1),
@@ -78,16 +77,12 @@ impl Application {
                 .context("starting the event writer panicked")?
                 .context("starting the event writer")?
         };
-        let registry = Registry::open(data_dir)
-            .await
-            .context("opening the camera registry")?;
-        let limits = Limits {
-            max_pixels: config.max_pixels,
-            ..Limits::default()
-        };
+        let registry = Registry::open(data_dir).await.context("opening the camera registry")?;
+        let limits = Limits { max_pixels: config.max_pixels, ..Limits::default() };
         let schedule = match config.snapshot_interval {
             Some(interval) => {
-                let url = config.database_url.clone().unwrap_or_else(|| crate::snapshots::default_database_url(data_dir));
+                let url =
+                    config.database_url.clone().unwrap_or_else(|| crate::snapshots::default_database_url(data_dir));
                 // Fail at start-up, not an hour later, when the database is wrong.
                 let store = crate::snapshots::connect(&url).await?;
                 let (status, _) = watch::channel(ScheduleStatus::default());
@@ -110,43 +105,35 @@ impl Application {
             body_timeout: config.request_timeout(),
             snapshots: schedule.as_ref().map(|s| s.status.subscribe()),
         });
-        let tcp = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        let listener = CappedListener::new(
-            tcp,
-            config.max_connections,
-            Duration::from_secs(config.idle_timeout_secs.max(1)),
-        );
+        let tcp =
+            tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let listener =
+            CappedListener::new(tcp, config.max_connections, Duration::from_secs(config.idle_timeout_secs.max(1)));
         let router = router(Arc::clone(&state), &config);
-        Ok(Self {
-            listener,
-            router,
-            state,
-            grace: Duration::from_secs(config.shutdown_grace_secs),
-            schedule,
-            judging,
-        })
+        Ok(Self { listener, router, state, grace: Duration::from_secs(config.shutdown_grace_secs), schedule, judging })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound TCP listener has a local address")
+        self.listener.local_addr().expect("a bound TCP listener has a local address")
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, finishes in-flight requests
     /// (for at most the grace period) and lets the writer make its last batch durable.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let stop_background = tokio_util::sync::CancellationToken::new();
         let snapshots = self.schedule.map(|s| {
             let stop = stop_background.clone();
             tokio::spawn(async move {
                 let options = camledger_backup::SnapshotOptions::default();
-                camledger_backup::schedule::run_schedule(&s.store, &s.data_dir, &options, s.interval, &s.status, stop.cancelled_owned()).await;
+                camledger_backup::schedule::run_schedule(
+                    &s.store,
+                    &s.data_dir,
+                    &options,
+                    s.interval,
+                    &s.status,
+                    stop.cancelled_owned(),
+                )
+                .await;
                 s.store.close().await;
             })
         });
@@ -155,7 +142,10 @@ impl Application {
             tokio::spawn(async move {
                 // A failing worker stops judging, not ingest: log it loudly and keep serving.
                 if let Err(e) = crate::processing::run_worker(ledger, judging, stop).await {
-                    tracing::error!(error = format!("{e:#}"), "verdict worker failed; ingest continues, judging stopped");
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "verdict worker failed; ingest continues, judging stopped"
+                    );
                 }
             })
         });
@@ -165,8 +155,7 @@ impl Application {
             tracing::info!("shutdown requested: no new connections, finishing in-flight requests");
             let _ = stopping_tx.send(());
         };
-        let serve = axum::serve(self.listener, self.router.into_make_service())
-            .with_graceful_shutdown(graceful);
+        let serve = axum::serve(self.listener, self.router.into_make_service()).with_graceful_shutdown(graceful);
         let grace = self.grace;
         let served = tokio::spawn(async move { serve.await });
         tokio::pin!(served);
@@ -211,19 +200,14 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout() + Duration::from_secs(5),
         ))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                let route = request
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map(|p| p.as_str().to_owned());
-                tracing::info_span!(
-                    "http",
-                    method = %request.method(),
-                    route = route.as_deref().unwrap_or("unmatched"),
-                    principal = tracing::field::Empty,
-                )
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+            tracing::info_span!(
+                "http",
+                method = %request.method(),
+                route = route.as_deref().unwrap_or("unmatched"),
+                principal = tracing::field::Empty,
+            )
+        }))
         .with_state(state)
 }

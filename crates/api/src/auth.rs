@@ -20,10 +20,9 @@ impl Caller {
     pub(crate) fn camera(&self) -> Result<&str, ApiError> {
         match self.0.role {
             Role::Camera => Ok(&self.0.name),
-            other => Err(ApiError::forbidden(format!(
-                "a {} token cannot upload images; use a camera token",
-                other.as_str()
-            ))),
+            other => {
+                Err(ApiError::forbidden(format!("a {} token cannot upload images; use a camera token", other.as_str())))
+            }
         }
     }
 
@@ -44,22 +43,18 @@ impl Caller {
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, ApiError> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("missing Authorization: Bearer <token> header")
-        })?;
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token> header"))?;
         let token = header
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
-            })?;
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <token>'"))?;
         match state.registry.authenticate(token).await? {
             Some(principal) => {
                 tracing::Span::current().record("principal", principal.name.as_str());

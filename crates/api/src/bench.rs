@@ -107,8 +107,7 @@ impl JpegFactory {
             let mut body = vec![b' '; payload];
             if first {
                 let tag = format!("camledger bench image {n}");
-                body[..tag.len().min(payload)]
-                    .copy_from_slice(&tag.as_bytes()[..tag.len().min(payload)]);
+                body[..tag.len().min(payload)].copy_from_slice(&tag.as_bytes()[..tag.len().min(payload)]);
                 first = false;
             }
             out.extend_from_slice(&body);
@@ -127,11 +126,7 @@ fn noise_jpeg(side: u32) -> anyhow::Result<Vec<u8>> {
         state ^= state >> 7;
         state ^= state << 17;
         let n = (state >> 24) as u8;
-        image::Rgb([
-            n,
-            (x as u8).wrapping_add(n / 4),
-            (y as u8).wrapping_sub(n / 4),
-        ])
+        image::Rgb([n, (x as u8).wrapping_add(n / 4), (y as u8).wrapping_sub(n / 4)])
     });
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85).encode_image(&img)?;
@@ -163,33 +158,13 @@ async fn start_server(data_dir: &Path, tokens: Vec<String>) -> anyhow::Result<Se
     let task = tokio::spawn(app.run(async move {
         let _ = stopped.await;
     }));
-    Ok(Server {
-        addr,
-        tokens,
-        stop,
-        task,
-    })
+    Ok(Server { addr, tokens, stop, task })
 }
 
-async fn upload(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    image: Vec<u8>,
-) -> anyhow::Result<()> {
-    let response = client
-        .post(url)
-        .bearer_auth(token)
-        .header("content-type", "image/jpeg")
-        .body(image)
-        .send()
-        .await?;
+async fn upload(client: &reqwest::Client, url: &str, token: &str, image: Vec<u8>) -> anyhow::Result<()> {
+    let response = client.post(url).bearer_auth(token).header("content-type", "image/jpeg").body(image).send().await?;
     if response.status().as_u16() != 201 {
-        bail!(
-            "upload answered {}: {}",
-            response.status(),
-            response.text().await.unwrap_or_default()
-        );
+        bail!("upload answered {}: {}", response.status(), response.text().await.unwrap_or_default());
     }
     Ok(())
 }
@@ -215,15 +190,8 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let mut peak = 0f64;
     let mut rows = Vec::new();
     for &clients in &args.concurrency {
-        let (rate, elapsed) = closed_loop(
-            &url,
-            &server.tokens,
-            &factory,
-            &mut next_image,
-            args.events,
-            clients,
-        )
-        .await?;
+        let (rate, elapsed) =
+            closed_loop(&url, &server.tokens, &factory, &mut next_image, args.events, clients).await?;
         peak = peak.max(rate);
         rows.push((clients, rate, elapsed));
     }
@@ -233,31 +201,21 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let _ = server.stop.send(());
     server.task.await??;
     let ledger = Ledger::open(&data_dir, LedgerConfig::default())?;
-    let (fi_rate, fi_elapsed, fi_events) =
-        fast_import_reference(&ledger, temp.path(), args.events)?;
+    let (fi_rate, fi_elapsed, fi_events) = fast_import_reference(&ledger, temp.path(), args.events)?;
 
     // Open-loop latency at half the peak rate, on the same (now larger) ledger.
     let server = start_server(&data_dir, tokens).await?;
     let url = format!("http://{}/v1/images", server.addr);
     let target = peak / 2.0;
-    let latencies = open_loop(
-        &url,
-        &server.tokens,
-        &factory,
-        &mut next_image,
-        target,
-        Duration::from_secs(args.latency_secs),
-    )
-    .await?;
+    let latencies =
+        open_loop(&url, &server.tokens, &factory, &mut next_image, target, Duration::from_secs(args.latency_secs))
+            .await?;
 
     let _ = server.stop.send(());
     server.task.await??;
 
     println!();
-    println!(
-        "{:<44} {:>12} {:>10} {:>12}",
-        "run", "events/s", "seconds", "vs fast-import"
-    );
+    println!("{:<44} {:>12} {:>10} {:>12}", "run", "events/s", "seconds", "vs fast-import");
     for (clients, rate, elapsed) in &rows {
         println!(
             "{:<44} {:>12.0} {:>10.2} {:>11.2}x",
@@ -304,15 +262,9 @@ async fn closed_loop(
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .build()?;
-        let (url, token, factory, counter) = (
-            url.to_owned(),
-            tokens[c % tokens.len()].clone(),
-            Arc::clone(factory),
-            Arc::clone(&counter),
-        );
+        let client = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
+        let (url, token, factory, counter) =
+            (url.to_owned(), tokens[c % tokens.len()].clone(), Arc::clone(factory), Arc::clone(&counter));
         tasks.spawn(async move {
             loop {
                 let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -343,9 +295,7 @@ async fn open_loop(
     if rate <= 0.0 {
         return Ok(None);
     }
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(512)
-        .build()?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(512).build()?;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let total = (rate * duration.as_secs_f64()).ceil() as u64;
     let images: Vec<Vec<u8>> = (0..total).map(|i| factory.make(*next_image + i)).collect();
@@ -355,11 +305,7 @@ async fn open_loop(
     for (i, image) in images.into_iter().enumerate() {
         let scheduled = started + interval.mul_f64(i as f64);
         tokio::time::sleep_until(scheduled).await;
-        let (client, url, token) = (
-            client.clone(),
-            url.to_owned(),
-            tokens[i % tokens.len()].clone(),
-        );
+        let (client, url, token) = (client.clone(), url.to_owned(), tokens[i % tokens.len()].clone());
         tasks.spawn(async move {
             upload(&client, &url, &token, image).await?;
             anyhow::Ok(scheduled.elapsed())
@@ -371,24 +317,13 @@ async fn open_loop(
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    let pick = |q: f64| {
-        latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1]
-    };
-    Ok(Some((
-        latencies.len(),
-        pick(0.50),
-        pick(0.99),
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-    )))
+    let pick = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1];
+    Ok(Some((latencies.len(), pick(0.50), pick(0.99), latencies.len() as f64 / elapsed.as_secs_f64())))
 }
 
 /// Writes the first `events` events of `ledger` (same image bytes, same event.json, same
 /// chain) with `git fast-import` into a fresh repository; returns (events/s, time, events).
-fn fast_import_reference(
-    ledger: &Ledger,
-    work: &Path,
-    events: usize,
-) -> anyhow::Result<(f64, Duration, usize)> {
+fn fast_import_reference(ledger: &Ledger, work: &Path, events: usize) -> anyhow::Result<(f64, Duration, usize)> {
     let mut stream = Vec::new();
     let mut count = 0usize;
     for (i, event) in ledger.events_from(1).take(events).enumerate() {
@@ -398,11 +333,7 @@ fn fast_import_reference(
         let mark = i + 1;
         writeln!(stream, "commit refs/heads/events")?;
         writeln!(stream, "mark :{mark}")?;
-        writeln!(
-            stream,
-            "author {} <{}@camera.camledger> 1700000000 +0000",
-            record.camera, record.camera
-        )?;
+        writeln!(stream, "author {} <{}@camera.camledger> 1700000000 +0000", record.camera, record.camera)?;
         writeln!(stream, "committer camledger <bench> 1700000000 +0000")?;
         let message = format!(
             "event {}\n\nSeq: {}\nCamera: {}\nSha256: {}\n",
@@ -424,11 +355,8 @@ fn fast_import_reference(
         count += 1;
     }
     let repo = work.join("fast-import.git");
-    let status = Command::new("git")
-        .args(["init", "--quiet", "--bare"])
-        .arg(&repo)
-        .status()
-        .context("running git init")?;
+    let status =
+        Command::new("git").args(["init", "--quiet", "--bare"]).arg(&repo).status().context("running git init")?;
     if !status.success() {
         bail!("git init failed");
     }
@@ -436,23 +364,12 @@ fn fast_import_reference(
     let mut child = Command::new("git")
         .arg("-C")
         .arg(&repo)
-        .args([
-            "-c",
-            "core.compression=0",
-            "-c",
-            "pack.compression=0",
-            "-c",
-            "core.looseCompression=0",
-        ])
+        .args(["-c", "core.compression=0", "-c", "pack.compression=0", "-c", "core.looseCompression=0"])
         .args(["fast-import", "--quiet", "--depth=0"])
         .stdin(Stdio::piped())
         .spawn()
         .context("running git fast-import")?;
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(&stream)?;
+    child.stdin.take().expect("stdin is piped").write_all(&stream)?;
     let status = child.wait()?;
     let elapsed = started.elapsed();
     if !status.success() {

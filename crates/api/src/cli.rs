@@ -167,9 +167,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => serve(config).await,
         Command::Cameras { action } => cameras(action).await,
-        Command::Tokens {
-            action: TokensCommand::Add { name, role, data },
-        } => {
+        Command::Tokens { action: TokensCommand::Add { name, role, data } } => {
             let role: Role = role.parse()?;
             let registry = open_registry(&data).await?;
             let token = registry.add_reader(&name, role).await?;
@@ -178,12 +176,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Push(args) => crate::push::run(args).await,
-        Command::Log {
-            data,
-            from,
-            limit,
-            format,
-        } => log(data, from, limit, format).await,
+        Command::Log { data, from, limit, format } => log(data, from, limit, format).await,
         Command::Verify { data } => verify(data).await,
         Command::Worker { data, judge, threads } => {
             crate::processing::worker_command(data, judge, threads.unwrap_or_else(crate::config::cores)).await
@@ -236,9 +229,7 @@ pub(crate) async fn shutdown_signal() {
 async fn open_registry(data: &DataDirArg) -> anyhow::Result<Registry> {
     std::fs::create_dir_all(&data.data_dir)
         .with_context(|| format!("creating data dir {}", data.data_dir.display()))?;
-    Registry::open(&data.data_dir)
-        .await
-        .context("opening the camera registry")
+    Registry::open(&data.data_dir).await.context("opening the camera registry")
 }
 
 async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
@@ -256,9 +247,7 @@ async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&cameras)?),
                 OutputFormat::Text => {
                     for camera in cameras {
-                        let state = camera
-                            .revoked_at
-                            .map_or("active".to_owned(), |at| format!("revoked {at}"));
+                        let state = camera.revoked_at.map_or("active".to_owned(), |at| format!("revoked {at}"));
                         println!("{}\tcreated {}\t{state}", camera.id, camera.created_at);
                     }
                 }
@@ -275,28 +264,17 @@ async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
 
 pub(crate) fn open_ledger(data: &DataDirArg) -> anyhow::Result<Ledger> {
     if !data.data_dir.join("ledger.git").exists() {
-        bail!(
-            "{} holds no ledger (no ledger.git inside); check --data-dir",
-            data.data_dir.display()
-        );
+        bail!("{} holds no ledger (no ledger.git inside); check --data-dir", data.data_dir.display());
     }
     Ledger::open(&data.data_dir, LedgerConfig::default())
         .with_context(|| format!("opening the ledger in {}", data.data_dir.display()))
 }
 
-async fn log(
-    data: DataDirArg,
-    from: u64,
-    limit: Option<usize>,
-    format: OutputFormat,
-) -> anyhow::Result<()> {
+async fn log(data: DataDirArg, from: u64, limit: Option<usize>, format: OutputFormat) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || {
         let ledger = open_ledger(&data)?;
         let mut out = std::io::stdout().lock();
-        for event in ledger
-            .events_from(from.max(1))
-            .take(limit.unwrap_or(usize::MAX))
-        {
+        for event in ledger.events_from(from.max(1)).take(limit.unwrap_or(usize::MAX)) {
             let event = event?;
             let r = &event.record;
             match format {
@@ -304,9 +282,7 @@ async fn log(
                     writeln!(out, "{}", serde_json::json!({ "id": event.id, "event": r }))?;
                 }
                 OutputFormat::Text => {
-                    let duplicate = r
-                        .duplicate_of
-                        .map_or(String::new(), |d| format!(" duplicate_of={d}"));
+                    let duplicate = r.duplicate_of.map_or(String::new(), |d| format!(" duplicate_of={d}"));
                     writeln!(
                         out,
                         "{:>8} {} {} {} {} {}x{} {}{duplicate}",

@@ -90,9 +90,7 @@ impl ServeConfig {
     /// Defaults for a data dir, as `camledger serve --data-dir DIR --listen 127.0.0.1:0` would have.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         Self {
-            data: DataDirArg {
-                data_dir: data_dir.into(),
-            },
+            data: DataDirArg { data_dir: data_dir.into() },
             listen: "127.0.0.1:0".parse().expect("a literal socket address"),
             max_body_bytes: 25 * 1024 * 1024,
             max_pixels: 50_000_000,

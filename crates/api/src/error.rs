@@ -21,13 +21,7 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-            source: None,
-        }
+        Self { status, code, message: message.into(), retry_after: None, source: None }
     }
 
     pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -75,13 +69,7 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
     }
 }
 
@@ -95,18 +83,12 @@ impl IntoResponse for ApiError {
                     error = format!("{cause:#}"),
                     "request failed"
                 ),
-                None => tracing::error!(
-                    status = self.status.as_u16(),
-                    code = self.code,
-                    "request failed"
-                ),
+                None => tracing::error!(status = self.status.as_u16(), code = self.code, "request failed"),
             }
         }
         let mut response = (self.status, Json(self.body())).into_response();
         if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -120,8 +102,7 @@ impl From<crate::registry::Error> for ApiError {
 
 impl From<camledger_processor::admission::Rejection> for ApiError {
     fn from(r: camledger_processor::admission::Rejection) -> Self {
-        let status =
-            StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+        let status = StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
         ApiError::new(status, r.code(), r.to_string())
     }
 }
@@ -131,14 +112,10 @@ impl From<camledger_eventstore::append::Error> for ApiError {
         use camledger_eventstore::append::Error as E;
         match e {
             E::InvalidCamera => ApiError::bad_request("invalid_camera", e.to_string()),
-            E::InvalidIdempotencyKey => {
-                ApiError::bad_request("invalid_idempotency_key", e.to_string())
+            E::InvalidIdempotencyKey => ApiError::bad_request("invalid_idempotency_key", e.to_string()),
+            E::IdempotencyKeyReused { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", e.to_string())
             }
-            E::IdempotencyKeyReused { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                e.to_string(),
-            ),
             other => ApiError::unavailable(other),
         }
     }

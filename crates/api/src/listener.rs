@@ -26,11 +26,7 @@ pub(crate) struct CappedListener {
 
 impl CappedListener {
     pub(crate) fn new(inner: TcpListener, max_connections: usize, idle_timeout: Duration) -> Self {
-        Self {
-            inner,
-            slots: Arc::new(Semaphore::new(max_connections.max(1))),
-            idle_timeout,
-        }
+        Self { inner, slots: Arc::new(Semaphore::new(max_connections.max(1))), idle_timeout }
     }
 
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -43,10 +39,7 @@ impl axum::serve::Listener for CappedListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let permit = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .expect("the connection semaphore is never closed");
+        let permit = Arc::clone(&self.slots).acquire_owned().await.expect("the connection semaphore is never closed");
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
@@ -79,21 +72,12 @@ pub(crate) struct GuardedStream {
 
 impl GuardedStream {
     fn new(inner: TcpStream, permit: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
-        Self {
-            inner,
-            _permit: permit,
-            idle_timeout,
-            deadline: Box::pin(tokio::time::sleep(idle_timeout)),
-        }
+        Self { inner, _permit: permit, idle_timeout, deadline: Box::pin(tokio::time::sleep(idle_timeout)) }
     }
 }
 
 impl AsyncRead for GuardedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 let next = Instant::now() + self.idle_timeout;
@@ -101,10 +85,9 @@ impl AsyncRead for GuardedStream {
                 Poll::Ready(result)
             }
             Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "client idle for too long",
-                ))),
+                Poll::Ready(()) => {
+                    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client idle for too long")))
+                }
                 Poll::Pending => Poll::Pending,
             },
         }
@@ -112,11 +95,7 @@ impl AsyncRead for GuardedStream {
 }
 
 impl AsyncWrite for GuardedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 

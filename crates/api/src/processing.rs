@@ -112,9 +112,10 @@ pub async fn replay_command(
     let (rows, summary) = tokio::task::spawn_blocking(move || {
         let progress = crate::progress::Bar::new("replaying events");
         let mut classifier = judging.classifiers.remove(0);
-        let result = camledger_processor::replay::replay(&ledger, from, to, &judging.config, &mut classifier, |done, total| {
-            progress.update(done, total)
-        });
+        let result =
+            camledger_processor::replay::replay(&ledger, from, to, &judging.config, &mut classifier, |done, total| {
+                progress.update(done, total)
+            });
         progress.finish();
         result
     })

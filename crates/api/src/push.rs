@@ -51,16 +51,8 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     for file in &args.files {
         match push_one(&client, &url, &args, file).await {
             Ok(answer) => {
-                let duplicate = answer
-                    .duplicate_of
-                    .map_or(String::new(), |d| format!(" duplicate_of={d}"));
-                println!(
-                    "{} seq={} id={} sha256={}{duplicate}",
-                    file.display(),
-                    answer.seq,
-                    answer.id,
-                    answer.sha256
-                );
+                let duplicate = answer.duplicate_of.map_or(String::new(), |d| format!(" duplicate_of={d}"));
+                println!("{} seq={} id={} sha256={}{duplicate}", file.display(), answer.seq, answer.id, answer.sha256);
             }
             Err(e) => {
                 eprintln!("{}: {e:#}", file.display());
@@ -69,27 +61,14 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         }
     }
     if !failed.is_empty() {
-        bail!(
-            "{} of {} files were not uploaded: {}",
-            failed.len(),
-            args.files.len(),
-            failed.join(", ")
-        );
+        bail!("{} of {} files were not uploaded: {}", failed.len(), args.files.len(), failed.join(", "));
     }
     Ok(())
 }
 
-async fn push_one(
-    client: &reqwest::Client,
-    url: &str,
-    args: &PushArgs,
-    file: &PathBuf,
-) -> anyhow::Result<Answer> {
-    let bytes = tokio::fs::read(file)
-        .await
-        .with_context(|| format!("reading {}", file.display()))?;
-    let content_type =
-        admission::sniff(&bytes).map_or("application/octet-stream", |f| f.media_type());
+async fn push_one(client: &reqwest::Client, url: &str, args: &PushArgs, file: &PathBuf) -> anyhow::Result<Answer> {
+    let bytes = tokio::fs::read(file).await.with_context(|| format!("reading {}", file.display()))?;
+    let content_type = admission::sniff(&bytes).map_or("application/octet-stream", |f| f.media_type());
     let key = hex::encode(rand::random::<[u8; 16]>());
     let mut attempt = 0u32;
     loop {
@@ -106,14 +85,10 @@ async fn push_one(
             Ok(response) => {
                 let status = response.status();
                 if status.is_success() {
-                    return response
-                        .json::<Answer>()
-                        .await
-                        .context("reading the server's answer");
+                    return response.json::<Answer>().await.context("reading the server's answer");
                 }
                 let body = response.text().await.unwrap_or_default();
-                let retryable =
-                    status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
+                let retryable = status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
                 if !retryable {
                     bail!("refused with {status}: {body}");
                 }
@@ -122,10 +97,7 @@ async fn push_one(
             Err(e) => format!("{e}"),
         };
         if attempt >= args.retries {
-            bail!(
-                "gave up after {} attempts; last failure: {transient}",
-                attempt + 1
-            );
+            bail!("gave up after {} attempts; last failure: {transient}", attempt + 1);
         }
         attempt += 1;
         let backoff = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6)));

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row;
 use subtle::ConstantTimeEq;
 
@@ -103,10 +101,7 @@ pub enum Error {
 
 /// Names of cameras and readers: safe in a path, a git trailer and an email-like identity.
 pub fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Handle on the registry database; cheap to clone.
@@ -124,10 +119,7 @@ impl Registry {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
@@ -149,37 +141,29 @@ impl Registry {
         }
         let secret: [u8; 32] = rand::random();
         let token = format!("{}{}", role.token_prefix(), hex::encode(secret));
-        let result = sqlx::query(
-            "INSERT INTO principals (role, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(role.as_str())
-        .bind(name)
-        .bind(token_hash(&token).to_vec())
-        .bind(now_rfc3339())
-        .execute(&self.pool)
-        .await;
+        let result = sqlx::query("INSERT INTO principals (role, name, token_hash, created_at) VALUES (?, ?, ?, ?)")
+            .bind(role.as_str())
+            .bind(name)
+            .bind(token_hash(&token).to_vec())
+            .bind(now_rfc3339())
+            .execute(&self.pool)
+            .await;
         match result {
             Ok(_) => Ok(token),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::Exists {
-                role: role.as_str(),
-                name: name.to_owned(),
-            }),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(Error::Exists { role: role.as_str(), name: name.to_owned() })
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     pub async fn list_cameras(&self) -> Result<Vec<CameraInfo>, Error> {
-        let rows = sqlx::query("SELECT name, created_at, revoked_at FROM principals WHERE role = 'camera' ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name, created_at, revoked_at FROM principals WHERE role = 'camera' ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter()
-            .map(|r| {
-                Ok(CameraInfo {
-                    id: r.try_get(0)?,
-                    created_at: r.try_get(1)?,
-                    revoked_at: r.try_get(2)?,
-                })
-            })
+            .map(|r| Ok(CameraInfo { id: r.try_get(0)?, created_at: r.try_get(1)?, revoked_at: r.try_get(2)? }))
             .collect()
     }
 
@@ -192,10 +176,7 @@ impl Registry {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(Error::NotFound {
-                role: "active camera",
-                name: id.to_owned(),
-            });
+            return Err(Error::NotFound { role: "active camera", name: id.to_owned() });
         }
         Ok(())
     }
@@ -203,20 +184,18 @@ impl Registry {
     /// The principal a bearer token belongs to, if it is known and not revoked.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, Error> {
         let presented = token_hash(token);
-        let row = sqlx::query("SELECT role, name, token_hash FROM principals WHERE token_hash = ? AND revoked_at IS NULL")
-            .bind(presented.to_vec())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT role, name, token_hash FROM principals WHERE token_hash = ? AND revoked_at IS NULL")
+                .bind(presented.to_vec())
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(row) = row else { return Ok(None) };
         let stored: Vec<u8> = row.try_get(2)?;
         if !bool::from(stored.as_slice().ct_eq(presented.as_slice())) {
             return Ok(None);
         }
         let role: String = row.try_get(0)?;
-        Ok(Some(Principal {
-            role: role.parse()?,
-            name: row.try_get(1)?,
-        }))
+        Ok(Some(Principal { role: role.parse()?, name: row.try_get(1)? }))
     }
 
     pub async fn close(&self) {
@@ -245,13 +224,7 @@ mod tests {
         let token = registry.add_camera("cam-1").await.unwrap();
         assert!(token.starts_with("cam_"));
         let who = registry.authenticate(&token).await.unwrap();
-        assert_eq!(
-            who,
-            Some(Principal {
-                name: "cam-1".into(),
-                role: Role::Camera
-            })
-        );
+        assert_eq!(who, Some(Principal { name: "cam-1".into(), role: Role::Camera }));
         registry.revoke_camera("cam-1").await.unwrap();
         assert_eq!(registry.authenticate(&token).await.unwrap(), None);
     }
@@ -274,14 +247,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(dir.path()).await.unwrap();
         registry.add_camera("cam-1").await.unwrap();
-        assert!(matches!(
-            registry.add_camera("cam-1").await,
-            Err(Error::Exists { .. })
-        ));
-        assert!(matches!(
-            registry.add_camera("bad id").await,
-            Err(Error::InvalidName(_))
-        ));
+        assert!(matches!(registry.add_camera("cam-1").await, Err(Error::Exists { .. })));
+        assert!(matches!(registry.add_camera("bad id").await, Err(Error::InvalidName(_))));
         assert!(registry.authenticate("cam_0000").await.unwrap().is_none());
     }
 }

@@ -139,7 +139,10 @@ pub async fn snapshots(command: SnapshotsCommand) -> anyhow::Result<()> {
             match format {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&all)?),
                 OutputFormat::Text => {
-                    println!("{:>6} {:>6} {:<26} {:>10} {:>14} {:>14} {:>10}", "id", "parent", "created_at", "objects", "raw_bytes", "stored_bytes", "head_seq");
+                    println!(
+                        "{:>6} {:>6} {:<26} {:>10} {:>14} {:>14} {:>10}",
+                        "id", "parent", "created_at", "objects", "raw_bytes", "stored_bytes", "head_seq"
+                    );
                     for s in all {
                         println!(
                             "{:>6} {:>6} {:<26} {:>10} {:>14} {:>14} {:>10}",
@@ -168,7 +171,11 @@ pub async fn snapshots(command: SnapshotsCommand) -> anyhow::Result<()> {
                 }
                 bail!("{} fault(s) in {} snapshot(s) checked", report.faults.len(), report.checked.len());
             }
-            println!("verified {} snapshot(s), {} artifact(s): every chunk and chain intact", report.checked.len(), report.artifacts);
+            println!(
+                "verified {} snapshot(s), {} artifact(s): every chunk and chain intact",
+                report.checked.len(),
+                report.artifacts
+            );
         }
         SnapshotsCommand::Prune { keep, db } => {
             let store = connect(&db.database_url).await?;

@@ -14,9 +14,7 @@ pub fn init(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_env("CAMLEDGER_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second init (tests calling into the library) is harmless: keep the first.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -157,11 +157,8 @@ fn time_cmd(cmd: &mut Command) -> (Duration, f64) {
     let out = cmd.output().expect("the command runs");
     let took = start.elapsed();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rss_kib = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let rss_kib =
+        String::from_utf8_lossy(&out.stderr).lines().last().and_then(|l| l.trim().parse::<f64>().ok()).unwrap_or(0.0);
     (took, rss_kib / 1024.0)
 }
 
@@ -244,16 +241,12 @@ async fn main() {
     if let Some(level) = std::env::var("ZSTD_LEVEL").ok().and_then(|l| l.parse().ok()) {
         options.zstd_level = level;
     }
-    let outcome = camledger_backup::snapshot(&store, &data, &options, &NoProgress)
-        .await
-        .expect("snapshot");
+    let outcome = camledger_backup::snapshot(&store, &data, &options, &NoProgress).await.expect("snapshot");
     let snap_time = start.elapsed();
     let (snap_client_cpu, snap_server_cpu) = (cpu_s("self") - client_cpu0, cpu_s(&mysqld_pid()) - server_cpu0);
     let snap_rss = peak_rss_mib();
     let snap_anon = anon.stop_mib();
-    let SnapshotOutcome::Created(info) = outcome else {
-        panic!("a first snapshot is always created")
-    };
+    let SnapshotOutcome::Created(info) = outcome else { panic!("a first snapshot is always created") };
 
     // --- baseline: the same chunk files through `INSERT … LOAD_FILE()`
     let chunk_dir = work.path().join("chunks");
@@ -303,7 +296,8 @@ async fn main() {
     let lf_time = start.elapsed();
     let lf_server_cpu = cpu_s(&mysqld_pid()) - server_cpu0;
     assert!(status.success());
-    let loaded: i64 = mariadb(Some(&db), "SELECT COALESCE(SUM(LENGTH(bytes)), 0) FROM lf").trim().parse().expect("a number");
+    let loaded: i64 =
+        mariadb(Some(&db), "SELECT COALESCE(SUM(LENGTH(bytes)), 0) FROM lf").trim().parse().expect("a number");
     assert_eq!(loaded as u64, info.stored_bytes, "LOAD_FILE loaded every chunk");
 
     // --- second round in a fresh database, baseline after ours this time, so that
@@ -394,29 +388,57 @@ async fn main() {
 
     let raw = info.raw_bytes;
     println!();
-    println!("snapshot: {} objects, raw {:.1} MB, stored {:.1} MB in {} chunks of <= 8 MiB",
-        info.objects, raw as f64 / 1e6, info.stored_bytes as f64 / 1e6, files.len());
-    println!("  camledger snapshot     {:>8.1?}  {:>7.1} MB/s raw   peak RSS {:.0} MiB, anon {:.0} -> peak {:.0} MiB",
-        snap_time, mb_s(raw, snap_time), snap_rss, snap_anon_before, snap_anon);
-    println!("  mariadb LOAD_FILE()    {:>8.1?}  {:>7.1} MB/s        (same chunk files, one transaction)",
-        lf_time, mb_s(info.stored_bytes, lf_time));
+    println!(
+        "snapshot: {} objects, raw {:.1} MB, stored {:.1} MB in {} chunks of <= 8 MiB",
+        info.objects,
+        raw as f64 / 1e6,
+        info.stored_bytes as f64 / 1e6,
+        files.len()
+    );
+    println!(
+        "  camledger snapshot     {:>8.1?}  {:>7.1} MB/s raw   peak RSS {:.0} MiB, anon {:.0} -> peak {:.0} MiB",
+        snap_time,
+        mb_s(raw, snap_time),
+        snap_rss,
+        snap_anon_before,
+        snap_anon
+    );
+    println!(
+        "  mariadb LOAD_FILE()    {:>8.1?}  {:>7.1} MB/s        (same chunk files, one transaction)",
+        lf_time,
+        mb_s(info.stored_bytes, lf_time)
+    );
     println!("  CPU seconds            ours: client {snap_client_cpu:.2} + mariadbd {snap_server_cpu:.2}; LOAD_FILE: mariadbd {lf_server_cpu:.2}");
-    println!("  camledger snapshot #2  {:>8.1?}  {:>7.1} MB/s raw   (fresh database, before the baseline)",
-        snap_time2, mb_s(raw, snap_time2));
-    println!("  mariadb LOAD_FILE() #2 {:>8.1?}  {:>7.1} MB/s",
-        lf_time2, mb_s(info.stored_bytes, lf_time2));
-    println!("  sqlx INSERT only       {:>8.1?}  {:>7.1} MB/s        (same chunks from memory, no packing)",
-        sqlx_time, mb_s(info.stored_bytes, sqlx_time));
-    println!("  ratio (ours/baseline)  {:.2}  (sum of both rounds)",
-        (lf_time + lf_time2).as_secs_f64() / (snap_time + snap_time2).as_secs_f64());
+    println!(
+        "  camledger snapshot #2  {:>8.1?}  {:>7.1} MB/s raw   (fresh database, before the baseline)",
+        snap_time2,
+        mb_s(raw, snap_time2)
+    );
+    println!("  mariadb LOAD_FILE() #2 {:>8.1?}  {:>7.1} MB/s", lf_time2, mb_s(info.stored_bytes, lf_time2));
+    println!(
+        "  sqlx INSERT only       {:>8.1?}  {:>7.1} MB/s        (same chunks from memory, no packing)",
+        sqlx_time,
+        mb_s(info.stored_bytes, sqlx_time)
+    );
+    println!(
+        "  ratio (ours/baseline)  {:.2}  (sum of both rounds)",
+        (lf_time + lf_time2).as_secs_f64() / (snap_time + snap_time2).as_secs_f64()
+    );
     println!("restore: {} events, chain {:?}", report.events, report.chain);
     println!("  camledger restore      {:>8.1?}  {:>7.1} MB/s pack  peak RSS {:.0} MiB, anon {:.0} -> peak {:.0} MiB (fetch, check, decompress, index)",
         restore_time, mb_s(pack_bytes, restore_time), restore_rss, restore_anon_before, restore_anon);
     println!("  proofs (fsck, verify)  {:>8.1?}", proof_time);
-    println!("  (snapshots verify: fetch, check, decompress without indexing: {:.1?}, {:.1} MB/s)",
-        verify_time, mb_s(info.stored_bytes, verify_time));
-    println!("  git index-pack         {:>8.1?}  {:>7.1} MB/s pack  peak RSS {:.0} MiB",
-        git_time, mb_s(pack_bytes, git_time), git_rss);
+    println!(
+        "  (snapshots verify: fetch, check, decompress without indexing: {:.1?}, {:.1} MB/s)",
+        verify_time,
+        mb_s(info.stored_bytes, verify_time)
+    );
+    println!(
+        "  git index-pack         {:>8.1?}  {:>7.1} MB/s pack  peak RSS {:.0} MiB",
+        git_time,
+        mb_s(pack_bytes, git_time),
+        git_rss
+    );
     println!("  ratio (ours/baseline)  {:.2}", git_time.as_secs_f64() / restore_time.as_secs_f64());
 
     store.close().await;

@@ -224,10 +224,7 @@ impl Store {
     }
 }
 
-async fn migrate<DB>(
-    migrator: &'static sqlx::migrate::Migrator,
-    pool: &sqlx::Pool<DB>,
-) -> Result<(), connect::Error>
+async fn migrate<DB>(migrator: &'static sqlx::migrate::Migrator, pool: &sqlx::Pool<DB>) -> Result<(), connect::Error>
 where
     DB: sqlx::Database,
     <DB as sqlx::Database>::Connection: sqlx::migrate::Migrate,
@@ -236,10 +233,9 @@ where
         Ok(()) => Ok(()),
         // An applied migration that this binary does not embed: the database was
         // migrated by a newer camledger. Running on it could misread its rows.
-        Err(sqlx::migrate::MigrateError::VersionMissing(found)) => Err(connect::Error::NewerSchema {
-            found,
-            known: migrator.iter().map(|m| m.version).max().unwrap_or(0),
-        }),
+        Err(sqlx::migrate::MigrateError::VersionMissing(found)) => {
+            Err(connect::Error::NewerSchema { found, known: migrator.iter().map(|m| m.version).max().unwrap_or(0) })
+        }
         Err(e) => Err(connect::Error::Migrate(e)),
     }
 }
@@ -270,8 +266,7 @@ impl Tx {
                     .bind(events_head_seq)
                     .execute(&mut **tx)
                     .await?;
-                i64::try_from(done.last_insert_id())
-                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+                i64::try_from(done.last_insert_id()).map_err(|e| sqlx::Error::Decode(Box::new(e)))
             }
             Tx::Sqlite(tx) => {
                 let done = sqlx::query(sql)

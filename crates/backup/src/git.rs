@@ -33,17 +33,12 @@ pub enum GitError {
 }
 
 fn op<E: Into<Box<dyn std::error::Error + Send + Sync>>>(what: &'static str) -> impl FnOnce(E) -> GitError {
-    move |e| GitError::Op {
-        what,
-        source: e.into(),
-    }
+    move |e| GitError::Op { what, source: e.into() }
 }
 
 fn parse_id(name: &str, value: &str) -> Result<ObjectId, GitError> {
-    ObjectId::from_hex(value.as_bytes()).map_err(|_| GitError::BadRefValue {
-        name: name.to_owned(),
-        value: value.to_owned(),
-    })
+    ObjectId::from_hex(value.as_bytes())
+        .map_err(|_| GitError::BadRefValue { name: name.to_owned(), value: value.to_owned() })
 }
 
 /// What a snapshot records about the repository besides its objects.
@@ -60,18 +55,13 @@ pub(crate) fn read_state(git_dir: &Path) -> Result<RepoState, GitError> {
     let manifest = read_manifest(&repo)?;
     let events_head_seq = match manifest.refs.get(EVENTS_REF) {
         Some(hex) => {
-            let commit = repo
-                .find_commit(parse_id(EVENTS_REF, hex)?)
-                .map_err(op("read the events tip commit"))?;
+            let commit = repo.find_commit(parse_id(EVENTS_REF, hex)?).map_err(op("read the events tip commit"))?;
             let message = commit.message_raw().map_err(op("read the events tip message"))?;
             plan::seq_trailer(&String::from_utf8_lossy(message))
         }
         None => None,
     };
-    Ok(RepoState {
-        manifest,
-        events_head_seq,
-    })
+    Ok(RepoState { manifest, events_head_seq })
 }
 
 fn read_manifest(repo: &gix::Repository) -> Result<Manifest, GitError> {
@@ -80,15 +70,10 @@ fn read_manifest(repo: &gix::Repository) -> Result<Manifest, GitError> {
     for reference in platform.all().map_err(op("list refs"))? {
         let reference = reference.map_err(op("read a ref"))?;
         if let Some(id) = reference.target().try_id() {
-            manifest
-                .refs
-                .insert(reference.name().as_bstr().to_string(), id.to_hex().to_string());
+            manifest.refs.insert(reference.name().as_bstr().to_string(), id.to_hex().to_string());
         }
     }
-    manifest.head = repo
-        .head_name()
-        .map_err(op("read HEAD"))?
-        .map(|name| name.as_bstr().to_string());
+    manifest.head = repo.head_name().map_err(op("read HEAD"))?.map(|name| name.as_bstr().to_string());
     // The ledger's repository config (compression 0, gc.auto 0, …) is part of what a
     // restored data dir must keep: `Ledger::open` only writes it when creating a repo.
     let config = repo.git_dir().join("config");
@@ -105,7 +90,12 @@ fn read_manifest(repo: &gix::Repository) -> Result<Manifest, GitError> {
 /// its parent (`TreeAdditionsComparedToAncestor`): everything else is reachable from an
 /// older commit and therefore already in this pack or an earlier snapshot. Objects are
 /// written whole (never deltas) so each pack indexes on its own.
-pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String], out: &mut dyn Write) -> Result<u64, GitError> {
+pub(crate) fn write_pack(
+    git_dir: &Path,
+    manifest: &Manifest,
+    hidden: &[String],
+    out: &mut dyn Write,
+) -> Result<u64, GitError> {
     use gix::objs::Kind;
 
     let repo = gix::open(git_dir).map_err(op("open the ledger repository"))?;
@@ -142,22 +132,13 @@ pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String],
 
     let mut input = direct;
     if !tips.is_empty() {
-        let walk = repo
-            .rev_walk(tips)
-            .with_hidden(hidden_commits)
-            .all()
-            .map_err(op("start the commit walk"))?;
+        let walk = repo.rev_walk(tips).with_hidden(hidden_commits).all().map_err(op("start the commit walk"))?;
         for info in walk {
             input.push(info.map_err(op("walk commits"))?.id);
         }
     }
 
-    let mut odb = repo
-        .objects
-        .clone()
-        .into_inner()
-        .into_arc()
-        .map_err(op("share the object database"))?;
+    let mut odb = repo.objects.clone().into_inner().into_arc().map_err(op("share the object database"))?;
     // Counts remember pack locations; packs must stay mapped while entries are written.
     odb.prevent_pack_unload();
     let interrupt = AtomicBool::new(false);
@@ -185,9 +166,14 @@ pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String],
             count.entry_pack_location = output::count::PackLocation::LookedUp(location);
             let no_thin_bases = None::<fn(u32, u64) -> gix::Result<Option<ObjectId>>>;
             // `None` for a delta: its base is not next to it in our pack; store it whole.
-            if let Some(entry) =
-                output::Entry::from_pack_entry(pack_entry, &count, std::slice::from_ref(&count), 0, no_thin_bases, version)
-            {
+            if let Some(entry) = output::Entry::from_pack_entry(
+                pack_entry,
+                &count,
+                std::slice::from_ref(&count),
+                0,
+                no_thin_bases,
+                version,
+            ) {
                 return entry;
             }
         }
@@ -200,10 +186,7 @@ pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String],
     // gix-pack's `FromEntriesIter`: that one hashes with collision-detecting SHA-1, which
     // cost about half of the pack-writing time; the trailer is a checksum that every
     // reader (gix, `git index-pack`) recomputes, and our entries are all whole objects.
-    let mut out = TrailerWriter {
-        inner: out,
-        sha1: <sha1::Sha1 as sha1::Digest>::new(),
-    };
+    let mut out = TrailerWriter { inner: out, sha1: <sha1::Sha1 as sha1::Digest>::new() };
     let write = op("write the pack");
     out.write_all(&gix_pack::data::header::encode(
         version,
@@ -221,9 +204,7 @@ pub(crate) fn write_pack(git_dir: &Path, manifest: &Manifest, hidden: &[String],
         }
         // Only deltas consult the closure, and there are none (checked above).
         let header = entry.to_entry_header(version, |_| 0);
-        header
-            .write_to(entry.decompressed_size as u64, &mut out)
-            .map_err(op("write the pack"))?;
+        header.write_to(entry.decompressed_size as u64, &mut out).map_err(op("write the pack"))?;
         out.write_all(&entry.compressed_data).map_err(op("write the pack"))?;
         written += 1;
     }
@@ -285,13 +266,8 @@ pub(crate) fn set_refs(git_dir: &Path, manifest: &Manifest) -> Result<(), GitErr
     let repo = gix::open(git_dir).map_err(op("open the restored repository"))?;
     for (name, value) in &manifest.refs {
         let id = parse_id(name, value)?;
-        repo.reference(
-            name.as_str(),
-            id,
-            gix::refs::transaction::PreviousValue::Any,
-            "camledger restore",
-        )
-        .map_err(op("set a restored ref"))?;
+        repo.reference(name.as_str(), id, gix::refs::transaction::PreviousValue::Any, "camledger restore")
+            .map_err(op("set a restored ref"))?;
     }
     if let Some(head) = &manifest.head {
         std::fs::write(git_dir.join("HEAD"), format!("ref: {head}\n")).map_err(op("write HEAD"))?;
@@ -325,4 +301,3 @@ pub(crate) fn fsck(git_dir: &Path) -> Result<Result<(), String>, GitError> {
         Ok(Err(text))
     }
 }
-

@@ -151,20 +151,11 @@ pub enum Fault {
     #[error("snapshot {snapshot}: {artifact} chunk {seq} does not match its SHA-256")]
     ChunkCorrupt { snapshot: i64, artifact: String, seq: i64 },
     #[error("snapshot {snapshot}: {artifact} has {found} chunks, {expected} expected")]
-    ChunkCount {
-        snapshot: i64,
-        artifact: String,
-        expected: i64,
-        found: i64,
-    },
+    ChunkCount { snapshot: i64, artifact: String, expected: i64, found: i64 },
     #[error("snapshot {snapshot}: {artifact} as a whole does not match its SHA-256")]
     WholeCorrupt { snapshot: i64, artifact: String },
     #[error("snapshot {snapshot}: {artifact} does not decompress: {reason}")]
-    Undecodable {
-        snapshot: i64,
-        artifact: String,
-        reason: String,
-    },
+    Undecodable { snapshot: i64, artifact: String, reason: String },
     #[error("snapshot {snapshot}: the manifest is not valid JSON")]
     BadManifest { snapshot: i64 },
 }

@@ -69,10 +69,7 @@ impl SnapshotInfo {
 }
 
 pub(crate) fn parse_manifest(row: &SnapshotRow) -> Result<Manifest, Error> {
-    serde_json::from_str(&row.manifest).map_err(|source| Error::BadManifest {
-        snapshot: row.id,
-        source,
-    })
+    serde_json::from_str(&row.manifest).map_err(|source| Error::BadManifest { snapshot: row.id, source })
 }
 
 /// Every snapshot, oldest first.

@@ -25,11 +25,7 @@ pub(crate) struct ChunkSink {
 
 impl ChunkSink {
     pub(crate) fn new(tx: mpsc::Sender<(Vec<u8>, [u8; 32])>, chunk_size: usize) -> Self {
-        ChunkSink {
-            tx,
-            buf: Vec::with_capacity(chunk_size),
-            chunk_size,
-        }
+        ChunkSink { tx, buf: Vec::with_capacity(chunk_size), chunk_size }
     }
 
     fn send_buf(&mut self) -> io::Result<()> {
@@ -76,11 +72,7 @@ pub(crate) struct ChunkSource {
 
 impl ChunkSource {
     pub(crate) fn new(rx: mpsc::Receiver<Vec<u8>>) -> Self {
-        ChunkSource {
-            rx,
-            current: Vec::new(),
-            pos: 0,
-        }
+        ChunkSource { rx, current: Vec::new(), pos: 0 }
     }
 }
 
@@ -111,11 +103,7 @@ pub(crate) struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub(crate) fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-        }
+        HashingWriter { inner, hasher: Sha256::new(), bytes: 0 }
     }
 
     /// The inner writer, the byte count and the hex SHA-256 of what passed through.
@@ -146,11 +134,7 @@ pub(crate) struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub(crate) fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-        }
+        HashingReader { inner, hasher: Sha256::new(), bytes: 0 }
     }
 
     /// Read the rest of the input (so the hash covers all of it), then return the byte

@@ -52,10 +52,7 @@ pub(crate) fn chain(parents: &HashMap<i64, Option<i64>>, target: i64) -> Result<
         match parents.get(&current) {
             Some(Some(parent)) => {
                 if !parents.contains_key(parent) {
-                    return Err(ChainError::ParentMissing {
-                        snapshot: current,
-                        parent: *parent,
-                    });
+                    return Err(ChainError::ParentMissing { snapshot: current, parent: *parent });
                 }
                 current = *parent;
             }
@@ -111,11 +108,7 @@ pub(crate) fn next_is_full(previous_chain_len: Option<usize>, full_every: usize)
 
 /// The value of the last `Seq:` trailer in a commit message.
 pub(crate) fn seq_trailer(message: &str) -> Option<i64> {
-    message
-        .lines()
-        .rev()
-        .find_map(|line| line.strip_prefix("Seq:").map(str::trim))
-        .and_then(|v| v.parse().ok())
+    message.lines().rev().find_map(|line| line.strip_prefix("Seq:").map(str::trim)).and_then(|v| v.parse().ok())
 }
 
 #[cfg(test)]
@@ -153,14 +146,8 @@ mod tests {
     fn prune_never_deletes_what_a_kept_snapshot_needs() {
         // 1 full <- 2 <- 3, 4 full <- 5 <- 6
         let p = parents(&[(1, None), (2, Some(1)), (3, Some(2)), (4, None), (5, Some(4)), (6, Some(5))]);
-        let table: &[(usize, &[i64])] = &[
-            (0, &[6, 5, 4, 3, 2, 1]),
-            (1, &[3, 2, 1]),
-            (2, &[3, 2, 1]),
-            (3, &[3, 2, 1]),
-            (4, &[]),
-            (10, &[]),
-        ];
+        let table: &[(usize, &[i64])] =
+            &[(0, &[6, 5, 4, 3, 2, 1]), (1, &[3, 2, 1]), (2, &[3, 2, 1]), (3, &[3, 2, 1]), (4, &[]), (10, &[])];
         for &(keep, expected) in table {
             assert_eq!(prunable(&p, keep), expected, "keep {keep}");
         }
@@ -168,7 +155,14 @@ mod tests {
 
     #[test]
     fn a_new_full_snapshot_starts_when_the_chain_is_long_enough() {
-        let table = [(None, 24, true), (Some(1), 24, false), (Some(23), 24, false), (Some(24), 24, true), (Some(1), 0, true), (Some(1), 1, true)];
+        let table = [
+            (None, 24, true),
+            (Some(1), 24, false),
+            (Some(23), 24, false),
+            (Some(24), 24, true),
+            (Some(1), 0, true),
+            (Some(1), 1, true),
+        ];
         for (len, every, expected) in table {
             assert_eq!(next_is_full(len, every), expected, "chain {len:?}, every {every}");
         }

@@ -106,7 +106,12 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
 
 /// Restore snapshot `id` (default: the latest) into the new data dir `to`.
 #[instrument(skip_all, fields(to = %to.display(), id), err)]
-pub async fn restore(store: &Store, to: &Path, id: Option<i64>, progress: &dyn Progress) -> Result<RestoreReport, Error> {
+pub async fn restore(
+    store: &Store,
+    to: &Path,
+    id: Option<i64>,
+    progress: &dyn Progress,
+) -> Result<RestoreReport, Error> {
     if to.exists() {
         let empty_dir = to.is_dir() && std::fs::read_dir(to).map_err(io("read the target"))?.next().is_none();
         if !empty_dir {
@@ -124,7 +129,8 @@ pub async fn restore(store: &Store, to: &Path, id: Option<i64>, progress: &dyn P
         .iter()
         .find(|r| r.id == target_id)
         .ok_or(Error::Damaged(Fault::UnknownSnapshot { snapshot: target_id }))?;
-    let manifest = list::parse_manifest(target_row).map_err(|_| Error::Damaged(Fault::BadManifest { snapshot: target_id }))?;
+    let manifest =
+        list::parse_manifest(target_row).map_err(|_| Error::Damaged(Fault::BadManifest { snapshot: target_id }))?;
 
     // Build beside the target (same filesystem, so the final rename is atomic); the
     // TempDir removes everything on any early return.
@@ -148,10 +154,8 @@ pub async fn restore(store: &Store, to: &Path, id: Option<i64>, progress: &dyn P
     let mut state = false;
     for &snapshot in &chain {
         let artifacts = store.artifacts(snapshot).await.map_err(Error::Database)?;
-        let pack = artifacts
-            .iter()
-            .find(|a| a.artifact == PACK)
-            .ok_or(Error::Damaged(Fault::PackMissing { snapshot }))?;
+        let pack =
+            artifacts.iter().find(|a| a.artifact == PACK).ok_or(Error::Damaged(Fault::PackMissing { snapshot }))?;
         progress.start(&format!("restore: snapshot {snapshot} pack"), u64::try_from(pack.stored_bytes).unwrap_or(0));
         let expected = pack.objects;
         let git_dir_for_pack = git_dir.clone();
@@ -166,11 +170,7 @@ pub async fn restore(store: &Store, to: &Path, id: Option<i64>, progress: &dyn P
         .await?;
         progress.finish();
         if stream::to_i64(indexed) != expected {
-            return Err(Error::Proof(ProofFailure::ObjectCount {
-                snapshot,
-                indexed,
-                expected,
-            }));
+            return Err(Error::Proof(ProofFailure::ObjectCount { snapshot, indexed, expected }));
         }
         objects += indexed;
         if snapshot == target_id {
@@ -252,9 +252,7 @@ pub async fn restore(store: &Store, to: &Path, id: Option<i64>, progress: &dyn P
         let _ = std::fs::remove_dir_all(&built);
         return Err(Error::Io(format!("move the restored data dir into place: {e}")));
     }
-    std::fs::File::open(&parent_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync the target's parent directory"))?;
+    std::fs::File::open(&parent_dir).and_then(|d| d.sync_all()).map_err(io("fsync the target's parent directory"))?;
     tracing::info!(snapshot = target_id, objects, events, "restore proven and in place");
     Ok(RestoreReport {
         snapshot: target_id,
@@ -268,9 +266,7 @@ pub async fn restore(store: &Store, to: &Path, id: Option<i64>, progress: &dyn P
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Io(format!("a blocking task failed: {e}")))
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io(format!("a blocking task failed: {e}")))
 }
 
 /// fsync every file and directory under `dir`.
@@ -291,12 +287,8 @@ async fn check_state(path: &Path) -> Result<(), Error> {
     use sqlx::{ConnectOptions, Connection, Row};
 
     let fail = |e: sqlx::Error| Error::Proof(ProofFailure::State(e.to_string()));
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .connect()
-        .await
-        .map_err(fail)?;
+    let mut conn =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(path).read_only(true).connect().await.map_err(fail)?;
     let row = sqlx::query("PRAGMA integrity_check").fetch_one(&mut conn).await.map_err(fail)?;
     let verdict: String = row.try_get(0).map_err(fail)?;
     conn.close().await.map_err(fail)?;

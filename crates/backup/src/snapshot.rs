@@ -91,11 +91,7 @@ pub struct SnapshotOptions {
 
 impl Default for SnapshotOptions {
     fn default() -> Self {
-        SnapshotOptions {
-            chunk_size: MAX_CHUNK_BYTES,
-            zstd_level: 3,
-            full_every: 24,
-        }
+        SnapshotOptions { chunk_size: MAX_CHUNK_BYTES, zstd_level: 3, full_every: 24 }
     }
 }
 
@@ -123,9 +119,7 @@ pub async fn snapshot(
     }
     let repo_state = {
         let git_dir = git_dir.clone();
-        tokio::task::spawn_blocking(move || git::read_state(&git_dir))
-            .await
-            .map_err(|e| Error::Io(e.to_string()))??
+        tokio::task::spawn_blocking(move || git::read_state(&git_dir)).await.map_err(|e| Error::Io(e.to_string()))??
     };
     let manifest_json =
         serde_json::to_string(&repo_state.manifest).map_err(|e| Error::Io(format!("manifest to JSON: {e}")))?;
@@ -155,13 +149,8 @@ pub async fn snapshot(
             tracing::info!(latest = prev.id, "nothing changed since the latest snapshot");
             return Ok(SnapshotOutcome::Unchanged { latest: prev.id });
         }
-        let parents: HashMap<i64, Option<i64>> = store
-            .snapshots()
-            .await
-            .map_err(Error::Database)?
-            .iter()
-            .map(|r| (r.id, r.parent_id))
-            .collect();
+        let parents: HashMap<i64, Option<i64>> =
+            store.snapshots().await.map_err(Error::Database)?.iter().map(|r| (r.id, r.parent_id)).collect();
         let full = plan::next_is_full(Some(plan::chain_len(&parents, prev.id)), options.full_every);
         if !full {
             parent = Some(prev.id);
@@ -210,9 +199,7 @@ pub async fn snapshot(
         stored_bytes += state.stored_bytes;
         tx.insert_artifact(id, &state).await.map_err(Error::Database)?;
     }
-    tx.set_totals(id, pack.objects, raw_bytes, stored_bytes)
-        .await
-        .map_err(Error::Database)?;
+    tx.set_totals(id, pack.objects, raw_bytes, stored_bytes).await.map_err(Error::Database)?;
     tx.commit().await.map_err(Error::Database)?;
     drop(temp);
 
@@ -253,11 +240,7 @@ async fn copy_state(data_dir: &Path, temp: &Path) -> Result<Option<PathBuf>, Err
         .connect()
         .await
         .map_err(Error::State)?;
-    sqlx::query("VACUUM INTO ?")
-        .bind(target_str)
-        .execute(&mut conn)
-        .await
-        .map_err(Error::State)?;
+    sqlx::query("VACUUM INTO ?").bind(target_str).execute(&mut conn).await.map_err(Error::State)?;
     sqlx::Connection::close(conn).await.map_err(Error::State)?;
     Ok(Some(target))
 }

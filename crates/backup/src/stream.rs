@@ -142,10 +142,7 @@ where
         let decoder = FlagOnError { inner: decoder, flag };
         let mut raw = BufReader::with_capacity(256 * 1024, HashingReader::new(decoder));
         let value = consume(&mut raw)?;
-        let (raw_bytes, raw_sha256) = raw
-            .into_inner()
-            .drain_and_finish()
-            .map_err(io_err("decompress the artifact"))?;
+        let (raw_bytes, raw_sha256) = raw.into_inner().drain_and_finish().map_err(io_err("decompress the artifact"))?;
         Ok((value, raw_bytes, raw_sha256))
     });
 
@@ -170,10 +167,7 @@ where
         Err(e) => return Err(DownloadError::Work(e)),
     };
     if raw_sha256 != a.raw_sha256 || to_i64(raw_bytes) != a.raw_bytes {
-        return Err(DownloadError::Fault(Fault::WholeCorrupt {
-            snapshot: snapshot_id,
-            artifact: a.artifact.clone(),
-        }));
+        return Err(DownloadError::Fault(Fault::WholeCorrupt { snapshot: snapshot_id, artifact: a.artifact.clone() }));
     }
     Ok(value)
 }
@@ -225,19 +219,11 @@ async fn feed(
     let mut consumer_alive = true;
     while let Some((seq, row)) = fetches.next().await {
         let Some((want, bytes)) = row.map_err(DownloadError::Database)? else {
-            return Ok(Some(Fault::ChunkMissing {
-                snapshot: snapshot_id,
-                artifact: artifact.to_owned(),
-                seq,
-            }));
+            return Ok(Some(Fault::ChunkMissing { snapshot: snapshot_id, artifact: artifact.to_owned(), seq }));
         };
         let digest = Sha256::digest(&bytes);
         if hex::encode(digest) != want {
-            return Ok(Some(Fault::ChunkCorrupt {
-                snapshot: snapshot_id,
-                artifact: artifact.to_owned(),
-                seq,
-            }));
+            return Ok(Some(Fault::ChunkCorrupt { snapshot: snapshot_id, artifact: artifact.to_owned(), seq }));
         }
         stored.update(digest);
         progress.advance(bytes.len() as u64);
@@ -247,10 +233,7 @@ async fn feed(
             consumer_alive = false;
         }
     }
-    let found = store
-        .chunk_count(snapshot_id, artifact)
-        .await
-        .map_err(DownloadError::Database)?;
+    let found = store.chunk_count(snapshot_id, artifact).await.map_err(DownloadError::Database)?;
     if found != a.chunks {
         return Ok(Some(Fault::ChunkCount {
             snapshot: snapshot_id,
@@ -260,10 +243,7 @@ async fn feed(
         }));
     }
     if hex::encode(stored.finalize()) != a.stored_sha256 {
-        return Ok(Some(Fault::WholeCorrupt {
-            snapshot: snapshot_id,
-            artifact: artifact.to_owned(),
-        }));
+        return Ok(Some(Fault::WholeCorrupt { snapshot: snapshot_id, artifact: artifact.to_owned() }));
     }
     Ok(None)
 }

@@ -89,7 +89,10 @@ pub async fn verify(store: &Store, id: Option<i64>, progress: &dyn Progress) -> 
             report.faults.push(Fault::PackMissing { snapshot });
         }
         for artifact in &artifacts {
-            progress.start(&format!("verify: snapshot {snapshot} {}", artifact.artifact), u64::try_from(artifact.stored_bytes).unwrap_or(0));
+            progress.start(
+                &format!("verify: snapshot {snapshot} {}", artifact.artifact),
+                u64::try_from(artifact.stored_bytes).unwrap_or(0),
+            );
             let checked = stream::download(store, snapshot, artifact, progress, |raw| {
                 std::io::copy(raw, &mut std::io::sink()).map_err(stream::io_err("decompress"))?;
                 Ok(())

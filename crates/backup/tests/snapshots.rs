@@ -7,17 +7,14 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use camledger_backup::{
-    connect, list, prune, restore, snapshot, verify, Fault, NoProgress, Progress, SnapshotOptions,
-    SnapshotOutcome, Store,
+    connect, list, prune, restore, snapshot, verify, Fault, NoProgress, Progress, SnapshotOptions, SnapshotOutcome,
+    Store,
 };
 use common::*;
 
 fn small_chunks() -> SnapshotOptions {
     // Small chunks so even test-sized ledgers span many chunk rows.
-    SnapshotOptions {
-        chunk_size: 64 * 1024,
-        ..SnapshotOptions::default()
-    }
+    SnapshotOptions { chunk_size: 64 * 1024, ..SnapshotOptions::default() }
 }
 
 fn created(outcome: SnapshotOutcome) -> camledger_backup::SnapshotInfo {
@@ -72,7 +69,9 @@ async fn full_incremental_restore_round_trip(store: &Store) {
     assert!(git(&restored_dir, &["log", "--notes=verdicts", "-1", "refs/heads/events"]).contains("spam"));
 
     // An older snapshot restores to the state it recorded.
-    let older = restore(store, &work.path().join("older"), Some(first.id), &NoProgress).await.expect("restore the first snapshot");
+    let older = restore(store, &work.path().join("older"), Some(first.id), &NoProgress)
+        .await
+        .expect("restore the first snapshot");
     assert_eq!((older.chain.clone(), older.events), (vec![first.id], 12));
     assert!(!refs(&work.path().join("older")).contains("refs/heads/verdicts"), "verdicts came later");
 
@@ -93,7 +92,8 @@ async fn a_full_and_an_incremental_snapshot_in_mariadb_restore_the_same_ledger()
     let store = Store::connect(&db.url()).await.expect("connect");
     full_incremental_restore_round_trip(&store).await;
     // Chunks stay under the limit even with the default size.
-    let biggest: i64 = db.sql("SELECT COALESCE(MAX(LENGTH(bytes)), 0) FROM snapshot_chunks").trim().parse().expect("a number");
+    let biggest: i64 =
+        db.sql("SELECT COALESCE(MAX(LENGTH(bytes)), 0) FROM snapshot_chunks").trim().parse().expect("a number");
     assert!(biggest <= 64 * 1024);
 }
 
@@ -125,16 +125,10 @@ async fn a_flipped_byte_in_one_chunk_fails_verify_and_restore_and_leaves_nothing
     ));
 
     let report = verify(&store, None, &NoProgress).await.expect("verify runs");
-    assert_eq!(
-        report.faults,
-        vec![Fault::ChunkCorrupt { snapshot: id, artifact: "pack".into(), seq: 1 }]
-    );
+    assert_eq!(report.faults, vec![Fault::ChunkCorrupt { snapshot: id, artifact: "pack".into(), seq: 1 }]);
     let target = work.path().join("restored");
     let err = restore(&store, &target, None, &NoProgress).await.expect_err("restore must fail");
-    assert!(
-        matches!(err, restore::Error::Damaged(Fault::ChunkCorrupt { seq: 1, .. })),
-        "{err:?}"
-    );
+    assert!(matches!(err, restore::Error::Damaged(Fault::ChunkCorrupt { seq: 1, .. })), "{err:?}");
     assert_eq!(entries(work.path()), vec!["data".to_owned()], "no restored or temporary directory is left");
 }
 
@@ -147,9 +141,8 @@ async fn a_missing_chunk_fails_verify_and_restore() {
 
     let report = verify(&store, Some(id), &NoProgress).await.expect("verify runs");
     assert_eq!(report.faults, vec![Fault::ChunkMissing { snapshot: id, artifact: "pack".into(), seq: 2 }]);
-    let err = restore(&store, &work.path().join("restored"), Some(id), &NoProgress)
-        .await
-        .expect_err("restore must fail");
+    let err =
+        restore(&store, &work.path().join("restored"), Some(id), &NoProgress).await.expect_err("restore must fail");
     assert!(matches!(err, restore::Error::Damaged(Fault::ChunkMissing { seq: 2, .. })), "{err:?}");
     assert_eq!(entries(work.path()), vec!["data".to_owned()]);
 }
@@ -167,9 +160,7 @@ async fn a_deleted_parent_snapshot_is_reported_and_blocks_restore() {
 
     let report = verify(&store, None, &NoProgress).await.expect("verify runs");
     assert!(report.faults.contains(&Fault::ParentMissing { snapshot: second, parent: first }), "{:?}", report.faults);
-    let err = restore(&store, &work.path().join("restored"), None, &NoProgress)
-        .await
-        .expect_err("restore must fail");
+    let err = restore(&store, &work.path().join("restored"), None, &NoProgress).await.expect_err("restore must fail");
     assert!(matches!(err, restore::Error::Damaged(Fault::ParentMissing { .. })), "{err:?}");
     assert_eq!(entries(work.path()), vec!["data".to_owned()]);
 }
@@ -234,9 +225,7 @@ async fn an_unreachable_database_and_an_unknown_scheme_are_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_refuses_a_non_empty_target_and_a_ledger_without_events() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.sqlite").display()))
-        .await
-        .expect("connect");
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.sqlite").display())).await.expect("connect");
     // A data dir whose ledger has no events at all.
     let data = dir.path().join("data");
     camledger_eventstore::Ledger::open(&data, Default::default()).expect("create an empty ledger");
@@ -287,9 +276,7 @@ async fn prune_deletes_only_snapshots_that_no_kept_snapshot_needs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_list_serializes_with_the_fields_the_cli_contract_names() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.sqlite").display()))
-        .await
-        .expect("connect");
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.sqlite").display())).await.expect("connect");
     let data = dir.path().join("data");
     ingest(&data, 0, 2, 500).await;
     created(snapshot(&store, &data, &small_chunks(), &NoProgress).await.expect("snapshot"));
@@ -305,9 +292,7 @@ async fn the_list_serializes_with_the_fields_the_cli_contract_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schedule_snapshots_at_once_and_publishes_the_latest_snapshot() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.sqlite").display()))
-        .await
-        .expect("connect");
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.sqlite").display())).await.expect("connect");
     let data = dir.path().join("data");
     ingest(&data, 0, 3, 500).await;
 
@@ -325,11 +310,7 @@ async fn the_schedule_snapshots_at_once_and_publishes_the_latest_snapshot() {
         },
     );
     let observer = async {
-        let status = status_rx
-            .wait_for(|s| s.last_attempt_at.is_some())
-            .await
-            .expect("the schedule publishes")
-            .clone();
+        let status = status_rx.wait_for(|s| s.last_attempt_at.is_some()).await.expect("the schedule publishes").clone();
         stop.send(()).expect("the schedule is running");
         status
     };
@@ -346,9 +327,7 @@ async fn the_schedule_snapshots_at_once_and_publishes_the_latest_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ledger_with_a_forged_image_fails_the_restore_proof_and_leaves_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.sqlite").display()))
-        .await
-        .expect("connect");
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.sqlite").display())).await.expect("connect");
     let data = dir.path().join("data");
     ingest(&data, 0, 3, 2000).await;
     // Forge the tip with stock git: same event.json, another image, same parent.
@@ -429,7 +408,9 @@ async fn snapshots_taken_while_events_are_appended_restore_exactly_their_head() 
     };
     let mut taken = Vec::new();
     for _ in 0..3 {
-        if let SnapshotOutcome::Created(info) = snapshot(&store, &data, &small_chunks(), &NoProgress).await.expect("snapshot") {
+        if let SnapshotOutcome::Created(info) =
+            snapshot(&store, &data, &small_chunks(), &NoProgress).await.expect("snapshot")
+        {
             taken.push(info);
         }
     }

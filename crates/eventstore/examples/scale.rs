@@ -33,10 +33,7 @@ fn open_and_read(dir: &std::path::Path, n: u64, label: &str) {
         assert_eq!(record.seq, seq);
     }
     let per_read = started.elapsed() / samples as u32;
-    println!(
-        "{label}: events={} open={:?} head={:?} image(random seq)={:?}/read",
-        head.seq, open, head_time, per_read
-    );
+    println!("{label}: events={} open={:?} head={:?} image(random seq)={:?}/read", head.seq, open, head_time, per_read);
 }
 
 #[tokio::main]

@@ -28,7 +28,9 @@ impl Fsync {
     fn sync_with(&self, file: &File, how: fn(&File) -> io::Result<()>) -> io::Result<()> {
         let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         let result = match self.fail_after {
-            Some(limit) if n > limit => Err(io::Error::other(format!("injected fsync failure (fsync #{n}, limit {limit})"))),
+            Some(limit) if n > limit => {
+                Err(io::Error::other(format!("injected fsync failure (fsync #{n}, limit {limit})")))
+            }
             _ => how(file),
         };
         if result.is_err() {

@@ -70,7 +70,8 @@ impl EventRecord {
     /// UTF-16 order for our ASCII keys) is exactly JCS: same escapes (`\b \t \n \f \r`, `\"`,
     /// `\\`, other controls as lowercase `\u00xx`), non-ASCII emitted as raw UTF-8.
     pub fn to_canonical_json(&self) -> Vec<u8> {
-        let value = serde_json::to_value(self).expect("a struct of strings and integers always converts to a JSON value");
+        let value =
+            serde_json::to_value(self).expect("a struct of strings and integers always converts to a JSON value");
         serde_json::to_vec(&value).expect("serialising a JSON value into memory cannot fail")
     }
 
@@ -213,7 +214,8 @@ impl Trailers {
 
 /// The full commit message: summary line, blank line, trailers, final newline.
 pub(crate) fn commit_message(t: &Trailers) -> String {
-    let mut msg = format!("Event {} from {}\n\nSeq: {}\nCamera: {}\nSha256: {}\n", t.seq, t.camera, t.seq, t.camera, t.sha256);
+    let mut msg =
+        format!("Event {} from {}\n\nSeq: {}\nCamera: {}\nSha256: {}\n", t.seq, t.camera, t.seq, t.camera, t.sha256);
     if let Some(dup) = t.duplicate_of {
         msg.push_str(&format!("Duplicate-Of: {dup}\n"));
     }
@@ -228,7 +230,8 @@ pub(crate) fn commit_message(t: &Trailers) -> String {
 pub(crate) fn parse_commit_message(message: &[u8]) -> Option<Trailers> {
     let text = std::str::from_utf8(message).ok()?;
     let (_summary, body) = text.split_once("\n\n")?;
-    let mut t = Trailers { seq: 0, camera: String::new(), sha256: String::new(), duplicate_of: None, idempotency_key: None };
+    let mut t =
+        Trailers { seq: 0, camera: String::new(), sha256: String::new(), duplicate_of: None, idempotency_key: None };
     for line in body.lines() {
         let (key, value) = line.split_once(": ")?;
         match key {
@@ -370,7 +373,11 @@ mod tests {
         let canonical = String::from_utf8(record().to_canonical_json()).expect("utf8");
         let cases: Vec<(String, &str)> = vec![
             (canonical.replacen("{", "{ ", 1), "whitespace"),
-            (canonical.replace("\"camera\":\"cam-1\",\"captured_at\":null", "\"captured_at\":null,\"camera\":\"cam-1\""), "key order"),
+            (
+                canonical
+                    .replace("\"camera\":\"cam-1\",\"captured_at\":null", "\"captured_at\":null,\"camera\":\"cam-1\""),
+                "key order",
+            ),
             (canonical.replace("é", "\\u00e9"), "escaped non-ASCII"),
             (canonical.replace("\"format_version\":1", "\"format_version\":2"), "version"),
             (canonical.replace("\"width\":4}", "\"width\":4,\"x\":1}"), "unknown field"),
@@ -401,7 +408,15 @@ mod tests {
     #[test]
     fn idempotency_keys_are_printable_ascii_without_spaces() {
         let long = "k".repeat(129);
-        let cases = [("abc-123", true), ("k", true), ("", false), ("a b", false), ("é", false), (long.as_str(), false), ("a\tb", false)];
+        let cases = [
+            ("abc-123", true),
+            ("k", true),
+            ("", false),
+            ("a b", false),
+            ("é", false),
+            (long.as_str(), false),
+            ("a\tb", false),
+        ];
         for (key, ok) in cases {
             assert_eq!(is_valid_idempotency_key(key), ok, "{key:?}");
         }
@@ -424,7 +439,13 @@ mod tests {
     fn commit_messages_round_trip_through_their_trailers() {
         let cases = [
             Trailers { seq: 1, camera: "c".into(), sha256: "00".repeat(32), duplicate_of: None, idempotency_key: None },
-            Trailers { seq: 9, camera: "c".into(), sha256: "00".repeat(32), duplicate_of: Some(3), idempotency_key: Some("k-1".into()) },
+            Trailers {
+                seq: 9,
+                camera: "c".into(),
+                sha256: "00".repeat(32),
+                duplicate_of: Some(3),
+                idempotency_key: Some("k-1".into()),
+            },
         ];
         for t in cases {
             let msg = commit_message(&t);

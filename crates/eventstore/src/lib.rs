@@ -108,10 +108,18 @@ pub mod open {
         InvalidConfig(&'static str),
         /// The data directory or index files could not be read or written.
         #[error("I/O error on {path}")]
-        Io { path: std::path::PathBuf, #[source] source: std::io::Error },
+        Io {
+            path: std::path::PathBuf,
+            #[source]
+            source: std::io::Error,
+        },
         /// gix could not create or open the repository.
         #[error("could not open the git repository at {path}")]
-        Git { path: std::path::PathBuf, #[source] source: gix::Error },
+        Git {
+            path: std::path::PathBuf,
+            #[source]
+            source: gix::Error,
+        },
         /// The write-side index database could not be opened or rebuilt.
         #[error("writer index: {0}")]
         Index(String),
@@ -208,7 +216,9 @@ impl Ledger {
         if guard.1 != generation {
             match open_repo(&self.inner.git_dir) {
                 Ok(repo) => *guard = (repo, generation),
-                Err(e) => tracing::warn!(error = %e, "could not reopen the repository after consolidation; using the old handle"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not reopen the repository after consolidation; using the old handle")
+                }
             }
         }
         guard.0.to_thread_local()
@@ -269,7 +279,9 @@ fn pack_generation(data_dir: &Path) -> u64 {
 fn open_repo(git_dir: &Path) -> Result<gix::ThreadSafeRepository, open::Error> {
     // Enough slots for max_packs plus the packs written between two consolidations.
     let options = gix::open::Options::isolated().object_store_slots(gix::odb::store::init::Slots::Given(1024));
-    Ok(gix::open_opts(git_dir, options).map_err(|source| open::Error::Git { path: git_dir.to_owned(), source })?.into_sync())
+    Ok(gix::open_opts(git_dir, options)
+        .map_err(|source| open::Error::Git { path: git_dir.to_owned(), source })?
+        .into_sync())
 }
 
 /// Creates the bare repository under a temporary name and renames it into place, so a crash

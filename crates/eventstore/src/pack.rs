@@ -464,7 +464,10 @@ mod tests {
         };
         // Seven small packs: nothing to do yet; the eighth merges them (not the big one).
         assert_eq!(sel(&[500 * M, M / 2, M / 2, M / 3, M / 4, M / 2, M / 2, M / 5], 64), Vec::<usize>::new());
-        assert_eq!(sel(&[500 * M, M / 2, M / 2, M / 3, M / 4, M / 2, M / 2, M / 5, M / 8], 64), (1..=8).collect::<Vec<_>>());
+        assert_eq!(
+            sel(&[500 * M, M / 2, M / 2, M / 3, M / 4, M / 2, M / 2, M / 5, M / 8], 64),
+            (1..=8).collect::<Vec<_>>()
+        );
         // The smallest full tier goes first; larger tiers wait for their own eight.
         let mut sizes = vec![2 * M, 3 * M, 2 * M, 4 * M, 5 * M, 2 * M, 7 * M, 2 * M];
         sizes.extend([M / 2; 8]);

@@ -122,7 +122,8 @@ pub(crate) fn load(repo: &gix::Repository, id: ObjectId) -> Result<Loaded, Error
 pub(crate) fn seq_and_parent(repo: &gix::Repository, id: ObjectId) -> Result<(u64, Option<ObjectId>), Error> {
     let data = find(repo, id, gix::objs::Kind::Commit)?;
     let commit = format::parse_commit(&data).ok_or_else(|| corrupt(id, "malformed commit"))?;
-    let trailers = format::parse_commit_message(commit.message).ok_or_else(|| corrupt(id, "commit message has no trailers"))?;
+    let trailers =
+        format::parse_commit_message(commit.message).ok_or_else(|| corrupt(id, "commit message has no trailers"))?;
     Ok((trailers.seq, commit.parents.first().copied()))
 }
 
@@ -196,7 +197,10 @@ impl Ledger {
         let id = self.id_for_seq(&repo, seq)?;
         let loaded = load(&repo, id)?;
         if loaded.stored.record.seq != seq {
-            return Err(corrupt(id, format!("seq.idx names this commit for seq {seq}, it holds seq {}", loaded.stored.record.seq)));
+            return Err(corrupt(
+                id,
+                format!("seq.idx names this commit for seq {seq}, it holds seq {}", loaded.stored.record.seq),
+            ));
         }
         Ok(loaded.stored)
     }
@@ -218,7 +222,10 @@ impl Ledger {
         let id = self.id_for_seq(&repo, seq)?;
         let loaded = load(&repo, id)?;
         if loaded.stored.record.seq != seq {
-            return Err(corrupt(id, format!("seq.idx names this commit for seq {seq}, it holds seq {}", loaded.stored.record.seq)));
+            return Err(corrupt(
+                id,
+                format!("seq.idx names this commit for seq {seq}, it holds seq {}", loaded.stored.record.seq),
+            ));
         }
         let bytes = find(&repo, loaded.image_oid, gix::objs::Kind::Blob)?;
         check_image(&loaded.stored.record, &bytes).map_err(|what| corrupt(id, what))?;

@@ -122,7 +122,9 @@ impl Verdict {
         if !is_sha256_hex(&self.model_sha256) {
             return invalid("model_sha256 must be 64 lowercase hex digits");
         }
-        if !(1..=64).contains(&self.processor_version.len()) || !self.processor_version.bytes().all(|b| b.is_ascii_graphic()) {
+        if !(1..=64).contains(&self.processor_version.len())
+            || !self.processor_version.bytes().all(|b| b.is_ascii_graphic())
+        {
             return invalid("processor_version must be 1-64 printable ASCII characters without spaces");
         }
         if self.near_duplicate_of.is_some_and(|d| d == 0 || d >= self.event_seq) {
@@ -162,7 +164,10 @@ impl Verdict {
         if let Some(d) = self.near_duplicate_of {
             note.push_str(&format!("Near-Duplicate-Of: {d}\n"));
         }
-        note.push_str(&format!("Model-Sha256: {}\nProcessor: {}\nVerdict-Commit: {verdict_commit}\n", self.model_sha256, self.processor_version));
+        note.push_str(&format!(
+            "Model-Sha256: {}\nProcessor: {}\nVerdict-Commit: {verdict_commit}\n",
+            self.model_sha256, self.processor_version
+        ));
         note
     }
 }
@@ -219,7 +224,9 @@ fn ref_target(repo: &gix::Repository, name: &str) -> Result<Option<ObjectId>, re
     };
     match reference.inner.target {
         gix::refs::Target::Object(id) => Ok(Some(id)),
-        gix::refs::Target::Symbolic(_) => Err(read::Error::Corrupt { id: name.to_owned(), what: "is a symbolic ref".into() }),
+        gix::refs::Target::Symbolic(_) => {
+            Err(read::Error::Corrupt { id: name.to_owned(), what: "is a symbolic ref".into() })
+        }
     }
 }
 
@@ -227,12 +234,14 @@ fn load_verdict(repo: &gix::Repository, id: ObjectId) -> Result<(Verdict, Option
     let corrupt = |what: String| read::Error::Corrupt { id: id.to_string(), what };
     let data = find(repo, id, gix::objs::Kind::Commit)?;
     let commit = format::parse_commit(&data).ok_or_else(|| corrupt("malformed verdict commit".into()))?;
-    let tree = format::parse_tree(&find(repo, commit.tree, gix::objs::Kind::Tree)?).ok_or_else(|| corrupt("malformed tree".into()))?;
+    let tree = format::parse_tree(&find(repo, commit.tree, gix::objs::Kind::Tree)?)
+        .ok_or_else(|| corrupt("malformed tree".into()))?;
     let json_id = match tree.as_slice() {
         [(mode, name, id)] if mode == "100644" && name == "verdict.json" => *id,
         _ => return Err(corrupt("tree must hold exactly verdict.json".into())),
     };
-    let verdict = Verdict::from_json(&find(repo, json_id, gix::objs::Kind::Blob)?).map_err(|e| corrupt(format!("verdict.json: {e}")))?;
+    let verdict = Verdict::from_json(&find(repo, json_id, gix::objs::Kind::Blob)?)
+        .map_err(|e| corrupt(format!("verdict.json: {e}")))?;
     if commit.message != verdict.commit_message().as_bytes() {
         return Err(corrupt("verdict commit message disagrees with verdict.json".into()));
     }
@@ -242,7 +251,8 @@ fn load_verdict(repo: &gix::Repository, id: ObjectId) -> Result<(Verdict, Option
 fn notes_through(repo: &gix::Repository, notes: Option<ObjectId>) -> Result<u64, read::Error> {
     let Some(id) = notes else { return Ok(0) };
     let data = find(repo, id, gix::objs::Kind::Commit)?;
-    let commit = format::parse_commit(&data).ok_or_else(|| read::Error::Corrupt { id: id.to_string(), what: "malformed notes commit".into() })?;
+    let commit = format::parse_commit(&data)
+        .ok_or_else(|| read::Error::Corrupt { id: id.to_string(), what: "malformed notes commit".into() })?;
     let text = String::from_utf8_lossy(commit.message);
     Ok(text.lines().find_map(|l| l.strip_prefix("Verdicts-Through: ")).and_then(|v| v.parse().ok()).unwrap_or(0))
 }
@@ -255,11 +265,18 @@ fn note_path(event: ObjectId) -> [String; 3] {
 
 /// Inserts `(path, blob)` items into the tree `base` (or an empty one), writing every changed
 /// tree into `out`; returns the new tree id.
-fn insert_notes(repo: &gix::Repository, base: Option<ObjectId>, items: &[([String; 3], ObjectId)], depth: usize, out: &mut Vec<PackEntry>) -> Result<ObjectId, Error> {
+fn insert_notes(
+    repo: &gix::Repository,
+    base: Option<ObjectId>,
+    items: &[([String; 3], ObjectId)],
+    depth: usize,
+    out: &mut Vec<PackEntry>,
+) -> Result<ObjectId, Error> {
     let mut entries: BTreeMap<String, (String, ObjectId)> = BTreeMap::new();
     if let Some(base) = base {
         let data = find(repo, base, gix::objs::Kind::Tree)?;
-        let parsed = format::parse_tree(&data).ok_or_else(|| read::Error::Corrupt { id: base.to_string(), what: "malformed notes tree".into() })?;
+        let parsed = format::parse_tree(&data)
+            .ok_or_else(|| read::Error::Corrupt { id: base.to_string(), what: "malformed notes tree".into() })?;
         for (mode, name, id) in parsed {
             entries.insert(name, (mode, id));
         }
@@ -362,7 +379,9 @@ impl Ledger {
         };
         if let Some(first) = verdicts.first() {
             if first.event_seq <= checkpoint {
-                return Err(Error::Conflict { head: old_verdicts.map(|id| VerdictHead { event_seq: checkpoint, id: id.to_string() }) });
+                return Err(Error::Conflict {
+                    head: old_verdicts.map(|id| VerdictHead { event_seq: checkpoint, id: id.to_string() }),
+                });
             }
         }
         for (i, verdict) in verdicts.iter().enumerate() {
@@ -373,7 +392,11 @@ impl Ledger {
             verdict.check()?;
             let actual = self.id_for_seq(&repo, verdict.event_seq)?;
             if ObjectId::from_hex(verdict.event_id.as_bytes()).ok() != Some(actual) {
-                return Err(Error::EventMismatch { seq: verdict.event_seq, event_id: verdict.event_id.clone(), actual: actual.to_string() });
+                return Err(Error::EventMismatch {
+                    seq: verdict.event_seq,
+                    event_id: verdict.event_id.clone(),
+                    actual: actual.to_string(),
+                });
             }
         }
         // Notes missing from an earlier crash are re-added in the same transaction.
@@ -405,7 +428,9 @@ impl Ledger {
             let mut tree_bytes = b"100644 verdict.json\0".to_vec();
             tree_bytes.extend_from_slice(json.oid.as_bytes());
             let tree = pack::encode(pack::Kind::Tree, &tree_bytes).map_err(Error::Storage)?;
-            let commit = pack::encode(pack::Kind::Commit, &commit(tree.oid, parent, &node, seconds, &verdict.commit_message())).map_err(Error::Storage)?;
+            let commit =
+                pack::encode(pack::Kind::Commit, &commit(tree.oid, parent, &node, seconds, &verdict.commit_message()))
+                    .map_err(Error::Storage)?;
             parent = Some(commit.oid);
             notes.push((verdict.clone(), commit.oid));
             entries.extend([json, tree, commit]);
@@ -414,20 +439,24 @@ impl Ledger {
         let mut items = Vec::with_capacity(notes.len());
         for (verdict, vid) in &notes {
             let blob = pack::encode(pack::Kind::Blob, verdict.note(*vid).as_bytes()).map_err(Error::Storage)?;
-            let event = ObjectId::from_hex(verdict.event_id.as_bytes()).map_err(|_| Error::Invalid { seq: verdict.event_seq, what: "event_id" })?;
+            let event = ObjectId::from_hex(verdict.event_id.as_bytes())
+                .map_err(|_| Error::Invalid { seq: verdict.event_seq, what: "event_id" })?;
             items.push((note_path(event), blob.oid));
             entries.push(blob);
         }
         let base_tree = match old_notes {
-            Some(id) => Some(format::parse_commit(&find(&repo, id, gix::objs::Kind::Commit)?).map(|c| c.tree).ok_or_else(|| {
-                read::Error::Corrupt { id: id.to_string(), what: "malformed notes commit".into() }
-            })?),
+            Some(id) => {
+                Some(format::parse_commit(&find(&repo, id, gix::objs::Kind::Commit)?).map(|c| c.tree).ok_or_else(
+                    || read::Error::Corrupt { id: id.to_string(), what: "malformed notes commit".into() },
+                )?)
+            }
             None => None,
         };
         let notes_tree = insert_notes(&repo, base_tree, &items, 0, &mut entries)?;
         let last_seq = notes.last().map_or(checkpoint, |(v, _)| v.event_seq);
         let message = format!("Notes for verdicts through event {last_seq}\n\nVerdicts-Through: {last_seq}\n");
-        let notes_commit = pack::encode(pack::Kind::Commit, &commit(notes_tree, old_notes, &node, seconds, &message)).map_err(Error::Storage)?;
+        let notes_commit = pack::encode(pack::Kind::Commit, &commit(notes_tree, old_notes, &node, seconds, &message))
+            .map_err(Error::Storage)?;
         let new_notes = notes_commit.oid;
         entries.push(notes_commit);
 
@@ -466,7 +495,10 @@ impl Ledger {
                 .and_then(|()| fsync.dir(&git_dir.join(dir)))
                 .map_err(Error::Storage)?;
         }
-        let head = VerdictHead { event_seq: verdicts.last().map_or(checkpoint, |v| v.event_seq), id: new_verdicts.to_string() };
+        let head = VerdictHead {
+            event_seq: verdicts.last().map_or(checkpoint, |v| v.event_seq),
+            id: new_verdicts.to_string(),
+        };
         Ok(Some(head))
     }
 
@@ -490,8 +522,13 @@ impl Ledger {
         let mut expected: Option<u64> = None;
         let mut total = 0;
         loop {
-            let broken = |seq: u64, what: String| crate::verify::Error::Broken { seq, id: id.to_string(), what: format!("verdict: {what}") };
-            let (verdict, parent) = load_verdict(&repo, id).map_err(|e| broken(expected.unwrap_or(0), e.to_string()))?;
+            let broken = |seq: u64, what: String| crate::verify::Error::Broken {
+                seq,
+                id: id.to_string(),
+                what: format!("verdict: {what}"),
+            };
+            let (verdict, parent) =
+                load_verdict(&repo, id).map_err(|e| broken(expected.unwrap_or(0), e.to_string()))?;
             let seq = verdict.event_seq;
             let total_seq = *expected.get_or_insert(seq);
             if total == 0 {
@@ -533,7 +570,10 @@ fn verdict_from_note(repo: &gix::Repository, event: ObjectId) -> Result<Option<O
         if depth == 2 {
             let note = find(repo, id, gix::objs::Kind::Blob)?;
             let text = String::from_utf8_lossy(&note);
-            return Ok(text.lines().find_map(|l| l.strip_prefix("Verdict-Commit: ")).and_then(|h| ObjectId::from_hex(h.as_bytes()).ok()));
+            return Ok(text
+                .lines()
+                .find_map(|l| l.strip_prefix("Verdict-Commit: "))
+                .and_then(|h| ObjectId::from_hex(h.as_bytes()).ok()));
         }
         tree = id;
     }

@@ -100,7 +100,12 @@ impl Ledger {
             let id = self.id_for_seq(&repo, seq).map(|id| id.to_string()).unwrap_or_else(|_| "?".into());
             return Err(Error::Broken { seq, id, what });
         }
-        Ok(VerifyReport { events: head_seq, head: Some(EventHead { seq: head_seq, id: head_id.to_string() }), duplicates, image_bytes })
+        Ok(VerifyReport {
+            events: head_seq,
+            head: Some(EventHead { seq: head_seq, id: head_id.to_string() }),
+            duplicates,
+            image_bytes,
+        })
     }
 }
 

@@ -43,7 +43,9 @@ impl WriterIndex {
     pub(crate) fn open(path: &Path) -> Result<Self, redb::Error> {
         let db = match Database::create(path) {
             Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(redb::DatabaseError::DatabaseAlreadyOpen.into()),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(redb::DatabaseError::DatabaseAlreadyOpen.into())
+            }
             Err(e) => {
                 tracing::warn!(error = %e, path = %path.display(), "writer index unreadable; rebuilding it from git");
                 let _ = std::fs::rename(path, path.with_extension("redb.broken"));
@@ -62,10 +64,7 @@ impl WriterIndex {
     pub(crate) fn applied(&self) -> Result<(u64, Option<ObjectId>), redb::Error> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
-        let seq = meta
-            .get("applied_seq")?
-            .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0);
+        let seq = meta.get("applied_seq")?.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes)).unwrap_or(0);
         let id = meta.get("applied_id")?.and_then(|v| ObjectId::try_from(v.value()).ok());
         Ok((seq, id))
     }

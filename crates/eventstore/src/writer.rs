@@ -156,9 +156,10 @@ fn validate(event: NewEvent) -> Result<(NewEvent, &'static str, Option<String>),
         "webp" => "image/webp",
         _ => "",
     };
-    let image_name = format::image_entry_name(&event.extension).filter(|_| expected_media == event.media_type).ok_or_else(|| {
-        append::Error::UnsupportedImage { media_type: event.media_type.clone(), extension: event.extension.clone() }
-    })?;
+    let image_name =
+        format::image_entry_name(&event.extension).filter(|_| expected_media == event.media_type).ok_or_else(|| {
+            append::Error::UnsupportedImage { media_type: event.media_type.clone(), extension: event.extension.clone() }
+        })?;
     Ok((event, image_name, captured_at))
 }
 
@@ -218,7 +219,8 @@ pub(crate) fn start(ledger: Ledger) -> Result<EventWriter, open::Error> {
     let data_dir = ledger.data_dir().to_owned();
     let io = |path: PathBuf| move |source| open::Error::Io { path, source };
     let lock_path = data_dir.join("events.lock");
-    let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io(lock_path.clone()))?;
+    let lock =
+        File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io(lock_path.clone()))?;
     // A lock just released in this process can still be held for a moment by a child that
     // another thread forked (the fd copy lives until the child's exec closes it), so a
     // writer restarted in-process retries briefly before reporting `Locked`.
@@ -317,7 +319,12 @@ enum Repair {
 /// Makes `seq.idx` match the chain ending at `head`: truncates records beyond the head, and
 /// appends the ids of events the index misses (walking back from the head only as far as the
 /// first record that agrees). A record that disagrees (rewritten history) is replaced.
-fn repair_seq_index(ledger: &Ledger, repo: &gix::Repository, index: &mut SeqIndex, head: Option<(u64, ObjectId)>) -> Result<(), Repair> {
+fn repair_seq_index(
+    ledger: &Ledger,
+    repo: &gix::Repository,
+    index: &mut SeqIndex,
+    head: Option<(u64, ObjectId)>,
+) -> Result<(), Repair> {
     let fsync = ledger.fsync();
     let Some((head_seq, head_id)) = head else {
         if index.len() > 0 {
@@ -337,7 +344,12 @@ fn repair_seq_index(ledger: &Ledger, repo: &gix::Repository, index: &mut SeqInde
         match parent {
             Some(parent) => id = parent,
             None if seq == 0 => {}
-            None => return Err(Repair::Read(read::Error::Corrupt { id: id.to_string(), what: "history ends before seq 1".into() })),
+            None => {
+                return Err(Repair::Read(read::Error::Corrupt {
+                    id: id.to_string(),
+                    what: "history ends before seq 1".into(),
+                }))
+            }
         }
     }
     if index.len() != seq || !missing.is_empty() {
@@ -350,12 +362,18 @@ fn repair_seq_index(ledger: &Ledger, repo: &gix::Repository, index: &mut SeqInde
 }
 
 /// Folds the events after the index's `applied_seq` into it, reading them from git.
-fn catch_up_index(ledger: &Ledger, index: &WriterIndex, seq_index: &SeqIndex, head: Option<(u64, ObjectId)>) -> Result<(), open::Error> {
+fn catch_up_index(
+    ledger: &Ledger,
+    index: &WriterIndex,
+    seq_index: &SeqIndex,
+    head: Option<(u64, ObjectId)>,
+) -> Result<(), open::Error> {
     let redb_err = |e: redb::Error| open::Error::Index(e.to_string());
     let head_seq = head.map_or(0, |(seq, _)| seq);
     let (mut applied, applied_id) = index.applied().map_err(redb_err)?;
     let consistent = applied == 0
-        || (applied <= head_seq && seq_index.get(applied).map_err(|e| open::Error::Index(e.to_string()))? == applied_id);
+        || (applied <= head_seq
+            && seq_index.get(applied).map_err(|e| open::Error::Index(e.to_string()))? == applied_id);
     if !consistent {
         tracing::warn!(applied, head_seq, "writer index does not match the history; rebuilding it from git");
         index.clear().map_err(redb_err)?;
@@ -367,9 +385,10 @@ fn catch_up_index(ledger: &Ledger, index: &WriterIndex, seq_index: &SeqIndex, he
     let repo = ledger.repo();
     let mut update = BatchUpdate::default();
     for seq in applied + 1..=head_seq {
-        let id = seq_index.get(seq).map_err(|e| open::Error::Index(e.to_string()))?.ok_or_else(|| {
-            open::Error::Index(format!("seq.idx has no record for seq {seq} after repair"))
-        })?;
+        let id = seq_index
+            .get(seq)
+            .map_err(|e| open::Error::Index(e.to_string()))?
+            .ok_or_else(|| open::Error::Index(format!("seq.idx has no record for seq {seq} after repair")))?;
         let stored = read::load(&repo, id)?.stored;
         if stored.record.duplicate_of.is_none() {
             let mut digest = [0u8; 32];
@@ -412,7 +431,12 @@ struct Writer {
 /// writer wakes it, off the writer's path and paced behind it (see [`Pacer`]) so that a large
 /// merge does not stall appends. Concurrent with new batch packs: it
 /// only ever removes packs it has copied into a complete, fsynced new pack.
-fn consolidate_when_woken(ledger: &Ledger, pack_dir: &std::path::Path, wake: &std::sync::mpsc::Receiver<()>, activity: &Activity) {
+fn consolidate_when_woken(
+    ledger: &Ledger,
+    pack_dir: &std::path::Path,
+    wake: &std::sync::mpsc::Receiver<()>,
+    activity: &Activity,
+) {
     let max_packs = ledger.config().max_packs;
     let mut unmergeable = std::collections::HashSet::new();
     while wake.recv().is_ok() {
@@ -422,9 +446,14 @@ fn consolidate_when_woken(ledger: &Ledger, pack_dir: &std::path::Path, wake: &st
             let started = activity.batches.load(Ordering::Relaxed);
             let mut pacer = Pacer { activity, started, last: std::time::Instant::now(), batches: started };
             // Handles reopen their object store before the merged packs disappear.
-            let r = pack::consolidate(pack_dir, max_packs, ledger.fsync(), &mut unmergeable, || pacer.pace(), || {
-                ledger.bump_pack_generation()
-            });
+            let r = pack::consolidate(
+                pack_dir,
+                max_packs,
+                ledger.fsync(),
+                &mut unmergeable,
+                || pacer.pace(),
+                || ledger.bump_pack_generation(),
+            );
             match r {
                 Ok(Some(merged)) => tracing::info!(merged, "consolidated packs"),
                 Ok(None) => break,
@@ -709,7 +738,12 @@ impl Writer {
 
     /// Pack -> ref (CAS) -> fsync ref -> seq.idx -> redb. Poisons the writer on any failed
     /// fsync and on any failure once the ref may have moved.
-    fn commit_batch(&mut self, entries: &[PackEntry], written: &[Written], received: time::OffsetDateTime) -> Result<(), append::Error> {
+    fn commit_batch(
+        &mut self,
+        entries: &[PackEntry],
+        written: &[Written],
+        received: time::OffsetDateTime,
+    ) -> Result<(), append::Error> {
         let ledger = self.ledger.clone();
         let fsync = ledger.fsync();
         let last = written.last().expect("commit_batch is only called with new events");
@@ -754,7 +788,10 @@ impl Writer {
             Err(e) => return Err(poison(self, std::io::Error::other(e))),
         };
         if current != self.head.map(|(_, id)| id) {
-            let e = std::io::Error::other(format!("{EVENTS_REF} moved under the writer (expected {:?}, found {current:?})", self.head));
+            let e = std::io::Error::other(format!(
+                "{EVENTS_REF} moved under the writer (expected {:?}, found {current:?})",
+                self.head
+            ));
             return Err(poison(self, e));
         }
         let expected = match self.head {
@@ -775,11 +812,9 @@ impl Writer {
         let durable = File::open(&ref_file).and_then(|ref_handle| {
             self.seq_index.write(&ids)?;
             let seq_file = self.seq_index.file();
-            fsync.concurrently([
-                &|f: &Fsync| f.file(&ref_handle),
-                &|f: &Fsync| f.dir(&self.refs_dir),
-                &|f: &Fsync| f.file(seq_file),
-            ])
+            fsync.concurrently([&|f: &Fsync| f.file(&ref_handle), &|f: &Fsync| f.dir(&self.refs_dir), &|f: &Fsync| {
+                f.file(seq_file)
+            }])
         });
         if let Err(e) = durable {
             return Err(poison(self, e));
@@ -845,7 +880,10 @@ fn build_event(
     let json = pack::encode(pack::Kind::Blob, &record.to_canonical_json())?;
     let tree = pack::encode(pack::Kind::Tree, &format::tree_bytes(json.oid, event.image_name, event.blob.oid))?;
     let message = format::commit_message(&Trailers::for_record(&record, event.key.as_deref()));
-    let commit = pack::encode(pack::Kind::Commit, &format::commit_bytes(tree.oid, parent, &event.camera, node_name, seconds, &message))?;
+    let commit = pack::encode(
+        pack::Kind::Commit,
+        &format::commit_bytes(tree.oid, parent, &event.camera, node_name, seconds, &message),
+    )?;
     let id = commit.oid;
     Ok(([json, tree, commit], id))
 }

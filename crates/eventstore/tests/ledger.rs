@@ -154,14 +154,18 @@ async fn a_repeated_image_becomes_a_duplicate_event_sharing_one_blob() {
     let originals: Vec<_> = answers.iter().filter(|a| a.duplicate_of.is_none()).collect();
     assert_eq!(originals.len(), 1, "exactly one original");
     let first = originals[0].seq;
-    assert!(answers.iter().filter(|a| a.duplicate_of.is_some()).all(|a| a.duplicate_of == Some(first) && a.seq > first));
+    assert!(answers
+        .iter()
+        .filter(|a| a.duplicate_of.is_some())
+        .all(|a| a.duplicate_of == Some(first) && a.seq > first));
     let later = writer.append(new_event("cam-2", image(7, 50_000))).await.expect("append");
     assert_eq!(later.duplicate_of, Some(first), "dedupe spans batches");
     writer.shutdown().await;
 
     let git_dir = ledger.git_dir();
-    let blobs: std::collections::HashSet<String> =
-        (1..=11).map(|seq| git_text(&git_dir, &["rev-parse", &format!("refs/heads/events~{}:image.jpg", 11 - seq)])).collect();
+    let blobs: std::collections::HashSet<String> = (1..=11)
+        .map(|seq| git_text(&git_dir, &["rev-parse", &format!("refs/heads/events~{}:image.jpg", 11 - seq)]))
+        .collect();
     assert_eq!(blobs.len(), 1, "git stores the image once");
     ledger.verify(|_, _| {}).expect("verifies");
     fsck(&ledger);
@@ -298,7 +302,8 @@ async fn verify_reports_the_first_forged_event_precisely() {
                 let blob = git_text(g, &["hash-object", "-w", fake.to_str().expect("utf8")]);
                 std::fs::write(&fake, &json).expect("write");
                 let json_blob = git_text(g, &["hash-object", "-w", fake.to_str().expect("utf8")]);
-                let listing = format!("100644 blob {}\tevent.json\n100644 blob {}\timage.jpg\n", json_blob.trim(), blob.trim());
+                let listing =
+                    format!("100644 blob {}\tevent.json\n100644 blob {}\timage.jpg\n", json_blob.trim(), blob.trim());
                 std::fs::write(&fake, listing).expect("write");
                 let tree = Command::new("git")
                     .arg("--git-dir")
@@ -324,8 +329,15 @@ async fn verify_reports_the_first_forged_event_precisely() {
                 std::fs::write(&fake, pretty).expect("write");
                 let json_blob = git_text(g, &["hash-object", "-w", fake.to_str().expect("utf8")]);
                 let image_blob = git_text(g, &["rev-parse", &format!("{}:image.jpg", ids[2])]);
-                std::fs::write(&fake, format!("100644 blob {}\tevent.json\n100644 blob {}\timage.jpg\n", json_blob.trim(), image_blob.trim()))
-                    .expect("write");
+                std::fs::write(
+                    &fake,
+                    format!(
+                        "100644 blob {}\tevent.json\n100644 blob {}\timage.jpg\n",
+                        json_blob.trim(),
+                        image_blob.trim()
+                    ),
+                )
+                .expect("write");
                 let out = Command::new("git")
                     .arg("--git-dir")
                     .arg(g)
@@ -415,7 +427,11 @@ async fn a_failing_fsync_acknowledges_nothing_and_poisons_the_writer() {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = LedgerConfig { fail_fsync_after: Some(after_first + k), ..LedgerConfig::default() };
         let (_, writer, second) = append_two(config, dir.path()).await;
-        assert!(matches!(second, Err(append::Error::Unavailable)), "fsync #{} failing must not ack: {second:?}", after_first + k + 1);
+        assert!(
+            matches!(second, Err(append::Error::Unavailable)),
+            "fsync #{} failing must not ack: {second:?}",
+            after_first + k + 1
+        );
         let third = writer.append(new_event("cam-1", image(3, 10))).await;
         assert!(matches!(third, Err(append::Error::Unavailable)), "poisoned: {third:?}");
         writer.shutdown().await;

@@ -88,7 +88,11 @@ async fn verify_verdicts_reports_a_verdict_chain_with_a_gap() {
     let forged = git(&git_dir, &["commit-tree", tree.trim(), "-p", first.trim(), "-m", message.trim_end()]);
     git(&git_dir, &["update-ref", "refs/heads/verdicts", forged.trim()]);
     let err = ledger.verify_verdicts(|_, _| {}).expect_err("the forged head is found");
-    assert!(err.to_string().contains("event seq 3") && err.to_string().contains("note on the event does not name this verdict"), "{err}");
+    assert!(
+        err.to_string().contains("event seq 3")
+            && err.to_string().contains("note on the event does not name this verdict"),
+        "{err}"
+    );
     // Without notes to compare with, the gap itself is reported.
     git(&git_dir, &["update-ref", "-d", "refs/notes/verdicts"]);
     let err = ledger.verify_verdicts(|_, _| {}).expect_err("a gap is found");
@@ -120,7 +124,8 @@ async fn a_worker_racing_for_judged_events_gets_a_conflict_and_continues_from_th
     }
     // The loser continues after the tip.
     other.append_verdicts(&[verdict(3, &ids[2], true)]).expect("continues");
-    let judged: Vec<u64> = (1..=3).map(|s| ledger.verdict(s).expect("read").expect("judged").verdict.event_seq).collect();
+    let judged: Vec<u64> =
+        (1..=3).map(|s| ledger.verdict(s).expect("read").expect("judged").verdict.event_seq).collect();
     assert_eq!(judged, vec![1, 2, 3], "exactly one verdict per event");
     assert_eq!(git(&ledger.git_dir(), &["rev-list", "--count", "refs/heads/verdicts"]).trim(), "3");
     assert_eq!(ledger.verdict(4).expect("read"), None);
@@ -154,7 +159,12 @@ async fn verdicts_that_skip_events_or_name_the_wrong_commit_are_refused() {
     assert!(matches!(gap, Err(verdict::Error::OutOfOrder { expected: 1, got: 2 })), "{gap:?}");
     let wrong = ledger.append_verdicts(&[verdict(1, &ids[2], false)]);
     assert!(matches!(wrong, Err(verdict::Error::EventMismatch { seq: 1, .. })), "{wrong:?}");
-    let beyond = ledger.append_verdicts(&[verdict(1, &ids[0], false), verdict(2, &ids[1], false), verdict(3, &ids[2], false), verdict(4, &ids[2], false)]);
+    let beyond = ledger.append_verdicts(&[
+        verdict(1, &ids[0], false),
+        verdict(2, &ids[1], false),
+        verdict(3, &ids[2], false),
+        verdict(4, &ids[2], false),
+    ]);
     assert!(beyond.is_err(), "no verdict for an event that does not exist");
     assert_eq!(ledger.verdict_head().expect("head"), None, "nothing was written");
 }

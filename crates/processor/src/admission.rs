@@ -182,12 +182,7 @@ pub fn admit(bytes: &[u8], limits: &Limits) -> Result<Admitted, Rejection> {
         Format::Webp => walk_webp(bytes, limits)?,
     };
     check_trailing(&bytes[walked.end..])?;
-    Ok(Admitted {
-        format,
-        width: walked.width,
-        height: walked.height,
-        exif: walked.exif_tiff.and_then(parse_exif),
-    })
+    Ok(Admitted { format, width: walked.width, height: walked.height, exif: walked.exif_tiff.and_then(parse_exif) })
 }
 
 /// What a container walk found.

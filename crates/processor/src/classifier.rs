@@ -215,16 +215,11 @@ impl Model {
             OutputKind::Probabilities => row.to_vec(),
             OutputKind::Logits => softmax(row),
         };
-        let score: f64 = probabilities
-            .iter()
-            .zip(&self.spam)
-            .filter(|(_, spam)| **spam)
-            .map(|(p, _)| f64::from(*p))
-            .sum();
+        let score: f64 =
+            probabilities.iter().zip(&self.spam).filter(|(_, spam)| **spam).map(|(p, _)| f64::from(*p)).sum();
         // The first label wins ties, so the reason detail is deterministic.
-        let top = (1..probabilities.len()).fold(0, |best, i| {
-            if probabilities[i] > probabilities[best] { i } else { best }
-        });
+        let top =
+            (1..probabilities.len()).fold(0, |best, i| if probabilities[i] > probabilities[best] { i } else { best });
         Classification {
             score: score.clamp(0.0, 1.0),
             top_label: self.manifest.labels[top].clone(),
@@ -307,11 +302,8 @@ impl OnnxRuntime {
             return Ok(runtime.clone());
         }
         let builder = ort::init_from(&path).map_err(|source| RuntimeError::Load { path: path.clone(), source })?;
-        let environment = builder
-            .with_name("camledger")
-            .with_telemetry(false)
-            .build()
-            .map_err(RuntimeError::Environment)?;
+        let environment =
+            builder.with_name("camledger").with_telemetry(false).build().map_err(RuntimeError::Environment)?;
         let runtime = OnnxRuntime { environment, path };
         *current = Some(runtime.clone());
         Ok(runtime)

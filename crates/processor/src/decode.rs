@@ -100,11 +100,8 @@ fn decode_jpeg_scaled(bytes: &[u8], side: u32, width: u32, height: u32) -> Resul
     // jpeg-decoder picks the smallest scale at which EITHER requested side is reached, so ask
     // only for the short side (the other request is unreachable) to keep both sides ≥ `side`.
     let want = u16::try_from(side).unwrap_or(u16::MAX);
-    let (out_w, out_h) = if width <= height {
-        decoder.scale(want, u16::MAX)?
-    } else {
-        decoder.scale(u16::MAX, want)?
-    };
+    let (out_w, out_h) =
+        if width <= height { decoder.scale(want, u16::MAX)? } else { decoder.scale(u16::MAX, want)? };
     let pixels = decoder.decode()?;
     let info = decoder.info().ok_or(jpeg_decoder::Error::Format("no frame header".into()))?;
     let (w, h) = (u32::from(out_w), u32::from(out_h));
@@ -135,10 +132,7 @@ fn shrink(image: RgbImage, side: u32) -> RgbImage {
 
 /// Luma (BT.601) of an RGB image, as `f32` in 0..=255, row-major.
 pub fn luma(image: &RgbImage) -> Vec<f32> {
-    image
-        .pixels()
-        .map(|p| 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]))
-        .collect()
+    image.pixels().map(|p| 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2])).collect()
 }
 
 /// Shrinks an already small image to `side`×`side` luma (area-weighted), for hashes and stats.

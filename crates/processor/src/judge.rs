@@ -13,7 +13,7 @@ use tracing::instrument;
 
 use crate::admission::Limits;
 use crate::blank::{blank_stats, BlankStats};
-use crate::classifier::{Classification, ClassifyError, Classifier};
+use crate::classifier::{Classification, Classifier, ClassifyError};
 use crate::decode::{decode_scaled, DecodeError};
 use crate::neardup::{NearDupIndex, Query, QueryError, Scope};
 use crate::phash::Hasher;
@@ -152,7 +152,15 @@ pub fn judge_in_order(
 
 /// `label_<name>` in the `[a-z_]{1,32}` alphabet the ledger requires for score names.
 pub(crate) fn label_score_name(label: &str) -> String {
-    let cleaned = label.chars().map(|c| if c.is_ascii_lowercase() { c } else if c.is_ascii_uppercase() { c.to_ascii_lowercase() } else { '_' });
+    let cleaned = label.chars().map(|c| {
+        if c.is_ascii_lowercase() {
+            c
+        } else if c.is_ascii_uppercase() {
+            c.to_ascii_lowercase()
+        } else {
+            '_'
+        }
+    });
     format!("label_{}", cleaned.collect::<String>()).chars().take(32).collect()
 }
 

@@ -87,11 +87,7 @@ pub fn phash(image: &RgbImage) -> u64 {
     let mut ac: Vec<f32> = coeffs[1..].to_vec();
     ac.sort_by(f32::total_cmp);
     let median = (ac[ac.len() / 2 - 1] + ac[ac.len() / 2]) / 2.0;
-    coeffs
-        .iter()
-        .enumerate()
-        .skip(1)
-        .fold(0u64, |hash, (i, &c)| if c > median { hash | (1 << i) } else { hash })
+    coeffs.iter().enumerate().skip(1).fold(0u64, |hash, (i, &c)| if c > median { hash | (1 << i) } else { hash })
 }
 
 /// 64-bit dHash: 8 rows × 8 comparisons of horizontally adjacent pixels of a 9×8 luma image.

@@ -83,9 +83,7 @@ pub(crate) fn encode_jpeg(image: &RgbImage, quality: u8) -> Vec<u8> {
 
 pub(crate) fn encode_png(image: &RgbImage) -> Vec<u8> {
     let mut out = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
-        .expect("encoding to memory cannot fail");
+    image.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).expect("encoding to memory cannot fail");
     out
 }
 
@@ -110,9 +108,9 @@ pub(crate) const ALTERATIONS: [Alteration; 5] = [
 pub(crate) fn alter(image: &RgbImage, how: Alteration) -> RgbImage {
     let (w, h) = image.dimensions();
     match how {
-        Alteration::Reencoded => image::load_from_memory(&encode_jpeg(image, 55))
-            .expect("we just encoded it")
-            .into_rgb8(),
+        Alteration::Reencoded => {
+            image::load_from_memory(&encode_jpeg(image, 55)).expect("we just encoded it").into_rgb8()
+        }
         Alteration::Resized90 => image::imageops::resize(image, w * 9 / 10, h * 9 / 10, FilterType::CatmullRom),
         Alteration::Cropped3 => {
             let (dx, dy) = (w * 3 / 100, h * 3 / 100);

@@ -63,9 +63,7 @@ pub fn decide(signals: &Signals, thresholds: &Thresholds) -> Verdict {
     if signals.duplicate_of.is_some() {
         reasons.push(DUPLICATE);
     }
-    let near = signals
-        .near_duplicate
-        .filter(|n| n.distance <= thresholds.near_duplicate_distance);
+    let near = signals.near_duplicate.filter(|n| n.distance <= thresholds.near_duplicate_distance);
     if let Some(n) = signals.near_duplicate {
         scores.insert("near_duplicate_distance".to_owned(), f64::from(n.distance));
     }

@@ -24,7 +24,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
-use crate::classifier::{ClassifyError, Classifier};
+use crate::classifier::{Classifier, ClassifyError};
 use crate::judge::{self, analyse, decode_side, hash_only, AnalyseError, Analysis, EventFacts};
 use crate::neardup::{NearDupIndex, QueryError};
 
@@ -225,7 +225,9 @@ impl Worker {
                 .chunks(per_thread)
                 .zip(self.classifiers.iter_mut())
                 .map(|(chunk, classifier)| {
-                    scope.spawn(move || chunk.iter().map(|e| analyse(&e.image, config, Some(&mut *classifier))).collect())
+                    scope.spawn(move || {
+                        chunk.iter().map(|e| analyse(&e.image, config, Some(&mut *classifier))).collect()
+                    })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().map_err(|_| WorkerError::Panicked)).collect::<Result<_, _>>()

@@ -38,20 +38,38 @@ fn runtime() -> OnnxRuntime {
 }
 
 fn check(manifest: &Path, reference_dir: &Path) -> usize {
-    let expected: Expected = serde_json::from_slice(&std::fs::read(reference_dir.join("expected.json")).expect("reference exists"))
-        .expect("reference is valid JSON");
+    let expected: Expected =
+        serde_json::from_slice(&std::fs::read(reference_dir.join("expected.json")).expect("reference exists"))
+            .expect("reference is valid JSON");
     let model = Arc::new(Model::load(manifest).unwrap_or_else(|e| panic!("{}: {e}", manifest.display())));
     assert_eq!(model.sha256(), expected.model_sha256, "the reference was made from this model file");
     let mut classifier = Classifier::new(&runtime(), Arc::clone(&model)).expect("session");
     for case in &expected.cases {
         let image = image::open(reference_dir.join(&case.image)).expect("reference image").into_rgb8();
-        assert_eq!(image.dimensions(), model.input_size(), "{}: reference images are exactly the input size", case.image);
+        assert_eq!(
+            image.dimensions(),
+            model.input_size(),
+            "{}: reference images are exactly the input size",
+            case.image
+        );
         let got = classifier.classify(&image).expect("model runs");
         assert_eq!(got.probabilities.len(), case.probabilities.len(), "{}", case.image);
         for (g, e) in got.probabilities.iter().zip(&case.probabilities) {
-            assert!((f64::from(*g) - e).abs() <= expected.tolerance, "{}: {:?} vs {:?}", case.image, got.probabilities, case.probabilities);
+            assert!(
+                (f64::from(*g) - e).abs() <= expected.tolerance,
+                "{}: {:?} vs {:?}",
+                case.image,
+                got.probabilities,
+                case.probabilities
+            );
         }
-        assert!((got.score - case.score).abs() <= expected.tolerance, "{}: score {} vs {}", case.image, got.score, case.score);
+        assert!(
+            (got.score - case.score).abs() <= expected.tolerance,
+            "{}: score {} vs {}",
+            case.image,
+            got.score,
+            case.score
+        );
     }
     expected.cases.len()
 }

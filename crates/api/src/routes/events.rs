@@ -38,10 +38,7 @@ async fn blocking<T: Send + 'static>(
     read: impl FnOnce(&Ledger) -> Result<T, camledger_eventstore::read::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     let ledger = ledger.clone();
-    tokio::task::spawn_blocking(move || read(&ledger))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::from)
+    tokio::task::spawn_blocking(move || read(&ledger)).await.map_err(ApiError::internal)?.map_err(ApiError::from)
 }
 
 fn parse_seq(text: &str) -> Result<u64, ApiError> {
@@ -109,10 +106,7 @@ async fn image(
         (header::ETAG, etag_value),
         (header::CONTENT_TYPE, content_type),
         (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
-        (
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("private, max-age=31536000, immutable"),
-        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable")),
     ];
     if if_none_match(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, common).into_response());
@@ -121,28 +115,20 @@ async fn image(
     match requested_range(&headers, total) {
         RangeRequest::Whole => Ok((StatusCode::OK, common, Body::from(bytes)).into_response()),
         RangeRequest::Part { start, end } => {
-            let content_range = HeaderValue::from_str(&format!("bytes {start}-{end}/{total}"))
-                .map_err(ApiError::internal)?;
+            let content_range =
+                HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")).map_err(ApiError::internal)?;
             let part = bytes[start as usize..=end as usize].to_vec();
-            Ok((
-                StatusCode::PARTIAL_CONTENT,
-                common,
-                [(header::CONTENT_RANGE, content_range)],
-                Body::from(part),
-            )
+            Ok((StatusCode::PARTIAL_CONTENT, common, [(header::CONTENT_RANGE, content_range)], Body::from(part))
                 .into_response())
         }
         RangeRequest::Unsatisfiable => {
             let mut error = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "range_not_satisfiable",
-                format!(
-                    "the image has {total} bytes; ask for one range inside it, e.g. bytes=0-1023"
-                ),
+                format!("the image has {total} bytes; ask for one range inside it, e.g. bytes=0-1023"),
             )
             .into_response();
-            let value =
-                HeaderValue::from_str(&format!("bytes */{total}")).map_err(ApiError::internal)?;
+            let value = HeaderValue::from_str(&format!("bytes */{total}")).map_err(ApiError::internal)?;
             error.headers_mut().insert(header::CONTENT_RANGE, value);
             Ok(error)
         }
@@ -150,14 +136,9 @@ async fn image(
 }
 
 fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
-    headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .map(str::trim)
-                .any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag))
-        })
+    headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',').map(str::trim).any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag))
+    })
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -209,22 +190,16 @@ async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let after = match params.get("after") {
-        Some(v) => v.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_after",
-                "after must be a sequence number (0 for the start)",
-            )
-        })?,
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request("invalid_after", "after must be a sequence number (0 for the start)"))?,
         None => 0,
     };
     let limit = match params.get("limit") {
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
             _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_limit",
-                    format!("limit must be between 1 and {MAX_LIMIT}"),
-                ))
+                return Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and {MAX_LIMIT}")))
             }
         },
         None => DEFAULT_LIMIT,
@@ -234,10 +209,7 @@ async fn list(
         let mut events = Vec::new();
         for (scanned, event) in ledger.events_from(after + 1).enumerate() {
             let event = event?;
-            if scope
-                .as_deref()
-                .is_none_or(|camera| camera == event.record.camera)
-            {
+            if scope.as_deref().is_none_or(|camera| camera == event.record.camera) {
                 events.push(event_json(&event));
             }
             if events.len() == limit || scanned + 1 == MAX_SCAN {

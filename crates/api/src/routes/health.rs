@@ -16,9 +16,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let ledger = state.ledger.clone();
-    let head = tokio::task::spawn_blocking(move || ledger.head())
-        .await
-        .map_err(ApiError::internal)??;
+    let head = tokio::task::spawn_blocking(move || ledger.head()).await.map_err(ApiError::internal)??;
     let snapshots = state.snapshots.as_ref().map(|s| s.borrow().clone());
     Ok(Json(json!({
         "snapshots": snapshots,

@@ -38,11 +38,7 @@ struct UploadMeta {
 }
 
 #[tracing::instrument(name = "upload", skip_all, fields(camera = tracing::field::Empty, multipart))]
-async fn upload(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    request: Request,
-) -> Result<Response, ApiError> {
+async fn upload(State(state): State<Arc<AppState>>, caller: Caller, request: Request) -> Result<Response, ApiError> {
     let camera = caller.camera()?.to_owned();
     tracing::Span::current().record("camera", camera.as_str());
     let meta = UploadMeta {
@@ -87,10 +83,7 @@ async fn upload_multipart(
             .map_err(|_| body_timeout())?
             .map_err(|e| multipart_error(e, state.max_body_bytes))?;
         // One key per part, so a retried multipart request replays part by part.
-        let key = meta
-            .idempotency_key
-            .as_ref()
-            .map(|k| format!("{k}#{index}"));
+        let key = meta.idempotency_key.as_ref().map(|k| format!("{k}#{index}"));
         let (status, mut entry) = match ingest(state, &meta, bytes, key).await {
             Ok(appended) => (status_of(&appended), answer(&appended)),
             Err(error) => (error.status, error.body()),
@@ -126,18 +119,12 @@ async fn ingest(
 ) -> Result<Appended, ApiError> {
     let admitted = if bytes.len() > INLINE_VALIDATION_LIMIT {
         let (limits, image) = (state.limits.clone(), bytes.clone());
-        tokio::task::spawn_blocking(move || admission::admit(&image, &limits))
-            .await
-            .map_err(ApiError::internal)?
+        tokio::task::spawn_blocking(move || admission::admit(&image, &limits)).await.map_err(ApiError::internal)?
     } else {
         admission::admit(&bytes, &state.limits)
     };
     let admitted = admitted.map_err(|rejection| {
-        tracing::info!(
-            reason = rejection.code(),
-            size = bytes.len(),
-            "upload rejected"
-        );
+        tracing::info!(reason = rejection.code(), size = bytes.len(), "upload rejected");
         ApiError::from(rejection)
     })?;
     let event = NewEvent {
@@ -182,11 +169,7 @@ fn is_multipart(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("multipart/form-data")
-        })
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
 }
 
 fn too_large(max: usize) -> ApiError {
@@ -198,18 +181,12 @@ fn too_large(max: usize) -> ApiError {
 }
 
 fn body_timeout() -> ApiError {
-    ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "body_timeout",
-        "the request body did not arrive in time",
-    )
+    ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "the request body did not arrive in time")
 }
 
 fn check_content_length(headers: &HeaderMap, max: usize) -> Result<(), ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(n) if n > max as u64 => Err(too_large(max)),
         _ => Ok(()),
@@ -222,16 +199,10 @@ async fn read_body(body: Body, max: usize, deadline: Instant) -> Result<Bytes, A
     let mut stream = body.into_data_stream();
     let mut buffer = Vec::new();
     loop {
-        let chunk = tokio::time::timeout_at(deadline, stream.next())
-            .await
-            .map_err(|_| body_timeout())?;
+        let chunk = tokio::time::timeout_at(deadline, stream.next()).await.map_err(|_| body_timeout())?;
         let Some(chunk) = chunk else { break };
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(
-                "body_read_failed",
-                format!("reading the request body failed: {e}"),
-            )
-        })?;
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request("body_read_failed", format!("reading the request body failed: {e}")))?;
         if buffer.len() + chunk.len() > max {
             return Err(too_large(max));
         }
@@ -285,14 +256,8 @@ mod tests {
     #[test]
     fn captured_at_is_normalised_to_utc() {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-captured-at",
-            HeaderValue::from_static("2026-11-22T04:05:06+01:00"),
-        );
-        assert_eq!(
-            captured_at(&headers).unwrap().as_deref(),
-            Some("2026-11-22T03:05:06Z")
-        );
+        headers.insert("x-captured-at", HeaderValue::from_static("2026-11-22T04:05:06+01:00"));
+        assert_eq!(captured_at(&headers).unwrap().as_deref(), Some("2026-11-22T03:05:06Z"));
     }
 
     #[test]
@@ -300,11 +265,7 @@ mod tests {
         for bad in ["yesterday", "2026-11-22", "2026-13-01T00:00:00Z"] {
             let mut headers = HeaderMap::new();
             headers.insert("x-captured-at", HeaderValue::from_static(bad));
-            assert_eq!(
-                captured_at(&headers).unwrap_err().status,
-                StatusCode::BAD_REQUEST,
-                "{bad}"
-            );
+            assert_eq!(captured_at(&headers).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
         }
     }
 
@@ -312,10 +273,7 @@ mod tests {
     fn a_declared_length_over_the_limit_is_refused_before_reading() {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("1001"));
-        assert_eq!(
-            check_content_length(&headers, 1000).unwrap_err().status,
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
+        assert_eq!(check_content_length(&headers, 1000).unwrap_err().status, StatusCode::PAYLOAD_TOO_LARGE);
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("1000"));
         assert!(check_content_length(&headers, 1000).is_ok());
     }

@@ -21,12 +21,8 @@ impl MariaDb {
             .duration_since(std::time::UNIX_EPOCH)
             .expect("the clock is after 1970")
             .subsec_nanos();
-        let name = format!(
-            "camledger_test_{}_{}_{}",
-            std::process::id(),
-            nanos,
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name =
+            format!("camledger_test_{}_{}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed));
         sql_as_root(&format!("CREATE DATABASE {name}"));
         MariaDb { name }
     }
@@ -54,9 +50,8 @@ impl MariaDb {
         let ids: Vec<&str> = ids.split_whitespace().collect();
         for id in &ids {
             // A connection may end on its own in between; ignore "unknown thread".
-            let _ = Command::new("mariadb")
-                .args(["-uroot", "-h127.0.0.1", "-P3306", "-e", &format!("KILL {id}")])
-                .output();
+            let _ =
+                Command::new("mariadb").args(["-uroot", "-h127.0.0.1", "-P3306", "-e", &format!("KILL {id}")]).output();
         }
         ids.len()
     }
@@ -241,10 +236,8 @@ pub async fn registry_cameras(data_dir: &Path) -> Vec<String> {
         .connect()
         .await
         .expect("open the restored registry");
-    let rows = sqlx::query("SELECT name FROM principals ORDER BY name")
-        .fetch_all(&mut conn)
-        .await
-        .expect("read cameras");
+    let rows =
+        sqlx::query("SELECT name FROM principals ORDER BY name").fetch_all(&mut conn).await.expect("read cameras");
     rows.iter().map(|r| r.get::<String, _>("name")).collect()
 }
 

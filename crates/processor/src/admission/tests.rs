@@ -67,10 +67,7 @@ fn png_claiming(width: u32, height: u32) -> Vec<u8> {
 
 fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
     let mut file = jpeg(16, 16);
-    let sof = file
-        .windows(2)
-        .position(|w| w == [0xFF, 0xC0])
-        .expect("the baseline encoder writes SOF0");
+    let sof = file.windows(2).position(|w| w == [0xFF, 0xC0]).expect("the baseline encoder writes SOF0");
     file[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
     file[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
     file
@@ -82,11 +79,8 @@ fn tiff_with(make: &str, model: &str, date: &str) -> Vec<u8> {
         ifd_num: exif::In::PRIMARY,
         value: exif::Value::Ascii(vec![text.as_bytes().to_vec()]),
     };
-    let fields = [
-        ascii(exif::Tag::Make, make),
-        ascii(exif::Tag::Model, model),
-        ascii(exif::Tag::DateTimeOriginal, date),
-    ];
+    let fields =
+        [ascii(exif::Tag::Make, make), ascii(exif::Tag::Model, model), ascii(exif::Tag::DateTimeOriginal, date)];
     let mut writer = exif::experimental::Writer::new();
     for field in &fields {
         writer.push_field(field);
@@ -141,12 +135,7 @@ fn animated_webp() -> Vec<u8> {
     let frame_header = [0u8; 16];
     let mut frame = frame_header.to_vec();
     frame.extend(webp_image_chunk());
-    riff(&[
-        vp8x(0x02, 16, 16),
-        riff_chunk(b"ANIM", &[0; 6]),
-        riff_chunk(b"ANMF", &frame),
-        riff_chunk(b"ANMF", &frame),
-    ])
+    riff(&[vp8x(0x02, 16, 16), riff_chunk(b"ANIM", &[0; 6]), riff_chunk(b"ANMF", &frame), riff_chunk(b"ANMF", &frame)])
 }
 
 fn with_suffix(mut file: Vec<u8>, suffix: &[u8]) -> Vec<u8> {
@@ -179,11 +168,8 @@ fn sniffing_recognises_formats_by_magic_bytes_only() {
 
 #[test]
 fn formats_name_their_media_type_and_extension() {
-    let cases = [
-        (Format::Jpeg, "image/jpeg", "jpg"),
-        (Format::Png, "image/png", "png"),
-        (Format::Webp, "image/webp", "webp"),
-    ];
+    let cases =
+        [(Format::Jpeg, "image/jpeg", "jpg"), (Format::Png, "image/png", "png"), (Format::Webp, "image/webp", "webp")];
     for (format, media_type, extension) in cases {
         assert_eq!(format.media_type(), media_type);
         assert_eq!(format.extension(), extension);
@@ -197,13 +183,7 @@ fn valid_images_are_admitted_with_their_dimensions() {
         ("jpeg with zero padding", with_suffix(jpeg(20, 10), &[0; 100]), Format::Jpeg, 20, 10),
         ("png", png(33, 17), Format::Png, 33, 17),
         ("webp lossless", webp(40, 30), Format::Webp, 40, 30),
-        (
-            "webp extended still",
-            riff(&[vp8x(0x00, 16, 16), webp_image_chunk()]),
-            Format::Webp,
-            16,
-            16,
-        ),
+        ("webp extended still", riff(&[vp8x(0x00, 16, 16), webp_image_chunk()]), Format::Webp, 16, 16),
         (
             "apng with a single frame",
             png_with_chunk_after_ihdr(png_chunk(b"acTL", &[0, 0, 0, 1, 0, 0, 0, 0])),
@@ -245,22 +225,14 @@ fn invalid_uploads_are_rejected_with_the_right_reason() {
         ("zero bytes", vec![], "empty_body"),
         ("text named .jpg", b"hello, I am not an image\n".to_vec(), "unsupported_format"),
         ("html", b"<!DOCTYPE html><html><body>hi</body></html>".to_vec(), "unsupported_format"),
-        (
-            "svg",
-            br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>"#.to_vec(),
-            "unsupported_format",
-        ),
+        ("svg", br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>"#.to_vec(), "unsupported_format"),
         ("pdf", b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n%%EOF\n".to_vec(), "unsupported_format"),
         ("zip", with_suffix(ZIP_LOCAL_HEADER.to_vec(), &[0; 30]), "unsupported_format"),
         ("gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(), "unsupported_format"),
         ("png claiming 60000x60000", png_claiming(60_000, 60_000), "too_many_pixels"),
         ("png claiming 2^31 wide", png_claiming(0x7FFF_FFFF, 1), "too_many_pixels"),
         ("jpeg claiming 65000x65000", jpeg_claiming(65_000, 65_000), "too_many_pixels"),
-        (
-            "webp claiming 16Mx16M",
-            riff(&[vp8x(0, 1 << 24, 1 << 24), webp_image_chunk()]),
-            "too_many_pixels",
-        ),
+        ("webp claiming 16Mx16M", riff(&[vp8x(0, 1 << 24, 1 << 24), webp_image_chunk()]), "too_many_pixels"),
         ("truncated jpeg", half_jpeg, "truncated_image"),
         ("jpeg cut after SOI", vec![0xFF, 0xD8, 0xFF], "truncated_image"),
         ("png without IEND", png_without_iend, "truncated_image"),
@@ -307,10 +279,7 @@ fn the_pixel_limit_is_configurable() {
     let file = png(100, 100);
     let tight = Limits { max_pixels: 9_999, ..Limits::default() };
     let exact = Limits { max_pixels: 10_000, ..Limits::default() };
-    assert_eq!(
-        admit(&file, &tight),
-        Err(Rejection::TooManyPixels { width: 100, height: 100, max: 9_999 })
-    );
+    assert_eq!(admit(&file, &tight), Err(Rejection::TooManyPixels { width: 100, height: 100, max: 9_999 }));
     assert!(admit(&file, &exact).is_ok());
 }
 
@@ -343,8 +312,7 @@ fn exif_make_model_and_capture_time_are_extracted_and_trimmed() {
 #[test]
 fn long_exif_strings_are_capped() {
     let long = "x".repeat(1000);
-    let admitted = admit(&jpeg_with_exif(&tiff_with(&long, "m", "d")), &Limits::default())
-        .expect("valid jpeg");
+    let admitted = admit(&jpeg_with_exif(&tiff_with(&long, "m", "d")), &Limits::default()).expect("valid jpeg");
     let make = admitted.exif.and_then(|e| e.make).expect("make present");
     assert_eq!(make.chars().count(), EXIF_MAX_CHARS);
 }

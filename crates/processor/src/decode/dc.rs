@@ -260,7 +260,8 @@ pub(crate) fn decode_dc(b: &[u8]) -> Option<RgbImage> {
                     let (precision, id) = (p[0] >> 4, usize::from(p[0] & 15));
                     let size = if precision == 0 { 64 } else { 128 };
                     let table = p.get(1..1 + size)?;
-                    *quant0.get_mut(id)? = if precision == 0 { u16::from(table[0]) } else { u16::from_be_bytes([table[0], table[1]]) };
+                    *quant0.get_mut(id)? =
+                        if precision == 0 { u16::from(table[0]) } else { u16::from_be_bytes([table[0], table[1]]) };
                     p = &p[1 + size..];
                 }
             }
@@ -335,10 +336,8 @@ pub(crate) fn decode_dc(b: &[u8]) -> Option<RgbImage> {
     } else {
         (width.div_ceil(8 * hmax), height.div_ceil(8 * vmax))
     };
-    let grids: Vec<(usize, usize)> = components
-        .iter()
-        .map(|c| if single { (mcus_x, mcus_y) } else { (mcus_x * c.h, mcus_y * c.v) })
-        .collect();
+    let grids: Vec<(usize, usize)> =
+        components.iter().map(|c| if single { (mcus_x, mcus_y) } else { (mcus_x * c.h, mcus_y * c.v) }).collect();
     let mut planes: Vec<Vec<u8>> = grids.iter().map(|(w, h)| vec![0u8; w * h]).collect();
     let tables: Vec<(&Huffman, &Huffman, i64)> = components
         .iter()

@@ -44,10 +44,10 @@ fn a_stream_of_uploads_gets_the_expected_verdicts() {
     let a = scene(1, 960, 540);
     let b = scene(2, 960, 540);
     let mut uploads = vec![
-        upload("cam-1", 0, &a),                                                        // 1
-        Upload { duplicate_of: Some(1), ..upload("cam-1", 10, &a) },                   // 2
-        upload("cam-1", 20, &b),                                                       // 3
-        upload("cam-2", 30, &RgbImage::from_pixel(960, 540, Rgb([3, 3, 3]))),          // 4
+        upload("cam-1", 0, &a),                                               // 1
+        Upload { duplicate_of: Some(1), ..upload("cam-1", 10, &a) },          // 2
+        upload("cam-1", 20, &b),                                              // 3
+        upload("cam-2", 30, &RgbImage::from_pixel(960, 540, Rgb([3, 3, 3]))), // 4
     ];
     for (i, how) in ALTERATIONS.iter().enumerate() {
         uploads.push(upload("cam-1", 40 + i as i64, &alter(&a, *how))); // 5..=9

@@ -14,11 +14,23 @@ fn verdicts_are_the_same_only_when_every_part_agrees() {
     let base = outcome(true, &["blank"], &[("blank", 0.75), ("classifier", 0.1)], None);
     let cases = [
         ("identical", base.clone(), true),
-        ("scores within a millionth", outcome(true, &["blank"], &[("blank", 0.750_000_9), ("classifier", 0.1)], None), true),
-        ("a score two millionths off", outcome(true, &["blank"], &[("blank", 0.750_002), ("classifier", 0.1)], None), false),
+        (
+            "scores within a millionth",
+            outcome(true, &["blank"], &[("blank", 0.750_000_9), ("classifier", 0.1)], None),
+            true,
+        ),
+        (
+            "a score two millionths off",
+            outcome(true, &["blank"], &[("blank", 0.750_002), ("classifier", 0.1)], None),
+            false,
+        ),
         ("spam bit flipped", outcome(false, &["blank"], &[("blank", 0.75), ("classifier", 0.1)], None), false),
         ("another reason", outcome(true, &["classifier"], &[("blank", 0.75), ("classifier", 0.1)], None), false),
-        ("a near duplicate appears", outcome(true, &["blank"], &[("blank", 0.75), ("classifier", 0.1)], Some(3)), false),
+        (
+            "a near duplicate appears",
+            outcome(true, &["blank"], &[("blank", 0.75), ("classifier", 0.1)], Some(3)),
+            false,
+        ),
         ("a score missing", outcome(true, &["blank"], &[("blank", 0.75)], None), false),
         ("a score renamed", outcome(true, &["blank"], &[("blank", 0.75), ("classifies", 0.1)], None), false),
     ];
@@ -35,7 +47,12 @@ fn the_summary_counts_flips_each_way() {
         Row { seq: 1, recorded: Some(ok.clone()), recomputed: ok.clone(), agrees: true },
         Row { seq: 2, recorded: Some(ok.clone()), recomputed: spam.clone(), agrees: false },
         Row { seq: 3, recorded: Some(spam.clone()), recomputed: ok.clone(), agrees: false },
-        Row { seq: 4, recorded: Some(spam.clone()), recomputed: outcome(true, &["classifier"], &[], None), agrees: false },
+        Row {
+            seq: 4,
+            recorded: Some(spam.clone()),
+            recomputed: outcome(true, &["classifier"], &[], None),
+            agrees: false,
+        },
         Row { seq: 5, recorded: None, recomputed: ok, agrees: false },
     ];
     let mut summary = Summary::default();

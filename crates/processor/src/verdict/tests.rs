@@ -36,13 +36,7 @@ fn the_policy_flags_each_signal_and_only_those_that_fire() {
             vec![CLASSIFIER],
             None,
         ),
-        (
-            "no classifier means no classifier reason",
-            Signals { classifier_score: None, ..base },
-            false,
-            vec![],
-            None,
-        ),
+        ("no classifier means no classifier reason", Signals { classifier_score: None, ..base }, false, vec![], None),
         (
             "every firing signal is a reason, in a fixed order",
             Signals {
@@ -66,19 +60,12 @@ fn the_policy_flags_each_signal_and_only_those_that_fire() {
 
 #[test]
 fn every_score_is_recorded_whether_it_fired_or_not() {
-    let signals = Signals {
-        duplicate_of: None,
-        near_duplicate: near(4, 20),
-        blank_score: 0.25,
-        classifier_score: Some(0.125),
-    };
+    let signals =
+        Signals { duplicate_of: None, near_duplicate: near(4, 20), blank_score: 0.25, classifier_score: Some(0.125) };
     let verdict = decide(&signals, &Thresholds::default());
-    let expected: BTreeMap<String, f64> = [
-        ("blank".to_owned(), 0.25),
-        ("classifier".to_owned(), 0.125),
-        ("near_duplicate_distance".to_owned(), 20.0),
-    ]
-    .into();
+    let expected: BTreeMap<String, f64> =
+        [("blank".to_owned(), 0.25), ("classifier".to_owned(), 0.125), ("near_duplicate_distance".to_owned(), 20.0)]
+            .into();
     assert_eq!(verdict.scores, expected);
     assert!(!verdict.spam);
 }

@@ -199,12 +199,14 @@ async fn a_replay_reproduces_every_recorded_verdict() {
     let mut classifier = tiny_classifiers(1).pop().expect("one classifier");
     for from in [1, 4] {
         let (rows, summary) =
-            crate::replay::replay(&ledger, from, None, &worker_config.judge, &mut classifier, |_, _| {}).expect("replays");
+            crate::replay::replay(&ledger, from, None, &worker_config.judge, &mut classifier, |_, _| {})
+                .expect("replays");
         assert_eq!(summary.events, 7 - from, "from {from}");
         assert_eq!(summary.agreements, summary.events, "from {from}: {rows:#?}");
         assert!(!summary.has_differences());
     }
-    let (rows, _) = crate::replay::replay(&ledger, 1, None, &worker_config.judge, &mut classifier, |_, _| {}).expect("replays");
+    let (rows, _) =
+        crate::replay::replay(&ledger, 1, None, &worker_config.judge, &mut classifier, |_, _| {}).expect("replays");
     assert!(rows[2].recomputed.reasons.contains(&crate::verdict::CLASSIFIER.to_owned()), "{:?}", rows[2]);
 
     // A laxer configuration flips the classifier-only and blank verdicts, and the replay says so.
@@ -219,12 +221,16 @@ async fn a_replay_reproduces_every_recorded_verdict() {
 async fn a_running_worker_picks_up_new_events_and_stops_when_cancelled() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ledger = Ledger::open(dir.path(), LedgerConfig::default()).expect("ledger opens");
-    let worker = Worker::start(ledger.clone(), config(8), tiny_classifiers(1)).expect("worker starts on an empty ledger");
+    let worker =
+        Worker::start(ledger.clone(), config(8), tiny_classifiers(1)).expect("worker starts on an empty ledger");
     let cancel = CancellationToken::new();
     let running = tokio::spawn(worker.run(cancel.clone()));
 
-    append_all(&ledger, &[("cam-1", encode_jpeg(&scene(51, 320, 240), 90)), ("cam-1", encode_jpeg(&scene(52, 320, 240), 90))])
-        .await;
+    append_all(
+        &ledger,
+        &[("cam-1", encode_jpeg(&scene(51, 320, 240), 90)), ("cam-1", encode_jpeg(&scene(52, 320, 240), 90))],
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while ledger.verdict_head().expect("readable").map_or(0, |h| h.event_seq) < 2 {
         assert!(tokio::time::Instant::now() < deadline, "the worker did not judge the new events");
