@@ -96,6 +96,18 @@ pub trait Progress: Send + Sync {
     fn finish(&self);
 }
 
+/// An error and all its sources, `outer: inner: innermost`, for logs and status fields.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// A [`Progress`] that reports nothing.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoProgress;

@@ -86,20 +86,9 @@ async fn attempt(
     match snapshot(store, data_dir, options, &NoProgress).await {
         Ok(SnapshotOutcome::Created(info)) => Ok(("created", Some(info))),
         Ok(SnapshotOutcome::Unchanged { latest }) => {
-            let all = list::list(store).await.map_err(|e| chain(&e))?;
+            let all = list::list(store).await.map_err(|e| crate::error_chain(&e))?;
             Ok(("unchanged", all.into_iter().find(|s| s.id == latest)))
         }
-        Err(e) => Err(chain(&e)),
+        Err(e) => Err(crate::error_chain(&e)),
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

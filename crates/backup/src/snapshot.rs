@@ -50,7 +50,7 @@ impl From<WorkError> for Error {
     fn from(e: WorkError) -> Self {
         match e {
             WorkError::Git(g) => Error::Git(g),
-            other => Error::Io(error_chain(&other)),
+            other => Error::Io(crate::error_chain(&other)),
         }
     }
 }
@@ -62,17 +62,6 @@ impl From<UploadError> for Error {
             UploadError::Work(w) => w.into(),
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Tuning for [`snapshot()`].

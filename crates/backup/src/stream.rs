@@ -161,7 +161,7 @@ where
             return Err(DownloadError::Fault(Fault::Undecodable {
                 snapshot: snapshot_id,
                 artifact: a.artifact.clone(),
-                reason: error_chain(&e),
+                reason: crate::error_chain(&e),
             }));
         }
         Err(e) => return Err(DownloadError::Work(e)),
@@ -170,17 +170,6 @@ where
         return Err(DownloadError::Fault(Fault::WholeCorrupt { snapshot: snapshot_id, artifact: a.artifact.clone() }));
     }
     Ok(value)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Raises `flag` when the inner reader fails.
