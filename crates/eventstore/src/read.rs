@@ -190,18 +190,23 @@ impl Ledger {
         Ok(id)
     }
 
-    /// One event by seq.
-    #[tracing::instrument(skip_all, fields(seq))]
-    pub fn event(&self, seq: u64) -> Result<StoredEvent, Error> {
-        let repo = self.repo();
-        let id = self.id_for_seq(&repo, seq)?;
-        let loaded = load(&repo, id)?;
+    /// Loads the event `seq.idx` names for `seq`, checking that it really is that event.
+    fn load_seq(&self, repo: &gix::Repository, seq: u64) -> Result<(ObjectId, Loaded), Error> {
+        let id = self.id_for_seq(repo, seq)?;
+        let loaded = load(repo, id)?;
         if loaded.stored.record.seq != seq {
             return Err(corrupt(
                 id,
                 format!("seq.idx names this commit for seq {seq}, it holds seq {}", loaded.stored.record.seq),
             ));
         }
+        Ok((id, loaded))
+    }
+
+    /// One event by seq.
+    #[tracing::instrument(skip_all, fields(seq))]
+    pub fn event(&self, seq: u64) -> Result<StoredEvent, Error> {
+        let (_, loaded) = self.load_seq(&self.repo(), seq)?;
         Ok(loaded.stored)
     }
 
@@ -219,14 +224,7 @@ impl Ledger {
     #[tracing::instrument(skip_all, fields(seq))]
     pub fn image(&self, seq: u64) -> Result<(EventRecord, Vec<u8>), Error> {
         let repo = self.repo();
-        let id = self.id_for_seq(&repo, seq)?;
-        let loaded = load(&repo, id)?;
-        if loaded.stored.record.seq != seq {
-            return Err(corrupt(
-                id,
-                format!("seq.idx names this commit for seq {seq}, it holds seq {}", loaded.stored.record.seq),
-            ));
-        }
+        let (id, loaded) = self.load_seq(&repo, seq)?;
         let bytes = find(&repo, loaded.image_oid, gix::objs::Kind::Blob)?;
         check_image(&loaded.stored.record, &bytes).map_err(|what| corrupt(id, what))?;
         Ok((loaded.stored.record, bytes))
