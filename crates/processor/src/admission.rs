@@ -313,7 +313,7 @@ fn walk_jpeg<'a>(b: &'a [u8], limits: &Limits) -> Result<Walked<'a>, Rejection> 
 /// Returns the offset of the `FF` that starts the marker ending this entropy-coded segment.
 fn skip_entropy_coded(b: &[u8], mut pos: usize) -> Result<usize, Rejection> {
     loop {
-        let Some(i) = b[pos..].iter().position(|&x| x == 0xFF).map(|i| pos + i) else {
+        let Some(i) = memchr::memchr(0xFF, &b[pos..]).map(|i| pos + i) else {
             return Err(Rejection::Truncated);
         };
         let Some(&next) = b.get(i + 1) else {

@@ -7,6 +7,8 @@
 //! size. Measured (examples/throughput.rs, release) it is what makes the scaled path faster
 //! than a full zune-jpeg decode: jpeg-decoder's own 1/8 scale still runs its general
 //! machinery and a slower Huffman decoder, and was no faster than zune-jpeg's full decode.
+//! Skipping the AC codes is the whole cost, so it is done several codes per table lookup
+//! (`Huffman::skip`), with a bit reader that refills 8 bytes at a time outside `FF` bytes.
 //!
 //! Scope: baseline and extended sequential Huffman JPEGs (SOF0/SOF1, 8-bit), one interleaved
 //! scan holding every component, 1 (grey) or 3 (YCbCr, or RGB by the Adobe marker) components,
@@ -20,9 +22,11 @@ use image::{Rgb, RgbImage};
 struct Huffman {
     /// `(symbol, code length)` for every 9-bit prefix whose code is ≤ 9 bits; length 0 = slow path.
     fast: Box<[(u8, u8); 512]>,
-    /// `(symbol, code length + the symbol's low nibble)` where that sum is ≤ 9 bits: decoding
-    /// an AC code and skipping its value bits in one lookup (most AC codes fit); 0 = slow path.
-    fast_skip: Box<[(u8, u8); 512]>,
+    /// AC skipping, several symbols per lookup: for every `SKIP_BITS`-bit window, the bits taken
+    /// by the whole `(run, size)` codes *and their value bits* that fit in it, and how far they
+    /// advance the coefficient index (`EOB` set when the last one ends the block). `(0, 0)`:
+    /// not even one symbol fits, take the slow path. Built for every table, used for AC ones.
+    skip: Box<[(u8, u8); 1 << SKIP_BITS]>,
     /// For lengths 1..=16: the largest code of that length (+1), or -1 when none.
     max_code: [i32; 18],
     /// For lengths 1..=16: index of the first symbol minus the first code.
@@ -33,7 +37,6 @@ struct Huffman {
 impl Huffman {
     fn new(counts: &[u8; 16], symbols: &[u8]) -> Option<Self> {
         let mut fast = Box::new([(0u8, 0u8); 512]);
-        let mut fast_skip = Box::new([(0u8, 0u8); 512]);
         let mut max_code = [-1i32; 18];
         let mut offset = [0i32; 17];
         let mut code: i32 = 0;
@@ -49,12 +52,6 @@ impl Huffman {
                     for entry in fast.get_mut(first..first + (1 << shift))? {
                         *entry = (symbol, len as u8);
                     }
-                    let total = len + usize::from(symbol & 15);
-                    if total <= 9 {
-                        for entry in fast_skip.get_mut(first..first + (1 << shift))? {
-                            *entry = (symbol, total as u8);
-                        }
-                    }
                 }
                 code += 1;
                 k += 1;
@@ -68,9 +65,56 @@ impl Huffman {
             code <<= 1;
         }
         max_code[17] = i32::MAX; // sentinel: a 17-bit code means corrupt data
-        Some(Self { fast, fast_skip, max_code, offset, symbols: symbols[..k].to_vec() })
+        let mut table =
+            Self { fast, skip: Box::new([(0, 0); 1 << SKIP_BITS]), max_code, offset, symbols: symbols[..k].to_vec() };
+        table.build_skip();
+        Some(table)
+    }
+
+    /// The symbol whose code starts `window` (left-aligned in 16 bits) and its code length,
+    /// if that code is at most `limit` bits long.
+    fn lookup(&self, window: u32, limit: u32) -> Option<(u8, u32)> {
+        (1..=limit.min(16)).find_map(|len| {
+            let code = (window >> (16 - len)) as i32;
+            (code < self.max_code[len as usize])
+                .then(|| self.symbols.get((code + self.offset[len as usize]) as usize).map(|&s| (s, len)))
+                .flatten()
+        })
+    }
+
+    fn build_skip(&mut self) {
+        for window in 0..1u32 << SKIP_BITS {
+            let (mut used, mut advance) = (0u32, 0u32);
+            loop {
+                let rest = (window << (16 - SKIP_BITS + used)) & 0xFFFF;
+                let Some((rs, len)) = self.lookup(rest, SKIP_BITS - used) else { break };
+                let (run, size) = (u32::from(rs >> 4), u32::from(rs & 15));
+                if used + len + size > SKIP_BITS {
+                    break;
+                }
+                used += len + size;
+                if size == 0 && run != 15 {
+                    // End of block: counted as one more step, so that "the index before it
+                    // stays below 64" reads `k + advance <= 64` like the other entries.
+                    advance = (advance + 1) | EOB;
+                    break;
+                }
+                advance += run + 1;
+                if advance >= 64 {
+                    break;
+                }
+            }
+            if used > 0 {
+                self.skip[window as usize] = (used as u8, advance as u8);
+            }
+        }
     }
 }
+
+/// Window of the multi-symbol AC skip table (4,096 entries of 2 bytes: fits in L1 with room).
+const SKIP_BITS: u32 = 12;
+/// Flag in a skip entry's advance: its last symbol is an end of block.
+const EOB: u32 = 0x80;
 
 /// Bit reader over entropy-coded data: removes stuffed zeros, stops at markers (then yields
 /// zero bits, as decoders conventionally do).
@@ -89,6 +133,24 @@ impl<'a> Bits<'a> {
 
     #[inline]
     fn refill(&mut self) {
+        // Fast path: as many whole bytes as fit, in one load, when none of them is 0xFF.
+        if self.marker.is_none() {
+            if let Some(chunk) = self.data.get(self.pos..self.pos + 8) {
+                let word = u64::from_be_bytes(chunk.try_into().unwrap_or([0xFF; 8]));
+                let take = (64 - self.count) / 8;
+                let mask = !(u64::MAX.checked_shr(8 * take).unwrap_or(0));
+                // A byte of `word` is 0xFF exactly where `!word` has a zero byte; this flags
+                // every zero byte (and at worst some above one: then the slow path runs).
+                let inverted = !word;
+                let ff = inverted.wrapping_sub(0x0101_0101_0101_0101) & !inverted & 0x8080_8080_8080_8080;
+                if ff & mask == 0 {
+                    self.buffer |= (word & mask) >> self.count;
+                    self.count += 8 * take;
+                    self.pos += take as usize;
+                    return;
+                }
+            }
+        }
         while self.count <= 56 {
             let mut byte = 0u8;
             if self.marker.is_none() {
@@ -152,20 +214,36 @@ impl<'a> Bits<'a> {
         table.symbols.get((code + table.offset[len]) as usize).copied()
     }
 
-    /// Decodes an AC symbol and skips its value bits.
+    /// Skips the AC coefficients of one block whose index is now `k` (1 after the DC).
     #[inline]
-    fn decode_skip(&mut self, table: &Huffman) -> Option<u8> {
-        if self.count < 16 {
-            self.refill();
+    fn skip_ac(&mut self, table: &Huffman) -> Option<()> {
+        let mut k = 1u32;
+        loop {
+            if self.count < 16 {
+                self.refill();
+            }
+            let (used, advance) = table.skip[(self.buffer >> (64 - SKIP_BITS)) as usize];
+            let step = u32::from(advance & !(EOB as u8));
+            if used > 0 && k + step <= 64 {
+                self.consume(u32::from(used));
+                if u32::from(advance) & EOB != 0 {
+                    return Some(());
+                }
+                k += step;
+            } else {
+                // A long code, or one that would run past the block's end: one symbol at a time.
+                let rs = self.decode(table)?;
+                let (run, size) = (rs >> 4, rs & 15);
+                self.skip(size);
+                if size == 0 && run != 15 {
+                    return Some(()); // end of block
+                }
+                k += u32::from(run) + 1; // ZRL (15, 0) skips 16
+            }
+            if k >= 64 {
+                return Some(());
+            }
         }
-        let (symbol, total) = table.fast_skip[(self.buffer >> 55) as usize];
-        if total > 0 {
-            self.consume(u32::from(total));
-            return Some(symbol);
-        }
-        let symbol = self.decode(table)?;
-        self.skip(symbol & 15);
-        Some(symbol)
     }
 
     #[inline]
@@ -365,15 +443,7 @@ pub(crate) fn decode_dc(b: &[u8]) -> Option<RgbImage> {
                         // Clamped so that corrupt data cannot overflow (valid values stay
                         // within ±2^11 × 8).
                         predictors[ci] = (predictors[ci] + bits.receive_extend(size)).clamp(-65_536, 65_536);
-                        let mut k = 1;
-                        while k < 64 {
-                            let rs = bits.decode_skip(ac_table)?;
-                            let (run, size) = (rs >> 4, rs & 15);
-                            if size == 0 && run != 15 {
-                                break; // end of block
-                            }
-                            k += usize::from(run) + 1; // ZRL (15, 0) skips 16
-                        }
+                        bits.skip_ac(ac_table)?;
                         // The 1×1 inverse DCT, rounded as jpeg-decoder's 1/8 scale does.
                         let value = ((i64::from(predictors[ci]) * q + 1024) / 8).clamp(0, 255) as u8;
                         let (gw, _) = grids[ci];

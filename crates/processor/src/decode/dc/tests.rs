@@ -20,6 +20,17 @@ fn reference(bytes: &[u8]) -> RgbImage {
     RgbImage::from_raw(u32::from(info.width), u32::from(info.height), rgb).expect("sizes agree")
 }
 
+/// A smooth scene plus uniform noise of ±`amplitude`.
+fn noise(seed: u64, width: u32, height: u32, amplitude: u64) -> RgbImage {
+    let mut rng = Rng(seed);
+    let mut image = scene(seed, width, height);
+    for value in image.iter_mut() {
+        let delta = (rng.next() % (2 * amplitude + 1)) as i64 - amplitude as i64;
+        *value = (i64::from(*value) + delta).clamp(0, 255) as u8;
+    }
+    image
+}
+
 #[test]
 fn dc_decoding_matches_jpeg_decoder_at_one_eighth_scale() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -31,6 +42,10 @@ fn dc_decoding_matches_jpeg_decoder_at_one_eighth_scale() {
             image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85).encode_image(&grey).expect("encodes");
             out
         }),
+        // Every coefficient non-zero: blocks end at index 63 with no end-of-block code.
+        ("image crate q100 pure noise", encode_jpeg(&noise(4, 256, 136, 255), 100)),
+        // Sparse blocks: long zero runs (ZRL codes) between rare coefficients.
+        ("image crate q40 faint noise", encode_jpeg(&noise(5, 320, 200, 6), 40)),
         ("libjpeg 4:2:0 with restart markers", fixture("ycc420_restart.jpg")),
         ("libjpeg 4:2:0 odd size, restart every row", fixture("ycc420_rows.jpg")),
         ("libjpeg 4:4:4", fixture("ycc444.jpg")),
