@@ -47,6 +47,8 @@ async fn the_worker_judges_every_upload_and_stock_git_shows_the_verdicts() {
     let verdict: Value =
         serde_json::from_str(&app.git(&["cat-file", "blob", "refs/heads/verdicts:verdict.json"])).unwrap();
     assert_eq!(verdict["event_seq"], 3);
+    let hash = verdict["perceptual_hash"].as_str().unwrap_or_default();
+    assert!(hash.starts_with("dhash:") && hash.len() == 22, "the image's dHash is recorded: {verdict}");
     let log = app.git(&["log", "--notes=verdicts", "refs/heads/events"]);
     assert_eq!(log.matches("Notes (verdicts):").count(), 3, "{log}");
     assert_fsck_clean(&app.git_dir());

@@ -48,6 +48,11 @@ pub struct Verdict {
     /// SHA-256 (64 lowercase hex) of the model file.
     pub model_sha256: String,
     pub processor_version: String,
+    /// The image's perceptual hash as `<algorithm>:<lowercase hex>` (e.g. `dhash:00f0…`, 1–64
+    /// hex digits), so a processor rebuilds its near-duplicate index from verdicts without
+    /// decoding images again. `None` for an undecodable image (and in verdicts written before
+    /// the field existed).
+    pub perceptual_hash: Option<String>,
 }
 
 /// `verdict.json` exactly (canonical JSON, keys sorted).
@@ -64,6 +69,11 @@ struct VerdictJson {
     near_duplicate_of: Option<u64>,
     model_sha256: String,
     processor_version: String,
+    /// `<algorithm>:<hex>`. A string, not a number: canonical JSON numbers are IEEE doubles,
+    /// exact only below 2^53. Absent (not null) when unknown, so verdicts written before the
+    /// field existed stay canonical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    perceptual_hash: Option<String>,
 }
 
 impl Verdict {
@@ -78,6 +88,7 @@ impl Verdict {
             near_duplicate_of: self.near_duplicate_of,
             model_sha256: self.model_sha256.clone(),
             processor_version: self.processor_version.clone(),
+            perceptual_hash: self.perceptual_hash.clone(),
         }
     }
 
@@ -95,6 +106,9 @@ impl Verdict {
         if canonical(&json) != bytes {
             return Err(format::FormatError::NotCanonical);
         }
+        if json.perceptual_hash.as_deref().is_some_and(|h| !is_perceptual_hash(h)) {
+            return Err(format::FormatError::NotCanonical);
+        }
         Ok(Verdict {
             event_seq: json.event_seq,
             event_id: json.event_id,
@@ -104,6 +118,7 @@ impl Verdict {
             near_duplicate_of: json.near_duplicate_of,
             model_sha256: json.model_sha256,
             processor_version: json.processor_version,
+            perceptual_hash: json.perceptual_hash,
         })
     }
 
@@ -129,6 +144,9 @@ impl Verdict {
         }
         if self.near_duplicate_of.is_some_and(|d| d == 0 || d >= self.event_seq) {
             return invalid("near_duplicate_of must name an earlier event");
+        }
+        if self.perceptual_hash.as_deref().is_some_and(|h| !is_perceptual_hash(h)) {
+            return invalid("perceptual_hash must be <algorithm [a-z0-9]{1,16}>:<1-64 lowercase hex digits>");
         }
         Ok(())
     }
@@ -170,6 +188,15 @@ impl Verdict {
         ));
         note
     }
+}
+
+/// `<algorithm>:<hex>`: `[a-z0-9]{1,16}`, a colon, 1–64 lowercase hex digits.
+fn is_perceptual_hash(value: &str) -> bool {
+    let Some((algorithm, hex)) = value.split_once(':') else { return false };
+    (1..=16).contains(&algorithm.len())
+        && algorithm.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && (1..=64).contains(&hex.len())
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn canonical(json: &VerdictJson) -> Vec<u8> {
@@ -332,6 +359,22 @@ impl Ledger {
         let Some(id) = ref_target(&repo, VERDICTS_REF)? else { return Ok(None) };
         let (verdict, _) = load_verdict(&repo, id)?;
         Ok(Some(VerdictHead { event_seq: verdict.event_seq, id: id.to_string() }))
+    }
+
+    /// Visits verdicts from the head back towards the first, newest first, until `visit`
+    /// returns `false` or the chain ends. One pass over the chain (three object reads per
+    /// verdict), for rebuilding derived state such as a processor's near-duplicate index.
+    pub fn walk_verdicts_back(&self, mut visit: impl FnMut(&Verdict) -> bool) -> Result<(), read::Error> {
+        let repo = self.repo();
+        let mut next = ref_target(&repo, VERDICTS_REF)?;
+        while let Some(id) = next {
+            let (verdict, parent) = load_verdict(&repo, id)?;
+            if !visit(&verdict) {
+                break;
+            }
+            next = parent;
+        }
+        Ok(())
     }
 
     /// The verdict on event `seq`, if judged: found through the note on the event commit,
@@ -594,6 +637,25 @@ mod tests {
             near_duplicate_of: Some(1),
             model_sha256: "cd".repeat(32),
             processor_version: "0.1.0".into(),
+            perceptual_hash: Some("dhash:00f00000000000ab".into()),
+        }
+    }
+
+    #[test]
+    fn the_perceptual_hash_is_a_tagged_hex_string_and_may_be_absent() {
+        let json = String::from_utf8(verdict().to_canonical_json()).expect("utf8");
+        assert!(json.contains(r#""perceptual_hash":"dhash:00f00000000000ab""#), "{json}");
+        let back = Verdict::from_json(json.as_bytes()).expect("parses");
+        assert_eq!(back.perceptual_hash.as_deref(), Some("dhash:00f00000000000ab"));
+
+        // A verdict written before the field existed has no such key at all, and stays valid.
+        let old = Verdict { perceptual_hash: None, ..verdict() }.to_canonical_json();
+        assert!(!String::from_utf8_lossy(&old).contains("perceptual_hash"));
+        assert_eq!(Verdict::from_json(&old).expect("parses").perceptual_hash, None);
+
+        for bad in [r#""dhash:00F00000000000AB""#, r#""00f00000000000ab""#, r#""dhash:""#, "null"] {
+            let tampered = json.replace(r#""dhash:00f00000000000ab""#, bad);
+            assert!(Verdict::from_json(tampered.as_bytes()).is_err(), "{bad} must be refused");
         }
     }
 
@@ -623,6 +685,7 @@ mod tests {
                 "scores",
             ),
             (|v| v.processor_version = "has space".into(), "processor_version"),
+            (|v| v.perceptual_hash = Some("DHash:zz".into()), "perceptual_hash"),
         ];
         for (mutate, what) in cases {
             let mut v = verdict();

@@ -43,6 +43,7 @@ fn verdict(seq: u64, id: &str, spam: bool) -> Verdict {
         near_duplicate_of: None,
         model_sha256: "ab".repeat(32),
         processor_version: "test-1".into(),
+        perceptual_hash: Some(format!("dhash:{:016x}", seq * 0x0101)),
     }
 }
 
@@ -71,7 +72,22 @@ async fn verdicts_and_their_notes_are_visible_with_stock_git() {
     assert_eq!(trailers, format!("Event: {}\nEvent-Seq: 3\nVerdict: spam\n\n", ids[2]));
     let json = git(&git_dir, &["cat-file", "blob", "refs/heads/verdicts:verdict.json"]);
     assert!(json.contains("\"scores\":{\"classifier\":970000}"), "{json}");
+    assert!(json.contains("\"perceptual_hash\":\"dhash:0000000000000303\""), "{json}");
     assert_eq!(ledger.verify_verdicts(|_, _| {}).expect("verdicts verify"), 3);
+
+    let mut walked = Vec::new();
+    ledger
+        .walk_verdicts_back(|v| {
+            walked.push((v.event_seq, v.perceptual_hash.clone()));
+            v.event_seq > 2
+        })
+        .expect("walk");
+    let hash = |h: &str| Some(format!("dhash:{h}"));
+    assert_eq!(
+        walked,
+        [(3, hash("0000000000000303")), (2, hash("0000000000000202"))],
+        "newest first, stopping when told"
+    );
 }
 
 #[tokio::test]

@@ -40,6 +40,25 @@ impl Hasher {
             Hasher::DHash => dhash(image),
         }
     }
+
+    /// The algorithm's name in `verdict.json`'s `perceptual_hash` (`dhash:<16 hex>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Hasher::PHash => "phash",
+            Hasher::DHash => "dhash",
+        }
+    }
+
+    /// `hash` as recorded in `verdict.json`.
+    pub fn record(self, hash: u64) -> String {
+        format!("{}:{hash:016x}", self.name())
+    }
+
+    /// A recorded hash, if this hasher made it (another algorithm's hash is useless here).
+    pub fn parse_record(self, recorded: &str) -> Option<u64> {
+        let hex = recorded.strip_prefix(self.name())?.strip_prefix(':')?;
+        (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok()).flatten()
+    }
 }
 
 /// Number of differing bits.

@@ -2,10 +2,11 @@
 //! verdicts (and their notes) in batches.
 //!
 //! A worker keeps no state of its own. On start it repairs lagging notes, takes the verdict
-//! head as its checkpoint and rebuilds the near-duplicate index by re-hashing the images of the
-//! events already judged (the hashes are not stored in git; that makes a start O(judged
-//! events) decodes — a stored hash in `verdict.json` would make it O(1), see the crate's known
-//! limitations). Then each [`Worker::step`]:
+//! head as its checkpoint and rebuilds the near-duplicate index from the perceptual hashes
+//! recorded in the verdicts (`perceptual_hash`: one walk down the verdict chain plus one
+//! `event.json` read per event, no image decoded). Only verdicts without a usable hash (written
+//! before the field existed, or by a processor using another hash algorithm) send it back to
+//! the image. Then each [`Worker::step`]:
 //! 1. reads up to `batch` events after the checkpoint,
 //! 2. analyses them in parallel, one thread per [`Classifier`] (ONNX sessions are `&mut`),
 //! 3. judges them in seq order against the index ([`crate::judge::judge_in_order`]),
@@ -98,6 +99,15 @@ impl WorkerError {
 /// One judged event's index entry: seq, camera, received_at, hash (`None`: undecodable).
 type Indexed = (u64, String, i64, Option<u64>);
 
+/// What a verdict says about its image's perceptual hash.
+#[derive(Clone, Copy)]
+enum Recorded {
+    Hash(u64),
+    Undecodable,
+    /// No usable hash in the verdict: decode the image.
+    Unknown,
+}
+
 /// One event loaded for judging.
 struct Loaded {
     seq: u64,
@@ -158,46 +168,59 @@ impl Worker {
         self.next_seq
     }
 
-    /// Hashes events `next_seq..=through` (judged already) into the index, in parallel chunks
-    /// (one thread per classifier), inserting in seq order.
+    /// Adds events `next_seq..=through` (judged already) to the index, in seq order: their
+    /// hashes come from the verdicts; events whose verdict has none are hashed again, in
+    /// parallel chunks (one thread per classifier).
     fn catch_up_index(&mut self, through: u64) -> Result<(), WorkerError> {
-        const CHUNK: u64 = 256;
+        const CHUNK: u64 = 1024;
+        let from = self.next_seq;
+        if through < from {
+            return Ok(());
+        }
+        let hasher = self.config.judge.hasher;
+        let mut recorded = vec![Recorded::Unknown; (through - from + 1) as usize];
+        self.ledger.walk_verdicts_back(|v| {
+            if v.event_seq < from {
+                return false;
+            }
+            if let Some(slot) = v.event_seq.checked_sub(from).and_then(|i| recorded.get_mut(i as usize)) {
+                *slot = match v.perceptual_hash.as_deref().and_then(|h| hasher.parse_record(h)) {
+                    Some(hash) => Recorded::Hash(hash),
+                    None if v.reasons.iter().any(|r| r == UNDECODABLE) => Recorded::Undecodable,
+                    None => Recorded::Unknown,
+                };
+            }
+            true
+        })?;
         let threads = self.classifiers.len().max(1) as u64;
-        let mut from = self.next_seq;
-        while from <= through {
-            let to = through.min(from + CHUNK * threads - 1);
-            let seqs: Vec<u64> = (from..=to).collect();
+        let mut start = from;
+        while start <= through {
+            let to = through.min(start + CHUNK * threads - 1);
+            let seqs: Vec<(u64, Recorded)> = (start..=to).map(|seq| (seq, recorded[(seq - from) as usize])).collect();
             let per_thread = seqs.len().div_ceil(threads as usize).max(1);
             let (ledger, config, side) = (&self.ledger, &self.config.judge, self.side);
-            let hashed: Vec<Result<Vec<Indexed>, WorkerError>> = std::thread::scope(|scope| {
+            let indexed: Vec<Result<Vec<Indexed>, WorkerError>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = seqs
                     .chunks(per_thread)
                     .map(|chunk| {
                         scope.spawn(move || {
                             chunk
                                 .iter()
-                                .map(|&seq| {
-                                    let (record, bytes) = ledger.image(seq)?;
-                                    let received_at = unix_seconds(seq, &record.received_at)?;
-                                    let hash = hash_only(&bytes, config, side)
-                                        .map_err(|error| tracing::debug!(seq, %error, "undecodable event left out of the index"))
-                                        .ok();
-                                    Ok((seq, record.camera, received_at, hash))
-                                })
+                                .map(|&(seq, recorded)| index_entry(ledger, config, side, seq, recorded))
                                 .collect()
                         })
                     })
                     .collect();
                 handles.into_iter().map(|h| h.join().unwrap_or(Err(WorkerError::Panicked))).collect()
             });
-            for chunk in hashed {
+            for chunk in indexed {
                 for (seq, camera, received_at, hash) in chunk? {
                     if let Some(hash) = hash {
                         self.index.insert(seq, &camera, received_at, hash);
                     }
                 }
             }
-            from = to + 1;
+            start = to + 1;
         }
         self.next_seq = self.next_seq.max(through + 1);
         Ok(())
@@ -269,6 +292,7 @@ impl Worker {
                         near_duplicate_of: verdict.near_duplicate_of,
                         model_sha256: self.model_sha256.clone(),
                         processor_version: self.config.processor_version.clone(),
+                        perceptual_hash: Some(self.config.judge.hasher.record(analysis.hash)),
                     }
                 }
                 Err(AnalyseError::Decode(error)) => {
@@ -283,6 +307,7 @@ impl Worker {
                         near_duplicate_of: None,
                         model_sha256: self.model_sha256.clone(),
                         processor_version: self.config.processor_version.clone(),
+                        perceptual_hash: None,
                     }
                 }
                 Err(AnalyseError::Classify(error)) => return Err(error.into()),
@@ -349,6 +374,30 @@ impl Worker {
             }
         }
     }
+}
+
+/// The index entry of judged event `seq`: camera and time from `event.json`, the hash from its
+/// verdict or, when the verdict has none, from the image.
+fn index_entry(
+    ledger: &Ledger,
+    config: &judge::Config,
+    side: u32,
+    seq: u64,
+    recorded: Recorded,
+) -> Result<Indexed, WorkerError> {
+    let (record, hash) = match recorded {
+        Recorded::Hash(hash) => (ledger.event(seq)?.record, Some(hash)),
+        Recorded::Undecodable => (ledger.event(seq)?.record, None),
+        Recorded::Unknown => {
+            let (record, bytes) = ledger.image(seq)?;
+            let hash = hash_only(&bytes, config, side)
+                .map_err(|error| tracing::debug!(seq, %error, "undecodable event left out of the index"))
+                .ok();
+            (record, hash)
+        }
+    };
+    let received_at = unix_seconds(seq, &record.received_at)?;
+    Ok((seq, record.camera, received_at, hash))
 }
 
 /// Creates `threads` classifiers for one model (one ONNX session each).

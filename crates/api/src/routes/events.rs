@@ -68,6 +68,7 @@ fn verdict_json(stored: &camledger_eventstore::verdict::StoredVerdict) -> Value 
         "near_duplicate_of": v.near_duplicate_of,
         "model_sha256": v.model_sha256,
         "processor_version": v.processor_version,
+        "perceptual_hash": v.perceptual_hash,
     })
 }
 

@@ -96,3 +96,13 @@ fn dhash_separates_altered_copies_from_distinct_photos_at_the_default_distance()
     assert!(dhash.recall(threshold) >= phash.recall(threshold));
     assert_eq!(Hasher::default(), Hasher::DHash, "the default follows the measurement");
 }
+
+#[test]
+fn a_recorded_hash_reads_back_only_for_its_own_algorithm() {
+    let recorded = Hasher::DHash.record(0x00f0_0000_0000_00ab);
+    assert_eq!(recorded, "dhash:00f00000000000ab");
+    assert_eq!(Hasher::DHash.parse_record(&recorded), Some(0x00f0_0000_0000_00ab));
+    assert_eq!(Hasher::PHash.parse_record(&recorded), None, "a dHash is no pHash");
+    assert_eq!(Hasher::DHash.parse_record("dhash:abc"), None);
+    assert_eq!(Hasher::DHash.parse_record("dhashx:00f00000000000ab"), None);
+}

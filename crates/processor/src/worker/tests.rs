@@ -9,6 +9,7 @@ use image::{Rgb, RgbImage};
 
 use super::*;
 use crate::classifier::{Model, OnnxRuntime, DEFAULT_DYLIB};
+use crate::phash::Hasher;
 use crate::testutil::{alter, encode_jpeg, scene, Alteration};
 use crate::verdict::{BLANK, DUPLICATE, NEAR_DUPLICATE};
 
@@ -239,4 +240,47 @@ async fn a_running_worker_picks_up_new_events_and_stops_when_cancelled() {
     cancel.cancel();
     let stopped = tokio::time::timeout(Duration::from_secs(10), running).await.expect("stops promptly");
     stopped.expect("no panic").expect("clean stop");
+}
+
+/// A verdict as a processor of another kind would write it by hand, for seq `seq`.
+fn planted_verdict(ledger: &Ledger, seq: u64, perceptual_hash: Option<String>) -> StoredVerdictRecord {
+    StoredVerdictRecord {
+        event_seq: seq,
+        event_id: ledger.event(seq).expect("event exists").id,
+        spam: false,
+        reasons: vec![],
+        scores: Default::default(),
+        near_duplicate_of: None,
+        model_sha256: "ab".repeat(32),
+        processor_version: "planted/1".to_owned(),
+        perceptual_hash,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_starting_worker_takes_hashes_from_the_verdicts_and_decodes_only_where_none_is_recorded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = Ledger::open(dir.path(), LedgerConfig::default()).expect("ledger opens");
+    let (a, b, c) = (scene(61, 640, 480), scene(62, 640, 480), scene(63, 640, 480));
+    let hash = |image: &RgbImage, quality: u8| {
+        let side = decode_side(Some(&tiny_classifiers(1)[0]));
+        hash_only(&encode_jpeg(image, quality), &judge::Config::default(), side).expect("decodes")
+    };
+    append_all(&ledger, &[("cam-1", encode_jpeg(&a, 90)), ("cam-1", encode_jpeg(&b, 90))]).await;
+    // Event 1's verdict records the hash of picture C (not its own image A); event 2's records
+    // no hash at all, as verdicts written before the field existed.
+    ledger
+        .append_verdicts(&[
+            planted_verdict(&ledger, 1, Some(Hasher::DHash.record(hash(&c, 90)))),
+            planted_verdict(&ledger, 2, None),
+        ])
+        .expect("planted verdicts land");
+
+    append_all(&ledger, &[("cam-2", encode_jpeg(&c, 85)), ("cam-2", encode_jpeg(&b, 85))]).await;
+    let mut worker = Worker::start(ledger.clone(), config(8), tiny_classifiers(2)).expect("worker starts");
+    assert_eq!(run_to_end(&mut worker), 2);
+    assert_eq!(reasons(&ledger, 3), (vec![NEAR_DUPLICATE.to_owned()], Some(1)), "the recorded hash was used");
+    assert_eq!(reasons(&ledger, 4), (vec![NEAR_DUPLICATE.to_owned()], Some(2)), "a missing hash was recomputed");
+    let recorded = ledger.verdict(3).expect("readable").expect("judged").verdict.perceptual_hash;
+    assert_eq!(recorded, Some(Hasher::DHash.record(hash(&c, 85))), "new verdicts record their hash");
 }
