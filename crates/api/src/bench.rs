@@ -1,3 +1,6 @@
+//! `camledger bench judge`: images per core of the judging pipeline with the reduced-scale
+//! decode against the full decode, in one run (see `camledger_processor::bench`).
+//!
 //! `camledger bench ingest`: durable ingest over HTTP against `git fast-import` writing the
 //! same commits, on the same machine, in one run.
 //!
@@ -31,6 +34,26 @@ use crate::registry::Registry;
 pub enum BenchCommand {
     /// Durable ingest over HTTP vs `git fast-import` of the same commits; p50/p99 latency at half the peak rate.
     Ingest(IngestArgs),
+    /// Judging images per core on 1080p JPEGs: reduced-scale decode vs full decode, with the model.
+    Judge(JudgeBenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JudgeBenchArgs {
+    /// Distinct generated JPEGs per set.
+    #[arg(long, default_value_t = 40)]
+    pub images: usize,
+    /// Noise amplitude of each set (sets the file size: 3 gives ~270 KB, 8 ~540 KB at 1080p q90).
+    #[arg(long, value_delimiter = ',', default_value = "3,8")]
+    pub noise: Vec<u64>,
+    /// Minimum CPU-seconds per measurement.
+    #[arg(long, default_value_t = 1.0)]
+    pub min_cpu_seconds: f64,
+    /// Leave the classifier out (no ONNX Runtime needed).
+    #[arg(long)]
+    pub no_classifier: bool,
+    #[command(flatten)]
+    pub judge: crate::processing::JudgeArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,7 +78,23 @@ pub struct IngestArgs {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(args) => ingest(args).await,
+        BenchCommand::Judge(args) => tokio::task::spawn_blocking(move || judge(&args)).await?,
     }
+}
+
+fn judge(args: &JudgeBenchArgs) -> anyhow::Result<()> {
+    use camledger_processor::bench::{judge_throughput, Options};
+    use camledger_processor::judge::decode_side;
+
+    let mut judging = if args.no_classifier { None } else { Some(args.judge.load(1)?) };
+    let mut classifier = judging.as_mut().and_then(|j| j.classifiers.pop());
+    let side = decode_side(classifier.as_ref());
+    if cfg!(debug_assertions) {
+        println!("note: a debug build of camledger; measure with `cargo run --release -- bench judge`");
+    }
+    let options = Options { images: args.images, noise: args.noise.clone(), min_cpu_seconds: args.min_cpu_seconds };
+    judge_throughput(&options, side, classifier.as_mut(), &mut std::io::stdout().lock())?;
+    Ok(())
 }
 
 /// Distinct valid JPEGs of exactly `size` bytes: one noise JPEG, padded with COM segments

@@ -7,7 +7,7 @@
 //!   pixels (used inline by the API before anything is written), plus the EXIF summary.
 //! - [`decode`]: bounded-memory decoding to the small images the judges need; JPEG is decoded
 //!   at reduced DCT scale ([`decode::decode_scaled`]); [`decode::decode_full`] is the
-//!   reference path for benchmarks (`examples/throughput.rs`).
+//!   reference path for benchmarks.
 //! - [`phash`]: 64-bit perceptual hashes; dHash is the default, chosen by measurement.
 //! - [`neardup`]: the multi-index near-duplicate index ("any earlier image within distance d?").
 //! - [`blank`]: blank / flat / near-black frame detection.
@@ -18,12 +18,14 @@
 //!   `judge_in_order` (near-duplicate lookup and policy, in seq order).
 //! - [`worker`]: tails the ledger from the verdict checkpoint and appends verdicts.
 //! - [`replay`]: re-judges a range without writing and compares with what was recorded.
+//! - [`bench`]: the judging throughput benchmark (`camledger bench judge`): scaled vs full
+//!   decode, images per CPU-second, ratios printed in one run.
 //!
 //! Known limitations:
-//! - Perceptual hashes are not stored in git, so a worker start (and a replay) re-hashes every
-//!   earlier event to rebuild the near-duplicate index: O(events) decodes, ~150 images/s per
-//!   core (in parallel, one thread per classifier). Recording the hash in `verdict.json` would
-//!   make starts O(1).
+//! - A worker start rebuilds the in-memory near-duplicate index from the `perceptual_hash`
+//!   recorded in each verdict: one walk down the verdict chain plus one `event.json` read per
+//!   event, no decoding (only verdicts without a hash send it back to the image). A replay
+//!   deliberately recomputes every hash from the images, so it does not trust what it checks.
 //! - Near-duplicate scope defaults to all cameras: a fixed camera's consecutive frames of a
 //!   static scene can be within the distance of each other and would be flagged; deployments
 //!   with static scenes should use a time window or a smaller distance.
@@ -33,6 +35,7 @@
 //!   about 40 bytes plus one bucket slot per band (9 with the default distance 8).
 
 pub mod admission;
+pub mod bench;
 pub mod blank;
 pub mod classifier;
 pub mod decode;
