@@ -98,3 +98,86 @@ async fn a_failing_fsync_answers_no_2xx_and_loses_nothing_acknowledged() {
     assert_every_ack_survived(&app, &acked);
     assert_eq!(app.upload(jpeg(6_000_000)).await.status(), 201);
 }
+
+/// A tmpfs of a fixed size mounted on a temporary directory, unmounted on drop. `None` where
+/// this process may not mount (the test then says so and checks nothing).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let options = format!("size={size}");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Tmpfs { dir })
+    }
+
+    fn grow_to(&self, size: &str) {
+        let options = format!("remount,size={size}");
+        let status = std::process::Command::new("mount").args(["-o", &options]).arg(self.dir.path()).status();
+        assert!(status.is_ok_and(|s| s.success()), "remounting the tmpfs larger");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_uploads_with_503_loses_nothing_and_recovers_when_space_returns() {
+    let Some(disk) = Tmpfs::mount("6m") else {
+        eprintln!("SKIPPED a_full_disk_…: this process may not mount a tmpfs (needs root or CAP_SYS_ADMIN)");
+        return;
+    };
+    let dir = disk.dir.path().join("data");
+    let data = dir.to_str().expect("utf-8 path");
+    let camera = last_word(&camledger(&["cameras", "add", "cam-1", "--data-dir", data]));
+    let auditor = last_word(&camledger(&["tokens", "add", "alice", "--role", "auditor", "--data-dir", data]));
+    let mut app = TestApp::spawn_on(dir.clone(), camera, auditor);
+    let images = camledger_api::bench::JpegFactory::new(60_000).expect("jpeg factory");
+
+    // ~100 uploads of 60 KB fill 6 MB; keep going until the disk has refused 10 in a row.
+    let (mut acked, mut refused_in_a_row, mut refusals) = (BTreeMap::new(), 0, 0);
+    for n in 0..400u64 {
+        let bytes = images.make(n);
+        let response = app.upload(bytes.clone()).await;
+        match response.status().as_u16() {
+            201 => {
+                let answer: Value = response.json().await.unwrap();
+                acked.insert(answer["seq"].as_u64().unwrap(), sha256_hex(&bytes));
+                refused_in_a_row = 0;
+            }
+            status => {
+                assert_eq!(status, 503, "a full disk is a retryable refusal");
+                let body: Value = response.json().await.expect("a JSON error body");
+                assert_eq!(body["error"], "unavailable", "{body}");
+                refusals += 1;
+                refused_in_a_row += 1;
+                if refused_in_a_row == 10 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(refused_in_a_row == 10 && acked.len() > 20, "the disk filled: {} acked, {refusals} refused", acked.len());
+    assert_every_ack_survived(&app, &acked);
+
+    // Space comes back: the same server accepts again without a restart.
+    disk.grow_to("32m");
+    let response = app.upload(images.make(10_000)).await;
+    assert_eq!(response.status(), 201, "accepting again once there is space");
+    let seq = response.json::<Value>().await.unwrap()["seq"].as_u64().unwrap();
+    assert_eq!(seq, acked.keys().max().unwrap() + 1, "the sequence continues without a gap");
+
+    app.kill();
+    app.start();
+    assert_every_ack_survived(&app, &acked);
+    camledger(&["verify", "--data-dir", data]);
+}
