@@ -14,6 +14,9 @@ use camledger_processor::decode::decode_scaled;
 use image::imageops::{self, FilterType};
 use image::{Rgb, RgbImage};
 
+/// One measured part: a label and what it does to input `i`.
+type Part<'a> = (&'static str, Box<dyn Fn(usize) + 'a>);
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(40);
@@ -31,7 +34,7 @@ fn main() {
     println!("{n} JPEGs 1920x1080 q90, mean {} bytes, one thread", jpegs.iter().map(Vec::len).sum::<usize>() / n);
     let full_image = image::load_from_memory(&jpegs[0]).expect("valid jpeg").into_rgb8();
     let eighth = RgbImage::from_pixel(240, 135, Rgb([1, 2, 3]));
-    let parts: Vec<(&str, Box<dyn Fn(usize)>)> = vec![
+    let parts: Vec<Part> = vec![
         ("admission (structural walk)", Box::new(|i| drop(admit(&jpegs[i], &limits).expect("valid jpeg")))),
         ("camledger DC-only decode to 64x64", Box::new(|i| drop(decode_scaled(&jpegs[i], 64, &limits)))),
         (

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use camledger_eventstore::{Ledger, LedgerConfig, NewEvent};
+use camledger_eventstore::{Ledger, LedgerConfig};
 use camledger_processor::admission::{admit, Limits};
 use camledger_processor::bench::photo;
 use camledger_processor::classifier::{Model, OnnxRuntime, DEFAULT_DYLIB};
@@ -40,20 +40,7 @@ async fn main() {
             .encode_image(&photo(i, 1280, 720, 3))
             .expect("encodes");
         let admitted = admit(&bytes, &Limits::default()).expect("valid");
-        writer
-            .append(NewEvent {
-                camera: format!("cam-{}", i % 50),
-                image: bytes.into(),
-                media_type: admitted.format.media_type().to_owned(),
-                extension: admitted.format.extension().to_owned(),
-                width: admitted.width,
-                height: admitted.height,
-                exif: admitted.exif,
-                captured_at: None,
-                idempotency_key: None,
-            })
-            .await
-            .expect("durable");
+        writer.append(admitted.into_event(format!("cam-{}", i % 50), bytes.into(), None, None)).await.expect("durable");
     }
     writer.shutdown().await;
 

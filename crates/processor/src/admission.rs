@@ -91,6 +91,29 @@ pub struct Admitted {
     pub exif: Option<Exif>,
 }
 
+impl Admitted {
+    /// The ledger event for these admitted `image` bytes from `camera`.
+    pub fn into_event(
+        self,
+        camera: String,
+        image: bytes::Bytes,
+        captured_at: Option<String>,
+        idempotency_key: Option<String>,
+    ) -> camledger_eventstore::NewEvent {
+        camledger_eventstore::NewEvent {
+            camera,
+            image,
+            media_type: self.format.media_type().to_owned(),
+            extension: self.format.extension().to_owned(),
+            width: self.width,
+            height: self.height,
+            exif: self.exif,
+            captured_at,
+            idempotency_key,
+        }
+    }
+}
+
 /// Why an upload was refused. Nothing is written to the ledger for any of these; they are the
 /// client's fault, so none is retried and none is logged above `debug`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use camledger_eventstore::{Appended, NewEvent};
+use camledger_eventstore::Appended;
 use camledger_processor::admission;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -127,17 +127,7 @@ async fn ingest(
         tracing::info!(reason = rejection.code(), size = bytes.len(), "upload rejected");
         ApiError::from(rejection)
     })?;
-    let event = NewEvent {
-        camera: meta.camera.clone(),
-        image: bytes,
-        media_type: admitted.format.media_type().to_owned(),
-        extension: admitted.format.extension().to_owned(),
-        width: admitted.width,
-        height: admitted.height,
-        exif: admitted.exif,
-        captured_at: meta.captured_at.clone(),
-        idempotency_key,
-    };
+    let event = admitted.into_event(meta.camera.clone(), bytes, meta.captured_at.clone(), idempotency_key);
     let appended = state.writer.append(event).await?;
     tracing::info!(
         seq = appended.seq,

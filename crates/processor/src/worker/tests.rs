@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use camledger_eventstore::{LedgerConfig, NewEvent};
+use camledger_eventstore::LedgerConfig;
 use image::{Rgb, RgbImage};
 
 use super::*;
@@ -39,17 +39,7 @@ async fn append_all(ledger: &Ledger, images: &[(&str, Vec<u8>)]) {
     for (camera, bytes) in images {
         let admitted = crate::admission::admit(bytes, &Default::default()).expect("fixtures are valid");
         writer
-            .append(NewEvent {
-                camera: (*camera).to_owned(),
-                image: bytes::Bytes::from(bytes.clone()),
-                media_type: admitted.format.media_type().to_owned(),
-                extension: admitted.format.extension().to_owned(),
-                width: admitted.width,
-                height: admitted.height,
-                exif: admitted.exif,
-                captured_at: None,
-                idempotency_key: None,
-            })
+            .append(admitted.into_event((*camera).to_owned(), bytes::Bytes::from(bytes.clone()), None, None))
             .await
             .expect("append is durable");
     }
