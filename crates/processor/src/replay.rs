@@ -11,13 +11,12 @@ use std::collections::BTreeMap;
 
 use camledger_eventstore::Ledger;
 use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
 use tracing::instrument;
 
 use crate::classifier::Classifier;
 use crate::judge::{self, analyse, decode_side, hash_only, AnalyseError, EventFacts};
 use crate::neardup::NearDupIndex;
-use crate::worker::{WorkerError, UNDECODABLE};
+use crate::worker::{unix_seconds, WorkerError, UNDECODABLE};
 
 /// Largest score difference that still counts as equal.
 pub const SCORE_TOLERANCE: f64 = 1e-6 + 1e-9;
@@ -86,12 +85,6 @@ impl Summary {
     pub fn has_differences(&self) -> bool {
         self.flips_to_spam + self.flips_to_ok + self.other_differences > 0
     }
-}
-
-fn unix_seconds(seq: u64, rfc3339: &str) -> Result<i64, WorkerError> {
-    time::OffsetDateTime::parse(rfc3339, &Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .map_err(|_| WorkerError::BadTimestamp { seq, value: rfc3339.to_owned() })
 }
 
 /// Re-judges events `from..=to` (clamped to the head) and compares with the recorded

@@ -135,7 +135,8 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-fn unix_seconds(seq: u64, rfc3339: &str) -> Result<i64, WorkerError> {
+/// `received_at` of event `seq` as Unix seconds.
+pub(crate) fn unix_seconds(seq: u64, rfc3339: &str) -> Result<i64, WorkerError> {
     time::OffsetDateTime::parse(rfc3339, &Rfc3339)
         .map(|t| t.unix_timestamp())
         .map_err(|_| WorkerError::BadTimestamp { seq, value: rfc3339.to_owned() })
