@@ -77,3 +77,36 @@ fn cameras_add_refuses_a_bad_id_with_a_clear_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid name"));
 }
+
+#[test]
+fn bench_judge_prints_both_paths_their_ratio_and_the_targets() {
+    let dylib = ort_dylib();
+    let out = camledger(&[
+        "bench",
+        "judge",
+        "--images",
+        "2",
+        "--noise",
+        "3",
+        "--min-cpu-seconds",
+        "0",
+        "--model",
+        TINY_MODEL,
+        "--ort-dylib",
+        &dylib,
+    ]);
+    for expected in ["scaled", "full", "ratio", "+classify", "target >= 150 images/s per core", "target >= 2.0x"] {
+        assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn bench_judge_without_the_runtime_library_says_how_to_get_it() {
+    let out = Command::new(BIN)
+        .args(["bench", "judge", "--images", "1", "--ort-dylib", "/nonexistent/libonnxruntime.so.1.31.1"])
+        .output()
+        .expect("running camledger");
+    assert!(!out.status.success(), "a missing library is an error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fetch-onnxruntime"), "the message says how to fix it: {stderr}");
+}
