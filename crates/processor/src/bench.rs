@@ -1,6 +1,7 @@
 //! The judging benchmark behind `camledger bench judge`: images per CPU-second of decode +
 //! hash + blank detection + classification on 1080p JPEGs, with the reduced-scale decode
-//! ([`decode_scaled`]) and with the full decode ([`decode_full`]) side by side, and their ratio.
+//! ([`decode_scaled_pair`], what the judge runs) and with the full decode ([`decode_full_pair`])
+//! side by side, and their ratio.
 //!
 //! Inputs are generated, so every run sees the same bytes: photo-like 1920×1080 frames (smooth
 //! structure plus uniform sensor-like noise), JPEG quality 90. The noise amplitude sets the
@@ -16,7 +17,8 @@ use image::{Rgb, RgbImage};
 use crate::admission::Limits;
 use crate::blank::blank_stats;
 use crate::classifier::Classifier;
-use crate::decode::{decode_full, decode_scaled, DecodeError};
+use crate::decode::{decode_full_pair, decode_scaled_pair, DecodeError};
+use crate::judge::HASH_SIDE;
 use crate::phash::dhash;
 
 /// Targets from the processor's specification.
@@ -133,10 +135,11 @@ pub enum BenchError {
     Io(#[from] std::io::Error),
 }
 
-type Decode = fn(&[u8], u32, &Limits) -> Result<RgbImage, DecodeError>;
+type Decode = fn(&[u8], u32, u32, &Limits) -> Result<(RgbImage, RgbImage), DecodeError>;
 
 /// Measures every set, printing a table to `out` as it goes, then the ratios and whether the
-/// targets are met. `side` is the size the judge decodes to (see `judge::decode_side`).
+/// targets are met. `side` is the classifier's input size (see `judge::decode_side`); hashes
+/// and blank statistics are computed at [`HASH_SIDE`], as the judge does.
 pub fn judge_throughput(
     options: &Options,
     side: u32,
@@ -145,7 +148,10 @@ pub fn judge_throughput(
 ) -> Result<Vec<SetResult>, BenchError> {
     let limits = Limits::default();
     let n = options.images.max(1);
-    writeln!(out, "judge bench: {n} JPEGs 1920x1080 q90 per set, decoded to {side}x{side}, one thread")?;
+    writeln!(
+        out,
+        "judge bench: {n} JPEGs 1920x1080 q90 per set, decoded to {HASH_SIDE}x{HASH_SIDE} and {side}x{side}, one thread"
+    )?;
     writeln!(out, "images per CPU-second (the per-core rate):")?;
     writeln!(
         out,
@@ -170,19 +176,19 @@ pub fn judge_throughput(
         let set = format!("~{} KB (±{noise})", mean_bytes / 1000);
         let mut rates = [PathRates::default(); 2];
         for (slot, (name, decode)) in
-            [("scaled", decode_scaled as Decode), ("full", decode_full as Decode)].into_iter().enumerate()
+            [("scaled", decode_scaled_pair as Decode), ("full", decode_full_pair as Decode)].into_iter().enumerate()
         {
             let min = options.min_cpu_seconds;
-            let decode_rate = rate(n, min, |i| decode(&jpegs[i], side, &limits).map(drop))?;
+            let decode_rate = rate(n, min, |i| decode(&jpegs[i], HASH_SIDE, side, &limits).map(drop))?;
             let hash_blank = rate(n, min, |i| {
-                let small = decode(&jpegs[i], side, &limits)?;
+                let (small, _) = decode(&jpegs[i], HASH_SIDE, side, &limits)?;
                 std::hint::black_box((dhash(&small), blank_stats(&small)));
                 Ok::<_, BenchError>(())
             })?;
             let classify = match classifier.as_deref_mut() {
                 Some(classifier) => Some(rate(n, min, |i| {
-                    let small = decode(&jpegs[i], side, &limits)?;
-                    let label = classifier.classify(&small)?;
+                    let (small, input) = decode(&jpegs[i], HASH_SIDE, side, &limits)?;
+                    let label = classifier.classify(&input)?;
                     std::hint::black_box((dhash(&small), blank_stats(&small), label));
                     Ok::<_, BenchError>(())
                 })?),

@@ -14,13 +14,10 @@ use tracing::instrument;
 use crate::admission::Limits;
 use crate::blank::{blank_stats, BlankStats};
 use crate::classifier::{Classification, Classifier, ClassifyError};
-use crate::decode::{decode_scaled, DecodeError};
+use crate::decode::{decode_scaled, decode_scaled_pair, DecodeError};
 use crate::neardup::{NearDupIndex, Query, QueryError, Scope};
 use crate::phash::Hasher;
 use crate::verdict::{decide, NearDuplicate, Signals, Thresholds, Verdict};
-
-/// Smallest decode size: enough for the 32×32 pHash and the 64×64 blank statistics.
-const MIN_SIDE: u32 = 64;
 
 /// How images are judged (configuration, fixed for a run so that replays reproduce it).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -86,35 +83,39 @@ pub struct EventFacts<'a> {
     pub duplicate_of: Option<u64>,
 }
 
-/// The decode size for a classifier (its input's longer side), at least 64. Hashes are
-/// computed from the image decoded at this size, so everything that must reproduce a hash
-/// (index rebuild, replay) decodes at the same size.
+/// The size perceptual hashes and blank statistics are computed at, whatever the model (enough
+/// for the 32×32 pHash and the 64×64 blank statistics): a hash recorded in a verdict stays
+/// comparable across model changes.
+pub const HASH_SIDE: u32 = 64;
+
+/// The decode size for a classifier (its input's longer side), at least 64.
 pub fn decode_side(classifier: Option<&Classifier>) -> u32 {
     classifier
-        .map_or(MIN_SIDE, |c| {
+        .map_or(HASH_SIDE, |c| {
             let (w, h) = c.model().input_size();
             w.max(h)
         })
-        .max(MIN_SIDE)
+        .max(HASH_SIDE)
 }
 
 /// Decodes once at reduced scale and computes every order-independent signal.
 #[instrument(level = "debug", skip_all, fields(size = bytes.len()), err(level = "debug"))]
 pub fn analyse(bytes: &[u8], config: &Config, classifier: Option<&mut Classifier>) -> Result<Analysis, AnalyseError> {
     let side = decode_side(classifier.as_deref());
-    let small: RgbImage = decode_scaled(bytes, side, &config.limits)?;
+    let (small, input): (RgbImage, RgbImage) = decode_scaled_pair(bytes, HASH_SIDE, side, &config.limits)?;
     let hash = config.hasher.hash(&small);
     let blank = blank_stats(&small);
     let classification = match classifier {
-        Some(classifier) => Some(classifier.classify(&small)?),
+        Some(classifier) => Some(classifier.classify(&input)?),
         None => None,
     };
     Ok(Analysis { hash, blank, classification })
 }
 
-/// Only the perceptual hash, decoded at `side` (see [`decode_side`]): what an index rebuild needs.
-pub fn hash_only(bytes: &[u8], config: &Config, side: u32) -> Result<u64, DecodeError> {
-    Ok(config.hasher.hash(&decode_scaled(bytes, side, &config.limits)?))
+/// Only the perceptual hash (at [`HASH_SIDE`], as [`analyse`] computes it): what an index
+/// rebuild needs.
+pub fn hash_only(bytes: &[u8], config: &Config) -> Result<u64, DecodeError> {
+    Ok(config.hasher.hash(&decode_scaled(bytes, HASH_SIDE, &config.limits)?))
 }
 
 /// Looks up earlier near-duplicates, adds this image to the index, and applies the policy.

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tracing::instrument;
 
 use crate::classifier::Classifier;
-use crate::judge::{self, analyse, decode_side, hash_only, AnalyseError, EventFacts};
+use crate::judge::{self, analyse, hash_only, AnalyseError, EventFacts};
 use crate::neardup::NearDupIndex;
 use crate::worker::{unix_seconds, WorkerError, UNDECODABLE};
 
@@ -100,12 +100,11 @@ pub fn replay(
 ) -> Result<(Vec<Row>, Summary), WorkerError> {
     let head = ledger.head()?.map_or(0, |h| h.seq);
     let (from, to) = (from.max(1), to.unwrap_or(head).min(head));
-    let side = decode_side(Some(classifier));
     let mut index = NearDupIndex::new(config.thresholds.near_duplicate_distance);
     let total = (to + 1).saturating_sub(from) + (from - 1);
     for seq in 1..from {
         let (record, bytes) = ledger.image(seq)?;
-        if let Ok(hash) = hash_only(&bytes, config, side) {
+        if let Ok(hash) = hash_only(&bytes, config) {
             index.insert(seq, &record.camera, unix_seconds(seq, &record.received_at)?, hash);
         }
         progress(seq, total);

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
 use crate::classifier::{Classifier, ClassifyError};
-use crate::judge::{self, analyse, decode_side, hash_only, AnalyseError, Analysis, EventFacts};
+use crate::judge::{self, analyse, hash_only, AnalyseError, Analysis, EventFacts};
 use crate::neardup::{NearDupIndex, QueryError};
 
 /// Reason recorded for an admitted image that cannot be decoded.
@@ -124,7 +124,6 @@ pub struct Worker {
     config: WorkerConfig,
     classifiers: Vec<Classifier>,
     model_sha256: String,
-    side: u32,
     index: NearDupIndex,
     next_seq: u64,
 }
@@ -148,7 +147,6 @@ impl Worker {
     pub fn start(ledger: Ledger, config: WorkerConfig, classifiers: Vec<Classifier>) -> Result<Self, WorkerError> {
         let first = classifiers.first().ok_or(WorkerError::NoClassifier)?;
         let model_sha256 = first.model().sha256().to_ascii_lowercase();
-        let side = decode_side(Some(first));
         let checkpoint = ledger.repair_verdict_notes()?.map_or(0, |head| head.event_seq);
         let mut worker = Worker {
             index: NearDupIndex::new(config.judge.thresholds.near_duplicate_distance),
@@ -156,7 +154,6 @@ impl Worker {
             config,
             classifiers,
             model_sha256,
-            side,
             next_seq: 1,
         };
         worker.catch_up_index(checkpoint)?;
@@ -199,16 +196,13 @@ impl Worker {
             let to = through.min(start + CHUNK * threads - 1);
             let seqs: Vec<(u64, Recorded)> = (start..=to).map(|seq| (seq, recorded[(seq - from) as usize])).collect();
             let per_thread = seqs.len().div_ceil(threads as usize).max(1);
-            let (ledger, config, side) = (&self.ledger, &self.config.judge, self.side);
+            let (ledger, config) = (&self.ledger, &self.config.judge);
             let indexed: Vec<Result<Vec<Indexed>, WorkerError>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = seqs
                     .chunks(per_thread)
                     .map(|chunk| {
                         scope.spawn(move || {
-                            chunk
-                                .iter()
-                                .map(|&(seq, recorded)| index_entry(ledger, config, side, seq, recorded))
-                                .collect()
+                            chunk.iter().map(|&(seq, recorded)| index_entry(ledger, config, seq, recorded)).collect()
                         })
                     })
                     .collect();
@@ -379,19 +373,13 @@ impl Worker {
 
 /// The index entry of judged event `seq`: camera and time from `event.json`, the hash from its
 /// verdict or, when the verdict has none, from the image.
-fn index_entry(
-    ledger: &Ledger,
-    config: &judge::Config,
-    side: u32,
-    seq: u64,
-    recorded: Recorded,
-) -> Result<Indexed, WorkerError> {
+fn index_entry(ledger: &Ledger, config: &judge::Config, seq: u64, recorded: Recorded) -> Result<Indexed, WorkerError> {
     let (record, hash) = match recorded {
         Recorded::Hash(hash) => (ledger.event(seq)?.record, Some(hash)),
         Recorded::Undecodable => (ledger.event(seq)?.record, None),
         Recorded::Unknown => {
             let (record, bytes) = ledger.image(seq)?;
-            let hash = hash_only(&bytes, config, side)
+            let hash = hash_only(&bytes, config)
                 .map_err(|error| tracing::debug!(seq, %error, "undecodable event left out of the index"))
                 .ok();
             (record, hash)

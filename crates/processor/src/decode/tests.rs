@@ -62,3 +62,26 @@ fn a_damaged_scan_is_an_error_not_a_panic() {
     let _ = decode_scaled(&bytes, 32, &Limits::default());
     let _ = decode_full(&bytes, 32, &Limits::default());
 }
+
+#[test]
+fn a_pair_decode_gives_exactly_what_two_separate_decodes_give() {
+    let progressive =
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/progressive.jpg"))
+            .expect("fixture");
+    let cases = [
+        ("jpeg 1080p: one DC-only decode serves both", encode_jpeg(&scene(6, 1920, 1080), 90)),
+        ("jpeg 600x520: DC-only for 64, not for 96", encode_jpeg(&scene(7, 600, 520), 90)),
+        ("small jpeg: reduced-scale IDCT", encode_jpeg(&scene(8, 200, 150), 85)),
+        ("png", encode_png(&scene(9, 640, 480))),
+        ("progressive jpeg", progressive),
+    ];
+    for (name, bytes) in cases {
+        for (a, b) in [(64, 96), (64, 64), (64, 224)] {
+            let (small, large) = decode_scaled_pair(&bytes, a, b, &Limits::default()).expect(name);
+            assert!(small == decode_scaled(&bytes, a, &Limits::default()).expect(name), "{name}: {a}");
+            assert!(large == decode_scaled(&bytes, b, &Limits::default()).expect(name), "{name}: {b}");
+        }
+        let (small, large) = decode_full_pair(&bytes, 64, 96, &Limits::default()).expect(name);
+        assert_eq!((small.dimensions(), large.dimensions()), ((64, 64), (96, 96)), "{name}");
+    }
+}

@@ -253,8 +253,7 @@ async fn a_starting_worker_takes_hashes_from_the_verdicts_and_decodes_only_where
     let ledger = Ledger::open(dir.path(), LedgerConfig::default()).expect("ledger opens");
     let (a, b, c) = (scene(61, 640, 480), scene(62, 640, 480), scene(63, 640, 480));
     let hash = |image: &RgbImage, quality: u8| {
-        let side = decode_side(Some(&tiny_classifiers(1)[0]));
-        hash_only(&encode_jpeg(image, quality), &judge::Config::default(), side).expect("decodes")
+        hash_only(&encode_jpeg(image, quality), &judge::Config::default()).expect("decodes")
     };
     append_all(&ledger, &[("cam-1", encode_jpeg(&a, 90)), ("cam-1", encode_jpeg(&b, 90))]).await;
     // Event 1's verdict records the hash of picture C (not its own image A); event 2's records
