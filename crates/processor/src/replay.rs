@@ -5,7 +5,9 @@
 //! the range is judged in seq order exactly as the worker does ([`crate::judge`]), so with the
 //! same model, configuration and inputs every recorded verdict is reproduced: same `spam`,
 //! `reasons` and `near_duplicate_of`, scores within [`SCORE_TOLERANCE`] (the ledger stores
-//! scores in millionths).
+//! scores in millionths), and the same `perceptual_hash` where one was recorded. Every hash is
+//! recomputed from the image: the one a verdict records (which workers trust to rebuild their
+//! index) is checked here, not used.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +30,9 @@ pub struct Outcome {
     pub reasons: Vec<String>,
     pub scores: BTreeMap<String, f64>,
     pub near_duplicate_of: Option<u64>,
+    /// `<algorithm>:<hex>`; `None` for an undecodable image or a verdict written before the
+    /// field existed.
+    pub perceptual_hash: Option<String>,
 }
 
 /// One replayed event.
@@ -49,14 +54,16 @@ pub struct Summary {
     pub flips_to_spam: u64,
     /// Recorded spam, recomputed ok.
     pub flips_to_ok: u64,
-    /// Same spam bit, but reasons, near-duplicate or scores differ.
+    /// Same spam bit, but reasons, near-duplicate, scores or the recorded hash differ.
     pub other_differences: u64,
     pub unjudged: u64,
 }
 
-/// Whether two outcomes are the same verdict (scores within [`SCORE_TOLERANCE`]).
+/// Whether two outcomes are the same verdict (scores within [`SCORE_TOLERANCE`]; a recorded
+/// hash must match, a verdict that records none is not held to one).
 pub fn same(recorded: &Outcome, recomputed: &Outcome) -> bool {
-    recorded.spam == recomputed.spam
+    recorded.perceptual_hash.as_ref().is_none_or(|h| Some(h) == recomputed.perceptual_hash.as_ref())
+        && recorded.spam == recomputed.spam
         && recorded.reasons == recomputed.reasons
         && recorded.near_duplicate_of == recomputed.near_duplicate_of
         && recorded.scores.len() == recomputed.scores.len()
@@ -127,6 +134,7 @@ pub fn replay(
                     reasons: verdict.reasons.iter().map(|r| (*r).to_owned()).collect(),
                     scores: verdict.scores,
                     near_duplicate_of: verdict.near_duplicate_of,
+                    perceptual_hash: Some(config.hasher.record(analysis.hash)),
                 }
             }
             Err(AnalyseError::Decode(_)) => Outcome {
@@ -134,6 +142,7 @@ pub fn replay(
                 reasons: vec![UNDECODABLE.to_owned()],
                 scores: BTreeMap::new(),
                 near_duplicate_of: None,
+                perceptual_hash: None,
             },
             Err(AnalyseError::Classify(e)) => return Err(e.into()),
         };
@@ -142,6 +151,7 @@ pub fn replay(
             reasons: stored.verdict.reasons,
             scores: stored.verdict.scores,
             near_duplicate_of: stored.verdict.near_duplicate_of,
+            perceptual_hash: stored.verdict.perceptual_hash,
         });
         let agrees = recorded.as_ref().is_some_and(|r| same(r, &recomputed));
         let row = Row { seq, recorded, recomputed, agrees };

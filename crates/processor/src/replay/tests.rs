@@ -6,6 +6,7 @@ fn outcome(spam: bool, reasons: &[&str], scores: &[(&str, f64)], near: Option<u6
         reasons: reasons.iter().map(|r| (*r).to_owned()).collect(),
         scores: scores.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
         near_duplicate_of: near,
+        perceptual_hash: Some("dhash:00000000000000ff".to_owned()),
     }
 }
 
@@ -33,10 +34,14 @@ fn verdicts_are_the_same_only_when_every_part_agrees() {
         ),
         ("a score missing", outcome(true, &["blank"], &[("blank", 0.75)], None), false),
         ("a score renamed", outcome(true, &["blank"], &[("blank", 0.75), ("classifies", 0.1)], None), false),
+        ("another hash", Outcome { perceptual_hash: Some("dhash:00000000000000fe".to_owned()), ..base.clone() }, false),
     ];
     for (name, other, expected) in cases {
         assert_eq!(same(&base, &other), expected, "{name}");
     }
+    // A verdict from before hashes were recorded is not held to one.
+    let unhashed = Outcome { perceptual_hash: None, ..base.clone() };
+    assert!(same(&unhashed, &base), "no recorded hash: nothing to compare");
 }
 
 #[test]
