@@ -376,7 +376,7 @@ def flops(channels=CHANNELS) -> int:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run into training/.cache/quick/")
-    ap.add_argument("--epochs", type=int, default=14)  # the committed model: 14 epochs
+    ap.add_argument("--epochs", type=int, default=12)  # the committed model: 12 epochs
     ap.add_argument("--scale", type=float, default=1.5, help="multiple of the base sample counts")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--input", type=int, default=synth.INPUT, help="model input side in pixels")
