@@ -800,7 +800,21 @@ impl Writer {
         };
         let message = format!("append events {}..={}", written[0].seq, last.seq);
         if let Err(e) = self.repo.reference(EVENTS_REF, last.id, expected, message) {
-            return Err(poison(self, std::io::Error::other(e)));
+            // A full disk usually fails while preparing the edit (writing the lock file), before
+            // the ref can have moved. Read it again: unchanged means nothing was published and
+            // the writer stays healthy (the pack written above only holds unreachable objects,
+            // which `git fsck` reports as dangling and `git gc` prunes); anything else leaves
+            // the state unknown.
+            let error = std::io::Error::other(e);
+            let unmoved = self.head.map(|(_, id)| gix::refs::Target::Object(id));
+            let now = self.ledger.repo().try_find_reference(EVENTS_REF).map(|r| r.map(|r| r.inner.target));
+            return Err(match now {
+                Ok(found) if found == unmoved => {
+                    tracing::error!(error = %error, "moving the events ref failed; it did not move, nothing was published");
+                    append::Error::storage(error)
+                }
+                _ => poison(self, error),
+            });
         }
 
         // 3. Make the ref durable and append to seq.idx, then answer. The three fsyncs run

@@ -124,5 +124,66 @@ pub fn dhash(image: &RgbImage) -> u64 {
     hash
 }
 
+/// Side of the luma image a PDQ-style hash transforms.
+const PDQ_SIDE: usize = 64;
+/// Frequencies a PDQ-style hash keeps in each direction (1..=16; the DC row is skipped).
+const PDQ_LOW: usize = 16;
+
+/// The 16×64 DCT-II rows of PDQ (frequencies 1..=16), computed once.
+fn pdq_cosines() -> &'static [[f32; PDQ_SIDE]; PDQ_LOW] {
+    static TABLE: OnceLock<[[f32; PDQ_SIDE]; PDQ_LOW]> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = [[0.0; PDQ_SIDE]; PDQ_LOW];
+        let scale = (2.0 / PDQ_SIDE as f32).sqrt();
+        for (i, row) in table.iter_mut().enumerate() {
+            for (j, value) in row.iter_mut().enumerate() {
+                let angle = std::f32::consts::PI / 2.0 / PDQ_SIDE as f32 * (i + 1) as f32 * (2 * j + 1) as f32;
+                *value = scale * angle.cos();
+            }
+        }
+        table
+    })
+}
+
+/// A 256-bit PDQ-style hash (after Facebook's PDQ): the 16×16 lowest non-DC frequencies of a
+/// 64×64 luma DCT, each compared with their median. Like PDQ it works on a 64×64 luma image;
+/// unlike PDQ the 64×64 comes from the processor's scaled decode with a triangle filter instead
+/// of PDQ's Jarosz box filters, and there is no quality score. It is a measured candidate, not
+/// the index's hash: `examples/hash_separation.rs` compares it with dHash and pHash and
+/// docs/design.md §10 records why dHash stays the default.
+pub fn pdq256(image: &RgbImage) -> [u64; 4] {
+    let pixels = luma_at(image, PDQ_SIDE as u32);
+    let cos = pdq_cosines();
+    // D · X · Dᵀ with D the 16×64 rows above: first D · X (16×64), then (D·X) · Dᵀ (16×16).
+    let mut left = [[0.0f32; PDQ_SIDE]; PDQ_LOW];
+    for (i, out) in left.iter_mut().enumerate() {
+        for (y, row) in pixels.chunks_exact(PDQ_SIDE).enumerate() {
+            let c = cos[i][y];
+            out.iter_mut().zip(row).for_each(|(o, p)| *o += c * p);
+        }
+    }
+    let mut coeffs = [0.0f32; PDQ_LOW * PDQ_LOW];
+    for i in 0..PDQ_LOW {
+        for j in 0..PDQ_LOW {
+            coeffs[i * PDQ_LOW + j] = left[i].iter().zip(cos[j].iter()).map(|(a, b)| a * b).sum();
+        }
+    }
+    let mut sorted = coeffs;
+    sorted.sort_by(f32::total_cmp);
+    let median = (sorted[127] + sorted[128]) / 2.0;
+    let mut hash = [0u64; 4];
+    for (k, &c) in coeffs.iter().enumerate() {
+        if c > median {
+            hash[k / 64] |= 1 << (k % 64);
+        }
+    }
+    hash
+}
+
+/// Number of differing bits between two 256-bit hashes.
+pub fn distance256(a: &[u64; 4], b: &[u64; 4]) -> u32 {
+    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
+}
+
 #[cfg(test)]
 mod tests;

@@ -106,3 +106,17 @@ fn a_recorded_hash_reads_back_only_for_its_own_algorithm() {
     assert_eq!(Hasher::DHash.parse_record("dhash:abc"), None);
     assert_eq!(Hasher::DHash.parse_record("dhashx:00f00000000000ab"), None);
 }
+
+#[test]
+fn a_pdq_hash_splits_at_its_median_and_keeps_a_reencoded_copy_closer_than_another_scene() {
+    let decoded =
+        |image: &RgbImage| decode_scaled(&encode_jpeg(image, 92), 64, &Limits::default()).expect("valid jpeg");
+    let photo = scene(7, 480, 360);
+    let hash = pdq256(&decoded(&photo));
+    assert_eq!(hash.iter().map(|h| h.count_ones()).sum::<u32>(), 128, "half above the median");
+    let copy = pdq256(&decoded(&alter(&photo, Alteration::Reencoded)));
+    let other = pdq256(&decoded(&scene(8, 480, 360)));
+    assert!(distance256(&hash, &copy) <= 31, "copy at {}", distance256(&hash, &copy));
+    assert!(distance256(&hash, &other) > 64, "distinct scene at {}", distance256(&hash, &other));
+    assert_eq!(distance256(&hash, &hash), 0);
+}
