@@ -48,7 +48,7 @@ async fn the_worker_judges_every_upload_and_stock_git_shows_the_verdicts() {
         serde_json::from_str(&app.git(&["cat-file", "blob", "refs/heads/verdicts:verdict.json"])).unwrap();
     assert_eq!(verdict["event_seq"], 3);
     let hash = verdict["perceptual_hash"].as_str().unwrap_or_default();
-    assert!(hash.starts_with("dhash:") && hash.len() == 22, "the image's dHash is recorded: {verdict}");
+    assert!(hash.starts_with("phash:") && hash.len() == 22, "the image's pHash is recorded: {verdict}");
     let log = app.git(&["log", "--notes=verdicts", "refs/heads/events"]);
     assert_eq!(log.matches("Notes (verdicts):").count(), 3, "{log}");
     assert_fsck_clean(&app.git_dir());
@@ -77,6 +77,24 @@ async fn the_worker_judges_every_upload_and_stock_git_shows_the_verdicts() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["summary"]["events"], 3);
     assert_eq!(report["summary"]["agreements"], 3);
+
+    // Replayed with another perceptual hash, every recorded hash differs and --strict says so.
+    let replay = |hash: &str| {
+        Command::new(BIN)
+            .args(["replay", "--data-dir", app.dir(), "--model", TINY_MODEL, "--ort-dylib", &ort_dylib()])
+            .args(["--strict", "--format", "json", "--perceptual-hash", hash])
+            .output()
+            .unwrap()
+    };
+    let out = replay("dhash");
+    assert!(!out.status.success(), "a changed hash must fail a strict replay");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["summary"]["agreements"], 0, "{report}");
+
+    // A bad option is refused before anything runs.
+    let out = replay("md5");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'md5'"));
 }
 
 #[tokio::test]

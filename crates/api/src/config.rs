@@ -108,6 +108,8 @@ impl ServeConfig {
                 model: crate::processing::DEFAULT_MODEL.into(),
                 near_duplicate_scope: crate::processing::NearDuplicateScope::All,
                 near_duplicate_window_secs: None,
+                near_duplicate_distance: camledger_processor::verdict::Thresholds::default().near_duplicate_distance,
+                perceptual_hash: crate::processing::PerceptualHash::Phash,
             },
             fail_fsync_after: None,
         }

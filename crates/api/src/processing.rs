@@ -10,6 +10,8 @@ use camledger_eventstore::Ledger;
 use camledger_processor::classifier::{Classifier, Model, OnnxRuntime, DEFAULT_DYLIB};
 use camledger_processor::judge;
 use camledger_processor::neardup::Scope;
+use camledger_processor::phash::Hasher;
+use camledger_processor::verdict::Thresholds;
 use camledger_processor::worker::{self, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +30,15 @@ pub enum NearDuplicateScope {
     Camera,
 }
 
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+pub enum PerceptualHash {
+    /// 64-bit pHash (low frequencies of a 32×32 luma DCT): the measured default.
+    #[default]
+    Phash,
+    /// 64-bit dHash (horizontal gradients on a 9×8 grid).
+    Dhash,
+}
+
 /// How images are judged.
 #[derive(Clone, Debug, clap::Args)]
 pub struct JudgeArgs {
@@ -43,6 +54,17 @@ pub struct JudgeArgs {
     /// Only images received at most this many seconds earlier count as near-duplicate originals.
     #[arg(long, env = "CAMLEDGER_NEAR_DUPLICATE_WINDOW_SECS")]
     pub near_duplicate_window_secs: Option<i64>,
+    /// Largest Hamming distance (of 64 bits) between perceptual hashes that makes a near-duplicate.
+    #[arg(
+        long,
+        env = "CAMLEDGER_NEAR_DUPLICATE_DISTANCE",
+        default_value_t = Thresholds::default().near_duplicate_distance,
+        value_parser = clap::value_parser!(u32).range(0..=24)
+    )]
+    pub near_duplicate_distance: u32,
+    /// Perceptual hash used for near-duplicates (recorded in each verdict).
+    #[arg(long, env = "CAMLEDGER_PERCEPTUAL_HASH", value_enum, default_value_t = PerceptualHash::Phash)]
+    pub perceptual_hash: PerceptualHash,
 }
 
 /// Everything a judge needs, loaded once.
@@ -65,6 +87,11 @@ impl JudgeArgs {
             NearDuplicateScope::Camera => Scope::SameCamera,
         };
         config.window_secs = self.near_duplicate_window_secs;
+        config.thresholds.near_duplicate_distance = self.near_duplicate_distance;
+        config.hasher = match self.perceptual_hash {
+            PerceptualHash::Phash => Hasher::PHash,
+            PerceptualHash::Dhash => Hasher::DHash,
+        };
         Ok(Judging { config, classifiers })
     }
 }

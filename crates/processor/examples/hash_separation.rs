@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use camledger_processor::admission::Limits;
 use camledger_processor::decode::{decode_scaled, luma_at};
 use camledger_processor::phash::{distance, distance256, pdq256, Hasher};
+use camledger_processor::verdict::Thresholds;
 use image::{imageops::FilterType, Rgb, RgbImage};
 
 fn jpeg(image: &RgbImage, quality: u8) -> Vec<u8> {
@@ -88,8 +89,10 @@ fn main() {
         ("pHash", 64, |i| [Hasher::PHash.hash(&uploaded(i)), 0, 0, 0], |a, b| distance(a[0], b[0])),
         ("PDQ-256", 256, |i| pdq256(&uploaded(i)), distance256),
     ];
+    // The default distance (for 64 bits), scaled to the hash's length.
+    let default = Thresholds::default().near_duplicate_distance;
     for (name, bits, hash, dist) in &candidates {
-        let originals: Vec<[u64; 4]> = photos.iter().map(|p| hash(p)).collect();
+        let originals: Vec<[u64; 4]> = photos.iter().map(hash).collect();
         let mut copies: Vec<(&str, u32)> = Vec::new();
         for (photo, original) in photos.iter().zip(&originals) {
             for (how, altered) in alterations(photo) {
@@ -107,7 +110,13 @@ fn main() {
         for how in ["reencoded", "resized90", "cropped3", "brightened10", "text_stamped"] {
             let mut d: Vec<u32> = copies.iter().filter(|c| c.0 == how).map(|c| c.1).collect();
             d.sort_unstable();
-            println!("  {how:<13} median {:>3}  worst {:>3}", d[d.len() / 2], d[d.len() - 1]);
+            let within = d.iter().filter(|&&x| x <= default * bits / 64).count() as f64 / d.len() as f64;
+            println!(
+                "  {how:<13} median {:>3}  worst {:>3}  within {}: {within:.3}",
+                d[d.len() / 2],
+                d[d.len() - 1],
+                default * bits / 64
+            );
         }
         // The same fractions of the hash's length: 64-bit d<=8 is 256-bit d<=32.
         for t in [6, 8, 10, 12, 14, 16, 20, 24].map(|t| t * bits / 64) {

@@ -32,7 +32,8 @@ pub struct Signals {
 /// Policy thresholds (configuration).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Thresholds {
-    /// Largest perceptual-hash distance that counts as a near-duplicate.
+    /// Largest perceptual-hash distance that counts as a near-duplicate (default 10 bits of the
+    /// 64-bit pHash: see the measurement in [`crate::phash`]).
     pub near_duplicate_distance: u32,
     /// Blank when `blank_score >= blank`.
     pub blank: f64,
@@ -42,7 +43,7 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Self { near_duplicate_distance: 8, blank: 0.5, classifier: 0.5 }
+        Self { near_duplicate_distance: 10, blank: 0.5, classifier: 0.5 }
     }
 }
 

@@ -119,7 +119,7 @@ fn the_classifier_score_and_top_label_are_part_of_the_verdict() {
     let red = encode_jpeg(&RgbImage::from_fn(320, 240, |x, _| Rgb([255, (x % 200) as u8, 0])), 90);
     let analysis = analyse(&red, &config, Some(&mut classifier)).expect("valid image");
     let classification = analysis.classification.clone().expect("classifier ran");
-    let mut index = NearDupIndex::new(8);
+    let mut index = NearDupIndex::new(config.thresholds.near_duplicate_distance);
     let event = EventFacts { seq: 1, camera: "c", received_at: 0, duplicate_of: None };
     let verdict = judge_in_order(&mut index, &event, &analysis, &config).expect("valid query");
     assert!(classification.spam, "{classification:?}");

@@ -85,7 +85,7 @@ fn a_query_beyond_the_index_distance_is_an_error() {
 #[test]
 fn the_index_agrees_with_a_full_scan_on_random_hashes() {
     let mut rng = Rng(42);
-    for max_distance in [0, 3, 8, 12] {
+    for (max_distance, asked) in [(0, 0), (1, 1), (3, 3), (4, 4), (8, 8), (10, 10), (10, 6), (12, 12), (16, 16)] {
         let mut index = NearDupIndex::new(max_distance);
         let mut all = Vec::new();
         for seq in 1..=2_000u64 {
@@ -100,12 +100,12 @@ fn the_index_agrees_with_a_full_scan_on_random_hashes() {
             // Queries near existing hashes, so that matches actually happen.
             let (_, _, _, base) = all[(rng.next() % all.len() as u64) as usize];
             let mut hash = base;
-            for _ in 0..(rng.next() % u64::from(max_distance + 3)) {
+            for _ in 0..(rng.next() % u64::from(asked + 3)) {
                 hash ^= 1 << (rng.next() % 64);
             }
             let q = Query {
                 hash,
-                max_distance,
+                max_distance: asked,
                 scope: if rng.next() % 2 == 0 { Scope::All } else { Scope::SameCamera },
                 camera: "a",
                 before_seq: 1 + rng.next() % 2_001,
@@ -119,13 +119,24 @@ fn the_index_agrees_with_a_full_scan_on_random_hashes() {
                         && q.received_since.is_none_or(|t| *received_at >= t)
                 })
                 .map(|&(seq, _, _, h)| Match { seq, distance: distance(h, q.hash) })
-                .filter(|m| m.distance <= max_distance)
+                .filter(|m| m.distance <= asked)
                 .min_by_key(|m| (m.distance, m.seq));
             found += usize::from(expected.is_some());
-            assert_eq!(index.find(&q), Ok(expected), "max_distance {max_distance}, {q:?}");
+            assert_eq!(index.find(&q), Ok(expected), "index {max_distance}, asked {asked}, {q:?}");
         }
         assert!(found > 50, "the random queries must hit matches ({found})");
     }
+}
+
+#[test]
+fn band_probes_are_every_pattern_within_the_radius() {
+    assert_eq!(flips_within(16, 0), vec![0]);
+    assert_eq!(flips_within(16, 2).len(), 1 + 16 + 120);
+    assert_eq!(flips_within(3, 5).len(), 8, "a radius beyond the width is every pattern");
+    let probes = flips_within(16, 3);
+    assert!(probes.iter().all(|p| p.count_ones() <= 3 && *p < 1 << 16));
+    let unique: std::collections::HashSet<_> = probes.iter().collect();
+    assert_eq!(unique.len(), probes.len(), "no pattern twice");
 }
 
 #[test]

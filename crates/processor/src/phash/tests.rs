@@ -74,27 +74,28 @@ impl Distances {
     }
 }
 
-/// The measurement behind choosing dHash (run with `--nocapture` to see the table): dHash's
-/// altered copies sit lower (crop 3%: 8 vs 10, text stamp: 6 vs 12) at a similar distance
-/// between distinct photos, so at the default distance of 8 dHash finds every copy.
+/// The default hash and distance find altered copies of synthetic scenes and match no two
+/// distinct scenes (run with `--nocapture` for both hashes' tables). The choice of pHash itself
+/// was made on real photographs (`examples/hash_separation.rs`, numbers in [`crate::phash`]):
+/// on these smooth synthetic scenes dHash's copies sit lower, on real photos its distinct
+/// pairs come much closer.
 #[test]
-fn dhash_separates_altered_copies_from_distinct_photos_at_the_default_distance() {
+fn the_default_hash_separates_altered_copies_from_distinct_scenes_at_the_default_distance() {
     let photos: Vec<RgbImage> = (0..16).map(|seed| scene(100 + seed, 480, 360)).collect();
     let threshold = crate::verdict::Thresholds::default().near_duplicate_distance;
-    let phash = Distances::measure(Hasher::PHash, &photos);
-    let dhash = Distances::measure(Hasher::DHash, &photos);
-    for (name, m) in [("pHash", &phash), ("dHash", &dhash)] {
+    for hasher in [Hasher::PHash, Hasher::DHash] {
+        let m = Distances::measure(hasher, &photos);
         let worst: Vec<(Alteration, u32)> = ALTERATIONS.iter().map(|&a| (a, m.worst_copy(a))).collect();
         let closest = m.distinct.iter().min().copied().unwrap_or(64);
-        println!("{name}: worst copies {worst:?}, closest distinct pair {closest}");
+        println!("{hasher:?}: worst copies {worst:?}, closest distinct pair {closest}");
         for d in [6, 8, 10, 12] {
             println!("  d<={d}: recall {:.3}, false match rate {:.4}", m.recall(d), m.false_match_rate(d));
         }
     }
-    assert!(dhash.recall(threshold) >= 0.95, "dHash recall {}", dhash.recall(threshold));
-    assert_eq!(dhash.false_match_rate(threshold), 0.0);
-    assert!(dhash.recall(threshold) >= phash.recall(threshold));
-    assert_eq!(Hasher::default(), Hasher::DHash, "the default follows the measurement");
+    let default = Distances::measure(Hasher::default(), &photos);
+    assert!(default.recall(threshold) >= 0.95, "recall {}", default.recall(threshold));
+    assert_eq!(default.false_match_rate(threshold), 0.0);
+    assert_eq!(Hasher::default(), Hasher::PHash, "the default follows the measurement on real photos");
 }
 
 #[test]

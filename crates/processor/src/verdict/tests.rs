@@ -16,14 +16,14 @@ fn the_policy_flags_each_signal_and_only_those_that_fire() {
         ("an exact duplicate is spam", Signals { duplicate_of: Some(3), ..base }, true, vec![DUPLICATE], None),
         (
             "a near duplicate within the distance is spam",
-            Signals { near_duplicate: near(7, 8), ..base },
+            Signals { near_duplicate: near(7, t.near_duplicate_distance), ..base },
             true,
             vec![NEAR_DUPLICATE],
             Some(7),
         ),
         (
             "a match beyond the distance is not a near duplicate",
-            Signals { near_duplicate: near(7, 9), ..base },
+            Signals { near_duplicate: near(7, t.near_duplicate_distance + 1), ..base },
             false,
             vec![],
             None,

@@ -260,7 +260,7 @@ async fn a_starting_worker_takes_hashes_from_the_verdicts_and_decodes_only_where
     // no hash at all, as verdicts written before the field existed.
     ledger
         .append_verdicts(&[
-            planted_verdict(&ledger, 1, Some(Hasher::DHash.record(hash(&c, 90)))),
+            planted_verdict(&ledger, 1, Some(Hasher::default().record(hash(&c, 90)))),
             planted_verdict(&ledger, 2, None),
         ])
         .expect("planted verdicts land");
@@ -271,5 +271,5 @@ async fn a_starting_worker_takes_hashes_from_the_verdicts_and_decodes_only_where
     assert_eq!(reasons(&ledger, 3), (vec![NEAR_DUPLICATE.to_owned()], Some(1)), "the recorded hash was used");
     assert_eq!(reasons(&ledger, 4), (vec![NEAR_DUPLICATE.to_owned()], Some(2)), "a missing hash was recomputed");
     let recorded = ledger.verdict(3).expect("readable").expect("judged").verdict.perceptual_hash;
-    assert_eq!(recorded, Some(Hasher::DHash.record(hash(&c, 85))), "new verdicts record their hash");
+    assert_eq!(recorded, Some(Hasher::default().record(hash(&c, 85))), "new verdicts record their hash");
 }

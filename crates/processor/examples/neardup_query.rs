@@ -1,0 +1,76 @@
+//! How fast does the near-duplicate index answer, against scanning every hash?
+//!
+//! `cargo run --release -p camledger-processor --example neardup_query -- [ENTRIES]`
+//!
+//! Fills the index with ENTRIES (default 1,000,000) random 64-bit hashes, then asks 10,000
+//! queries at the default distance (half near an existing hash, half random) and prints the
+//! time per query for the index and for a full scan, and their ratio. Random hashes are the
+//! easy case for the index: real photo hashes cluster, so buckets are fuller.
+
+use std::time::Instant;
+
+use camledger_processor::neardup::{NearDupIndex, Query, Scope};
+use camledger_processor::phash::distance;
+use camledger_processor::verdict::Thresholds;
+
+/// xorshift64*: reproducible without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn main() {
+    let entries: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let d = Thresholds::default().near_duplicate_distance;
+    let mut rng = Rng(7);
+    let mut index = NearDupIndex::new(d);
+    let mut hashes = Vec::with_capacity(entries as usize);
+    let started = Instant::now();
+    for seq in 1..=entries {
+        let hash = rng.next();
+        index.insert(seq, "cam", 0, hash);
+        hashes.push(hash);
+    }
+    println!("{entries} entries inserted in {:.2} s (distance {d})", started.elapsed().as_secs_f64());
+    let queries: Vec<u64> = (0..10_000)
+        .map(|i| {
+            if i % 2 == 0 {
+                let mut h = hashes[(rng.next() % entries) as usize];
+                for _ in 0..rng.next() % u64::from(d + 1) {
+                    h ^= 1 << (rng.next() % 64);
+                }
+                h
+            } else {
+                rng.next()
+            }
+        })
+        .collect();
+    let query = |hash| Query {
+        hash,
+        max_distance: d,
+        scope: Scope::All,
+        camera: "cam",
+        before_seq: u64::MAX,
+        received_since: None,
+    };
+    let started = Instant::now();
+    let found = queries.iter().filter(|&&h| index.find(&query(h)).expect("within the index").is_some()).count();
+    let indexed = started.elapsed().as_secs_f64() / queries.len() as f64;
+    let scanned_queries = &queries[..200];
+    let started = Instant::now();
+    // A scan must look at every hash to find the closest (the index's answer), not just any.
+    let scanned_found = scanned_queries
+        .iter()
+        .filter(|&&q| hashes.iter().enumerate().map(|(i, &h)| (distance(h, q), i)).min().is_some_and(|(m, _)| m <= d))
+        .count();
+    let scanned = started.elapsed().as_secs_f64() / scanned_queries.len() as f64;
+    println!("index: {:.1} µs per query ({found} of {} matched)", indexed * 1e6, queries.len());
+    println!("scan:  {:.1} µs per query ({scanned_found} of {} matched)", scanned * 1e6, scanned_queries.len());
+    println!("index vs scan: {:.1}x faster", scanned / indexed);
+}
