@@ -110,3 +110,77 @@ async fn a_missing_onnx_runtime_is_a_clear_error_and_workers_zero_needs_none() {
     assert!(stderr.contains("fetch-onnxruntime"), "{stderr}");
     assert!(stderr.contains("--workers 0"), "{stderr}");
 }
+
+/// A standalone `camledger worker` process with one judging thread.
+fn spawn_worker(app: &TestApp) -> std::process::Child {
+    Command::new(BIN)
+        .args(["worker", "--data-dir", app.dir(), "--model", TINY_MODEL, "--ort-dylib", &ort_dylib()])
+        .args(["--threads", "1"])
+        .env("CAMLEDGER_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning camledger worker")
+}
+
+/// The `Event-Seq:` trailer of every verdict commit, read with stock git (empty before the
+/// first verdict).
+fn judged_seqs(app: &TestApp) -> Vec<u64> {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(app.git_dir())
+        .args(["log", "--format=%(trailers:key=Event-Seq,valueonly)", "refs/heads/verdicts", "--"])
+        .output()
+        .expect("running git");
+    if !out.status.success() {
+        return Vec::new();
+    }
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(|s| s.parse().expect("a seq")).collect()
+}
+
+async fn wait_until_judged(app: &TestApp, count: usize) {
+    for _ in 0..1500 {
+        if judged_seqs(app).len() >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("only {} of {count} events judged within 30 s", judged_seqs(app).len());
+}
+
+#[tokio::test]
+async fn worker_processes_killed_mid_stream_or_running_side_by_side_judge_every_event_exactly_once() {
+    let app = TestApp::spawn().await; // the server itself judges nothing (--workers 0)
+    const FIRST: u64 = 150;
+    const MORE: u64 = 30;
+    for n in 0..FIRST {
+        assert_eq!(app.upload(jpeg(10_000 + n)).await.status(), 201);
+    }
+
+    // SIGKILL a worker as soon as its first verdicts land.
+    let mut first = spawn_worker(&app);
+    wait_until_judged(&app, 1).await;
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    let judged_when_killed = judged_seqs(&app).len();
+    eprintln!("worker killed after {judged_when_killed} of {FIRST} verdicts");
+
+    // Two workers at once take over while cameras keep uploading.
+    let mut workers = [spawn_worker(&app), spawn_worker(&app)];
+    for n in FIRST..FIRST + MORE {
+        assert_eq!(app.upload(jpeg(10_000 + n)).await.status(), 201);
+    }
+    let total = (FIRST + MORE) as usize;
+    wait_until_judged(&app, total).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // time for a double verdict to show
+    for worker in &mut workers {
+        worker.kill().expect("SIGKILL");
+        worker.wait().expect("reaped");
+    }
+
+    let mut seqs = judged_seqs(&app);
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=FIRST + MORE).collect::<Vec<_>>(), "every event judged exactly once");
+    let log = app.git(&["log", "--notes=verdicts", "refs/heads/events"]);
+    assert_eq!(log.matches("Notes (verdicts):").count(), total, "a note on every event");
+    assert_fsck_clean(&app.git_dir());
+}
