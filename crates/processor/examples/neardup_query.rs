@@ -13,27 +13,25 @@ use camledger_processor::neardup::{NearDupIndex, Query, Scope};
 use camledger_processor::phash::distance;
 use camledger_processor::verdict::Thresholds;
 
-/// xorshift64*: reproducible without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
+/// SplitMix64: reproducible hashes without a dependency.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn main() {
     let entries: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     let d = Thresholds::default().near_duplicate_distance;
-    let mut rng = Rng(7);
+    let mut state = 7u64;
+    let mut rng = || splitmix(&mut state);
     let mut index = NearDupIndex::new(d);
     let mut hashes = Vec::with_capacity(entries as usize);
     let started = Instant::now();
     for seq in 1..=entries {
-        let hash = rng.next();
+        let hash = rng();
         index.insert(seq, "cam", 0, hash);
         hashes.push(hash);
     }
@@ -41,13 +39,13 @@ fn main() {
     let queries: Vec<u64> = (0..10_000)
         .map(|i| {
             if i % 2 == 0 {
-                let mut h = hashes[(rng.next() % entries) as usize];
-                for _ in 0..rng.next() % u64::from(d + 1) {
-                    h ^= 1 << (rng.next() % 64);
+                let mut h = hashes[(rng() % entries) as usize];
+                for _ in 0..rng() % u64::from(d + 1) {
+                    h ^= 1 << (rng() % 64);
                 }
                 h
             } else {
-                rng.next()
+                rng()
             }
         })
         .collect();

@@ -4,6 +4,7 @@
 use std::io::Cursor;
 
 use super::*;
+use crate::testutil::Rng;
 
 fn photo(width: u32, height: u32) -> image::RgbImage {
     image::RgbImage::from_fn(width, height, |x, y| {
@@ -332,22 +333,6 @@ fn exif_is_read_from_png_and_webp_too() {
     for (name, file) in [("png", png_file), ("webp", webp_file)] {
         let exif = admit(&file, &Limits::default()).expect(name).exif.expect(name);
         assert_eq!(exif.make.as_deref(), Some("Sony"), "{name}");
-    }
-}
-
-/// xorshift64*: deterministic, dependency-free randomness for the mutation test.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
     }
 }
 
