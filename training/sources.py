@@ -158,7 +158,8 @@ def load_all(manifest_path: Path = HERE / "sources.toml") -> tuple[list[Source],
         archive = fetch(pkg)
         members = archive_members(archive)
         for spec in pkg["files"]:
-            names = sorted(n for n in members if fnmatch.fnmatch(n, spec["glob"]))
+            names = sorted(n for n in members if fnmatch.fnmatch(n, spec["glob"])
+                           and not any(fnmatch.fnmatch(n, x) for x in spec.get("exclude", [])))
             if not names:
                 sys.exit(f"{pkg['name']}: no file matches {spec['glob']!r}")
             if "max_files" in spec and len(names) > spec["max_files"]:
