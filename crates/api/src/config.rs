@@ -109,7 +109,7 @@ impl ServeConfig {
                 near_duplicate_scope: crate::processing::NearDuplicateScope::All,
                 near_duplicate_window_secs: None,
                 near_duplicate_distance: camledger_processor::verdict::Thresholds::default().near_duplicate_distance,
-                perceptual_hash: crate::processing::PerceptualHash::Phash,
+                perceptual_hash: crate::processing::PerceptualHash::default(),
             },
             fail_fsync_after: None,
         }

@@ -92,6 +92,7 @@ fn main() {
     // The default distance (for 64 bits), scaled to the hash's length.
     let default = Thresholds::default().near_duplicate_distance;
     for (name, bits, hash, dist) in &candidates {
+        let scaled_default = default * bits / 64;
         let originals: Vec<[u64; 4]> = photos.iter().map(hash).collect();
         let mut copies: Vec<(&str, u32)> = Vec::new();
         for (photo, original) in photos.iter().zip(&originals) {
@@ -110,12 +111,11 @@ fn main() {
         for how in ["reencoded", "resized90", "cropped3", "brightened10", "text_stamped"] {
             let mut d: Vec<u32> = copies.iter().filter(|c| c.0 == how).map(|c| c.1).collect();
             d.sort_unstable();
-            let within = d.iter().filter(|&&x| x <= default * bits / 64).count() as f64 / d.len() as f64;
+            let within = d.iter().filter(|&&x| x <= scaled_default).count() as f64 / d.len() as f64;
             println!(
-                "  {how:<13} median {:>3}  worst {:>3}  within {}: {within:.3}",
+                "  {how:<13} median {:>3}  worst {:>3}  within {scaled_default}: {within:.3}",
                 d[d.len() / 2],
-                d[d.len() - 1],
-                default * bits / 64
+                d[d.len() - 1]
             );
         }
         // The same fractions of the hash's length: 64-bit d<=8 is 256-bit d<=32.

@@ -15,7 +15,7 @@
 //! buckets hold about 2% of all entries each: every query then touched ~20% of the index.
 //! Buckets keep each entry's hash inline, so a candidate rejected by distance costs no lookup
 //! in the entry list. `examples/neardup_query.rs` measures it: at 1,000,000 random hashes a
-//! query takes 0.3–0.35 ms against 2.0–2.6 ms for a full scan (6–8×), at 100,000 0.08 ms (2.7×).
+//! query takes 0.3–0.39 ms against 2.0–3.0 ms for a full scan (6–8×), at 100,000 0.08 ms (2.7×).
 //! Real photo hashes cluster more than random ones, which is why the candidates are also
 //! filtered cheaply by seq, camera and time before anything else.
 //!

@@ -70,18 +70,21 @@ pub fn distance(a: u64, b: u64) -> u32 {
 const N: usize = 32;
 const LOW: usize = 8;
 
-/// `cos[(2x+1)uπ/2N]` for the DCT-II, computed once.
+/// DCT-II rows `scale · cos[(2x+1)uπ/2·SIDE]` for the frequencies `u = first..first + ROWS`.
+fn dct_rows<const ROWS: usize, const SIDE: usize>(first: usize, scale: f32) -> [[f32; SIDE]; ROWS] {
+    let mut table = [[0.0; SIDE]; ROWS];
+    for (row, u) in table.iter_mut().zip(first..) {
+        for (x, value) in row.iter_mut().enumerate() {
+            *value = scale * (((2 * x + 1) as f32) * (u as f32) * std::f32::consts::PI / (2.0 * SIDE as f32)).cos();
+        }
+    }
+    table
+}
+
+/// The pHash's 8 lowest DCT frequencies over 32 pixels, computed once.
 fn cosines() -> &'static [[f32; N]; LOW] {
     static TABLE: OnceLock<[[f32; N]; LOW]> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut table = [[0.0; N]; LOW];
-        for (u, row) in table.iter_mut().enumerate() {
-            for (x, value) in row.iter_mut().enumerate() {
-                *value = (((2 * x + 1) as f32) * (u as f32) * std::f32::consts::PI / (2.0 * N as f32)).cos();
-            }
-        }
-        table
-    })
+    TABLE.get_or_init(|| dct_rows(0, 1.0))
 }
 
 /// 64-bit pHash: the 8×8 lowest-frequency DCT coefficients of the 32×32 luma, each compared
@@ -130,20 +133,10 @@ const PDQ_SIDE: usize = 64;
 /// Frequencies a PDQ-style hash keeps in each direction (1..=16; the DC row is skipped).
 const PDQ_LOW: usize = 16;
 
-/// The 16×64 DCT-II rows of PDQ (frequencies 1..=16), computed once.
+/// The 16×64 DCT-II rows of PDQ (frequencies 1..=16, orthonormal scale), computed once.
 fn pdq_cosines() -> &'static [[f32; PDQ_SIDE]; PDQ_LOW] {
     static TABLE: OnceLock<[[f32; PDQ_SIDE]; PDQ_LOW]> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut table = [[0.0; PDQ_SIDE]; PDQ_LOW];
-        let scale = (2.0 / PDQ_SIDE as f32).sqrt();
-        for (i, row) in table.iter_mut().enumerate() {
-            for (j, value) in row.iter_mut().enumerate() {
-                let angle = std::f32::consts::PI / 2.0 / PDQ_SIDE as f32 * (i + 1) as f32 * (2 * j + 1) as f32;
-                *value = scale * angle.cos();
-            }
-        }
-        table
-    })
+    TABLE.get_or_init(|| dct_rows(1, (2.0 / PDQ_SIDE as f32).sqrt()))
 }
 
 /// A 256-bit PDQ-style hash (after Facebook's PDQ): the 16×16 lowest non-DC frequencies of a
@@ -151,7 +144,7 @@ fn pdq_cosines() -> &'static [[f32; PDQ_SIDE]; PDQ_LOW] {
 /// unlike PDQ the 64×64 comes from the processor's scaled decode with a triangle filter instead
 /// of PDQ's Jarosz box filters, and there is no quality score. It is a measured candidate, not
 /// the index's hash: `examples/hash_separation.rs` compares it with dHash and pHash and
-/// docs/design.md §10 records why dHash stays the default.
+/// docs/design.md §10 records why pHash is the default.
 pub fn pdq256(image: &RgbImage) -> [u64; 4] {
     let pixels = luma_at(image, PDQ_SIDE as u32);
     let cos = pdq_cosines();
