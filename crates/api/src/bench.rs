@@ -16,6 +16,11 @@
 //!
 //! The client runs in the same process as the server, on the same cores: the figures are
 //! a lower bound of what the server does with the machine to itself.
+//!
+//! `camledger bench soak`: minutes of steady load at a fraction of the peak against the
+//! server as its own process; errors, latency and the server's RSS over time (see [`soak`]).
+
+mod soak;
 
 use std::io::Write;
 use std::path::Path;
@@ -36,6 +41,8 @@ pub enum BenchCommand {
     Ingest(IngestArgs),
     /// Judging images per core on 1080p JPEGs: reduced-scale decode vs full decode, with the model.
     Judge(JudgeBenchArgs),
+    /// Minutes at 80% of the peak rate against a server process: errors, p99 and RSS over time.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,6 +86,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(args) => ingest(args).await,
         BenchCommand::Judge(args) => tokio::task::spawn_blocking(move || judge(&args)).await?,
+        BenchCommand::Soak(args) => soak::soak(args).await,
     }
 }
 

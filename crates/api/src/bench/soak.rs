@@ -1,0 +1,294 @@
+//! `camledger bench soak`: the server as its own process under a steady open-loop load at a
+//! fraction of its measured peak, for minutes; prints errors, latency and the server's resident
+//! memory over time, so a leak or a slow drift shows as a rising column, not as an anecdote.
+//!
+//! The server is the real binary (`serve` of this same executable) on port 0 with a fresh
+//! data dir; the load generator is this process. RSS is the server's own (`/proc/PID/status`),
+//! so the client's buffers are not counted.
+//!
+//! The reference is the server itself: the peak is measured first (closed loop), and the soak
+//! runs at `--fraction` of it. Targets: no errors, RSS flat after warm-up (the last sample
+//! within 10% of the first sample after warm-up) and under 512 MiB.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::sync::Semaphore;
+
+use super::{add_cameras, closed_loop, upload, JpegFactory};
+
+#[derive(Debug, clap::Args)]
+pub struct SoakArgs {
+    /// Minutes of steady load.
+    #[arg(long, default_value_t = 10.0)]
+    pub minutes: f64,
+    /// Load as a fraction of the measured peak rate.
+    #[arg(long, default_value_t = 0.8)]
+    pub fraction: f64,
+    /// Size of each JPEG in bytes.
+    #[arg(long, default_value_t = 100 * 1024)]
+    pub image_bytes: usize,
+    /// Cameras (one token each) the load is spread over.
+    #[arg(long, default_value_t = 64)]
+    pub cameras: usize,
+    /// Events uploaded by 64 clients to measure the peak.
+    #[arg(long, default_value_t = 2000)]
+    pub peak_events: usize,
+    /// Seconds between report lines.
+    #[arg(long, default_value_t = 30)]
+    pub sample_secs: u64,
+    /// Seconds of load before memory counts as warmed up.
+    #[arg(long, default_value_t = 60)]
+    pub warmup_secs: u64,
+    /// Most requests in flight; a request that cannot be sent on schedule counts as an error.
+    #[arg(long, default_value_t = 2048)]
+    pub max_in_flight: usize,
+    /// Verdict workers of the server under test (0: ingest only; judging needs ONNX Runtime).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// Where to put the data dir (default: a temporary directory).
+    #[arg(long)]
+    pub work_dir: Option<std::path::PathBuf>,
+}
+
+/// The server under test, a child process killed when dropped.
+struct ServerProcess {
+    child: Child,
+    base: String,
+}
+
+impl ServerProcess {
+    fn start(data_dir: &Path, workers: usize) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("finding the camledger executable")?;
+        let mut child = Command::new(exe)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0", "--workers", &workers.to_string()])
+            .env("CAMLEDGER_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting camledger serve")?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().context("piped stdout")?)
+            .read_line(&mut line)
+            .context("reading the server's listening line")?;
+        let Some(base) = line.trim().rsplit(' ').next().filter(|u| u.starts_with("http://")) else {
+            let _ = child.kill();
+            bail!("the server did not start: {line:?}");
+        };
+        Ok(Self { base: base.to_owned(), child })
+    }
+
+    /// Resident memory in bytes, from `/proc/PID/status`.
+    fn rss(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .context("reading the server's /proc status")?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .context("no VmRSS line")?;
+        Ok(kib * 1024)
+    }
+
+    fn stop(mut self) -> anyhow::Result<()> {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("could not signal the server");
+        }
+        let exit = self.child.wait()?;
+        if !exit.success() {
+            bail!("the server exited with {exit} after SIGTERM");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Completed requests since the last report line: (latency in µs from the scheduled send
+/// time, or `u64::MAX` for one dropped because too many were in flight; succeeded).
+#[derive(Default)]
+struct Window {
+    done: std::sync::Mutex<Vec<(u64, bool)>>,
+}
+
+impl Window {
+    fn record(&self, latency_us: u64, ok: bool) {
+        self.done.lock().expect("not poisoned").push((latency_us, ok));
+    }
+}
+
+pub(super) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
+    if !(args.fraction > 0.0 && args.fraction <= 1.0) || args.minutes <= 0.0 {
+        bail!("--fraction must be in (0, 1] and --minutes positive");
+    }
+    let temp = tempfile::Builder::new()
+        .prefix("camledger-soak-")
+        .tempdir_in(args.work_dir.clone().unwrap_or_else(std::env::temp_dir))?;
+    let data_dir = temp.path().join("data");
+    let tokens = add_cameras(&data_dir, args.cameras.clamp(1, 1024)).await?;
+    let factory = Arc::new(JpegFactory::new(args.image_bytes)?);
+    if cfg!(debug_assertions) {
+        println!("note: a debug build of camledger; measure with `cargo run --release -- bench soak`");
+    }
+    let server = ServerProcess::start(&data_dir, args.workers)?;
+    let url = format!("{}/v1/images", server.base);
+    println!(
+        "camledger bench soak: {} byte JPEGs, {} cameras, {} cores, server pid {}",
+        args.image_bytes,
+        tokens.len(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        server.child.id()
+    );
+
+    let mut next_image = 0u64;
+    let (peak, _) = closed_loop(&url, &tokens, &factory, &mut next_image, args.peak_events, 64).await?;
+    let rate = peak * args.fraction;
+    println!("peak (64 clients, {} events): {peak:.0} events/s; soak at {rate:.0} events/s", args.peak_events);
+    println!();
+    println!("{:>8} {:>10} {:>8} {:>10} {:>10} {:>10}", "t (s)", "requests", "errors", "p50 ms", "p99 ms", "RSS MiB");
+
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.max_in_flight).build()?;
+    let in_flight = Arc::new(Semaphore::new(args.max_in_flight.max(1)));
+    let duration = Duration::from_secs_f64(args.minutes * 60.0);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let sample = Duration::from_secs(args.sample_secs.max(1));
+    let started = tokio::time::Instant::now();
+    let window = Arc::new(Window::default());
+    let mut next_report = started + sample;
+    let (mut total, mut total_errors, mut all_latencies) = (0u64, 0u64, Vec::<u64>::new());
+    let mut rss_series: Vec<(f64, u64)> = Vec::new();
+    let mut i = 0u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let scheduled = started + interval.mul_f64(i as f64);
+        if scheduled.duration_since(started) >= duration {
+            break;
+        }
+        if scheduled >= next_report {
+            let line = report_line(&window, &server, started.elapsed().as_secs_f64(), &mut all_latencies)?;
+            total += line.requests;
+            total_errors += line.errors;
+            rss_series.push((line.t, line.rss));
+            next_report += sample;
+        }
+        tokio::time::sleep_until(scheduled).await;
+        i += 1;
+        while tasks.try_join_next().is_some() {}
+        let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+            window.record(u64::MAX, false);
+            continue;
+        };
+        let image = factory.make(next_image);
+        next_image += 1;
+        let (client, url, token, window) =
+            (client.clone(), url.clone(), tokens[(i as usize) % tokens.len()].clone(), Arc::clone(&window));
+        tasks.spawn(async move {
+            let ok = upload(&client, &url, &token, image).await.is_ok();
+            window.record(scheduled.elapsed().as_micros() as u64, ok);
+            drop(permit);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let line = report_line(&window, &server, started.elapsed().as_secs_f64(), &mut all_latencies)?;
+    total += line.requests;
+    total_errors += line.errors;
+    rss_series.push((line.t, line.rss));
+    server.stop()?;
+
+    all_latencies.sort_unstable();
+    let p99 = percentile(&all_latencies, 0.99);
+    let warm: Vec<&(f64, u64)> = rss_series.iter().filter(|(t, _)| *t >= args.warmup_secs as f64).collect();
+    let max_rss = rss_series.iter().map(|(_, r)| *r).max().unwrap_or(0);
+    println!();
+    println!(
+        "{total} requests in {:.0} s at {rate:.0}/s ({:.0}% of peak): {total_errors} errors (target 0), p99 {} (all requests)",
+        started.elapsed().as_secs_f64(),
+        args.fraction * 100.0,
+        ms(p99)
+    );
+    match (warm.first(), warm.last()) {
+        (Some(first), Some(last)) => {
+            let growth = last.1 as f64 / first.1.max(1) as f64;
+            println!(
+                "RSS after warm-up: {:.0} MiB at {:.0} s -> {:.0} MiB at {:.0} s ({growth:.2}x; target flat, <= 1.10x); max {:.0} MiB (target < 512 MiB)",
+                mib(first.1),
+                first.0,
+                mib(last.1),
+                last.0,
+                mib(max_rss)
+            );
+        }
+        _ => println!("RSS: run longer than --warmup-secs to judge flatness; max {:.0} MiB", mib(max_rss)),
+    }
+    Ok(())
+}
+
+struct Line {
+    t: f64,
+    requests: u64,
+    errors: u64,
+    rss: u64,
+}
+
+fn report_line(window: &Window, server: &ServerProcess, t: f64, all: &mut Vec<u64>) -> anyhow::Result<Line> {
+    let done = std::mem::take(&mut *window.done.lock().expect("not poisoned"));
+    let errors = done.iter().filter(|(_, ok)| !ok).count() as u64;
+    let mut latencies: Vec<u64> = done.into_iter().map(|(latency, _)| latency).collect();
+    latencies.sort_unstable();
+    let rss = server.rss()?;
+    println!(
+        "{t:>8.0} {:>10} {errors:>8} {:>10} {:>10} {:>10.0}",
+        latencies.len(),
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.99)),
+        mib(rss)
+    );
+    all.extend_from_slice(&latencies);
+    Ok(Line { t, requests: latencies.len() as u64, errors, rss })
+}
+
+fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    Some(sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1])
+}
+
+fn ms(us: Option<u64>) -> String {
+    match us {
+        None => "-".to_owned(),
+        Some(u64::MAX) => "dropped".to_owned(),
+        Some(us) => format!("{:.1}", us as f64 / 1000.0),
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.5), Some(50));
+        assert_eq!(percentile(&v, 0.99), Some(99));
+        assert_eq!(percentile(&[], 0.99), None);
+    }
+}
