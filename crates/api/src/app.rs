@@ -362,3 +362,24 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         }))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::WriterHealth;
+    use camledger_eventstore::append::Error;
+
+    #[test]
+    fn a_storage_error_clears_with_the_next_append_and_unavailable_sticks() {
+        let health = WriterHealth::default();
+        assert_eq!(health.last_error(), None);
+        health.record(Err(&Error::InvalidCamera));
+        assert_eq!(health.last_error(), None, "a bad request says nothing about the writer");
+        health.record(Err(&Error::Storage(std::sync::Arc::new(std::io::Error::other("disk full")))));
+        assert!(health.last_error().is_some_and(|e| e.contains("disk full")));
+        health.record(Ok(()));
+        assert_eq!(health.last_error(), None);
+        health.record(Err(&Error::Unavailable));
+        health.record(Ok(()));
+        assert!(health.last_error().is_some(), "a poisoned writer stays unready until restart");
+    }
+}

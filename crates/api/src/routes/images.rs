@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::app::AppState;
@@ -57,7 +57,8 @@ async fn upload(State(state): State<Arc<AppState>>, caller: Caller, request: Req
     let (parts, body) = request.into_parts();
     // The whole body is buffered under the global byte budget before anything is admitted:
     // a multipart upload is counted and parsed completely before its first part is written.
-    let (bytes, _budget) = buffer_body(&state, &parts.headers, body, deadline).await?;
+    let (bytes, _budget) =
+        buffer_body(&state.body_budget, state.max_body_bytes, &parts.headers, body, deadline).await?;
     if is_multipart(&parts.headers) {
         tracing::Span::current().record("multipart", true);
         let request = Request::from_parts(parts, Body::from(bytes));
@@ -74,15 +75,15 @@ async fn upload(State(state): State<Arc<AppState>>, caller: Caller, request: Req
 /// for budget ends at the request's deadline with a 503. The permit is released when the
 /// returned guard drops (when the handler is done with the bytes).
 async fn buffer_body(
-    state: &AppState,
+    budget: &Arc<Semaphore>,
+    max: usize,
     headers: &HeaderMap,
     body: Body,
     deadline: Instant,
 ) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
-    let max = state.max_body_bytes;
     let declared = declared_length(headers).filter(|&n| n <= max as u64).map(|n| n as usize);
     let reserve = |bytes: usize| {
-        let budget = Arc::clone(&state.body_budget);
+        let budget = Arc::clone(budget);
         async move {
             // `bytes` <= max_body_bytes, which fits a u32 (checked at start-up).
             let n = u32::try_from(bytes).map_err(|_| too_large(max))?;
@@ -345,6 +346,47 @@ mod tests {
             headers.insert("x-captured-at", HeaderValue::from_static(bad));
             assert_eq!(captured_at(&headers).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
         }
+    }
+
+    fn length(n: usize) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        headers
+    }
+
+    // Real time with a short deadline: the crate's tokio has no `test-util` (paused clock),
+    // and enabling it would rebuild tokio's dependents for one test.
+    #[tokio::test]
+    async fn an_upload_without_room_in_the_budget_answers_503_busy_at_its_deadline() {
+        let budget = Arc::new(Semaphore::new(1000));
+        let _held = Arc::clone(&budget).acquire_many_owned(900).await.unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_millis(200);
+        let error = buffer_body(&budget, 1000, &length(200), Body::from(vec![0u8; 200]), deadline).await.unwrap_err();
+        assert_eq!(
+            (error.status, error.code, error.retry_after.is_some()),
+            (StatusCode::SERVICE_UNAVAILABLE, "busy", true)
+        );
+        assert!(Instant::now() >= deadline, "it waited for room until the deadline");
+    }
+
+    #[tokio::test]
+    async fn buffered_bytes_hold_the_budget_until_the_body_is_dropped() {
+        let budget = Arc::new(Semaphore::new(1000));
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        // Declared: reserved up front.
+        let (bytes, permit) =
+            buffer_body(&budget, 1000, &length(600), Body::from(vec![1u8; 600]), deadline).await.unwrap();
+        assert_eq!((bytes.len(), budget.available_permits()), (600, 400));
+        // Chunked (no Content-Length): reserved as it arrives.
+        let chunks = futures_util::stream::iter([
+            Ok::<_, std::io::Error>(Bytes::from(vec![2u8; 150])),
+            Ok(Bytes::from(vec![3u8; 150])),
+        ]);
+        let (chunked, chunked_permit) =
+            buffer_body(&budget, 1000, &HeaderMap::new(), Body::from_stream(chunks), deadline).await.unwrap();
+        assert_eq!((chunked.len(), budget.available_permits()), (300, 100));
+        drop((permit, chunked_permit));
+        assert_eq!(budget.available_permits(), 1000);
     }
 
     #[test]
