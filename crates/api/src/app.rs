@@ -1,6 +1,10 @@
 //! Build, then run: [`Application::build`] opens the ledger, the registry and binds the
 //! socket (port 0 allowed); [`Application::run`] serves until the shutdown future resolves,
 //! then drains in-flight requests and the writer's last batch.
+//!
+//! Connections are served by hyper's HTTP/1 server directly (not `axum::serve`) because it
+//! needs a timer for the absolute header-read deadline (`--header-timeout-secs`), which
+//! `axum::serve` does not set.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,12 +12,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::{Request, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use camledger_eventstore::{EventWriter, Ledger, LedgerConfig};
 use camledger_processor::admission::Limits;
-use tower_http::timeout::TimeoutLayer;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
 use crate::config::ServeConfig;
@@ -34,6 +44,68 @@ pub(crate) struct AppState {
     pub(crate) body_timeout: Duration,
     /// Present when scheduled snapshots are on (`--snapshot-interval`).
     pub(crate) snapshots: Option<watch::Receiver<ScheduleStatus>>,
+    /// Request-body bytes that may be buffered at once, one permit per byte (`--max-inflight-bytes`).
+    pub(crate) body_budget: Arc<Semaphore>,
+    /// Most parts in one multipart upload (`--max-parts`).
+    pub(crate) max_parts: usize,
+    /// Admissions running at once on the blocking pool.
+    pub(crate) admission_slots: Arc<Semaphore>,
+    /// What the last append said about the writer; read by `/readyz`.
+    pub(crate) writer_health: WriterHealth,
+}
+
+/// The writer's state as seen from the answers to appends.
+///
+/// `EventWriter` has no health method (yet); until it does, the last append error is the
+/// signal: `Unavailable` (poisoned or shut down) stays until restart, a `Storage` error
+/// clears with the next successful append.
+#[derive(Default)]
+pub(crate) struct WriterHealth {
+    last_error: std::sync::Mutex<Option<(bool, String)>>,
+}
+
+impl WriterHealth {
+    pub(crate) fn record(&self, outcome: Result<(), &camledger_eventstore::append::Error>) {
+        use camledger_eventstore::append::Error as E;
+        let mut last = self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match outcome {
+            Ok(()) => {
+                if last.as_ref().is_some_and(|(sticky, _)| !sticky) {
+                    *last = None;
+                }
+            }
+            Err(e @ E::Unavailable) => *last = Some((true, e.to_string())),
+            Err(e @ E::Storage(_)) => {
+                if !last.as_ref().is_some_and(|(sticky, _)| *sticky) {
+                    *last = Some((
+                        false,
+                        format!("{e}: {}", std::error::Error::source(e).map_or(String::new(), |s| s.to_string())),
+                    ));
+                }
+            }
+            // The request's fault, not the writer's.
+            Err(
+                E::InvalidCamera
+                | E::InvalidIdempotencyKey
+                | E::InvalidCapturedAt
+                | E::UnsupportedImage { .. }
+                | E::IdempotencyKeyReused { .. },
+            ) => {}
+        }
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|(_, e)| e.clone())
+    }
+}
+
+/// Whether the writer accepts appends: `Err(reason)` when it does not. The one place
+/// `/readyz` asks; swap its source for the writer's own health signal when there is one.
+pub(crate) fn writer_readiness(state: &AppState) -> Result<(), String> {
+    match state.writer_health.last_error() {
+        Some(reason) => Err(reason),
+        None => Ok(()),
+    }
 }
 
 /// How the scheduled snapshots run; started by [`Application::run`].
@@ -49,6 +121,7 @@ pub struct Application {
     router: Router,
     state: Arc<AppState>,
     grace: Duration,
+    header_timeout: Duration,
     schedule: Option<SnapshotSchedule>,
     judging: Option<crate::processing::Judging>,
 }
@@ -96,6 +169,16 @@ impl Application {
         } else {
             None
         };
+        anyhow::ensure!(
+            config.max_inflight_bytes >= config.max_body_bytes,
+            "--max-inflight-bytes ({}) must be at least --max-body-bytes ({})",
+            config.max_inflight_bytes,
+            config.max_body_bytes
+        );
+        anyhow::ensure!(
+            config.max_inflight_bytes <= Semaphore::MAX_PERMITS && u32::try_from(config.max_body_bytes).is_ok(),
+            "--max-inflight-bytes or --max-body-bytes is too large"
+        );
         let state = Arc::new(AppState {
             ledger,
             writer,
@@ -104,13 +187,25 @@ impl Application {
             max_body_bytes: config.max_body_bytes,
             body_timeout: config.request_timeout(),
             snapshots: schedule.as_ref().map(|s| s.status.subscribe()),
+            body_budget: Arc::new(Semaphore::new(config.max_inflight_bytes)),
+            max_parts: config.max_parts.max(1),
+            admission_slots: Arc::new(Semaphore::new(crate::config::cores().max(2) * 2)),
+            writer_health: WriterHealth::default(),
         });
         let tcp =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let listener =
             CappedListener::new(tcp, config.max_connections, Duration::from_secs(config.idle_timeout_secs.max(1)));
         let router = router(Arc::clone(&state), &config);
-        Ok(Self { listener, router, state, grace: Duration::from_secs(config.shutdown_grace_secs), schedule, judging })
+        Ok(Self {
+            listener,
+            router,
+            state,
+            grace: Duration::from_secs(config.shutdown_grace_secs),
+            header_timeout: config.header_timeout(),
+            schedule,
+            judging,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -150,17 +245,22 @@ impl Application {
             })
         });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let graceful = async move {
-            shutdown.await;
-            tracing::info!("shutdown requested: no new connections, finishing in-flight requests");
-            let _ = stopping_tx.send(());
-        };
-        let serve = axum::serve(self.listener, self.router.into_make_service()).with_graceful_shutdown(graceful);
+        let stop_serving = CancellationToken::new();
+        {
+            let stop_serving = stop_serving.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                tracing::info!("shutdown requested: no new connections, finishing in-flight requests");
+                stop_serving.cancel();
+                let _ = stopping_tx.send(());
+            });
+        }
+        let serving = serve(self.listener, self.router, self.header_timeout, stop_serving);
         let grace = self.grace;
-        let served = tokio::spawn(async move { serve.await });
+        let served = tokio::spawn(serving);
         tokio::pin!(served);
         tokio::select! {
-            result = &mut served => result.context("server task panicked")?.context("serving HTTP")?,
+            result = &mut served => result.context("server task panicked")?,
             _ = async {
                 let _ = stopping_rx.await;
                 tokio::time::sleep(grace).await;
@@ -187,6 +287,57 @@ impl Application {
     }
 }
 
+/// Accepts connections (within the listener's cap) and serves each with hyper's HTTP/1
+/// server until `stop`; then stops accepting and lets every open connection finish its
+/// request in flight (hyper's graceful shutdown closes idle keep-alive connections at once).
+async fn serve(mut listener: CappedListener, router: Router, header_timeout: Duration, stop: CancellationToken) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // The header deadline is absolute: it runs from the moment hyper waits for a request
+    // head (a new connection, or keep-alive after the previous answer) until the head is
+    // complete, however the bytes trickle in.
+    http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let connections = TaskTracker::new();
+    loop {
+        let (io, _peer) = tokio::select! {
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+            () = stop.cancelled() => break,
+        };
+        let connection = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(router.clone()));
+        let stop = stop.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                // Header timeouts, resets, malformed requests: the client's business.
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+/// The backstop deadline for every request, answered as JSON (tower-http's `TimeoutLayer`
+/// answers an empty body). Uploads enforce their own deadline first and answer what landed.
+async fn request_deadline(State(limit): State<Duration>, request: Request<axum::body::Body>, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request did not finish within {} s", limit.as_secs()),
+        )
+        .into_response(),
+    }
+}
+
 fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
     Router::new()
         .merge(routes::health::router())
@@ -196,9 +347,9 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         // Bodies are limited by the upload handler itself (with a JSON 413); this only
         // lifts axum's 2 MiB default for the multipart extractor.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout() + Duration::from_secs(5),
+        .layer(axum::middleware::from_fn_with_state(
+            config.request_timeout() + crate::routes::images::APPEND_GRACE + Duration::from_secs(5),
+            request_deadline,
         ))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
@@ -210,4 +361,25 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
             )
         }))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WriterHealth;
+    use camledger_eventstore::append::Error;
+
+    #[test]
+    fn a_storage_error_clears_with_the_next_append_and_unavailable_sticks() {
+        let health = WriterHealth::default();
+        assert_eq!(health.last_error(), None);
+        health.record(Err(&Error::InvalidCamera));
+        assert_eq!(health.last_error(), None, "a bad request says nothing about the writer");
+        health.record(Err(&Error::Storage(std::sync::Arc::new(std::io::Error::other("disk full")))));
+        assert!(health.last_error().is_some_and(|e| e.contains("disk full")));
+        health.record(Ok(()));
+        assert_eq!(health.last_error(), None);
+        health.record(Err(&Error::Unavailable));
+        health.record(Ok(()));
+        assert!(health.last_error().is_some(), "a poisoned writer stays unready until restart");
+    }
 }

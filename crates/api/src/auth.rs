@@ -40,6 +40,18 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// The caller when the request carries a valid token; `None` for none, a bad or a revoked
+    /// one (for routes that answer everyone and show more to some).
+    pub(crate) async fn optional(headers: &axum::http::HeaderMap, state: &AppState) -> Option<Caller> {
+        let token = headers.get(AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+        if token.is_empty() {
+            return None;
+        }
+        state.registry.authenticate(token).await.ok().flatten().map(Caller)
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 

@@ -39,9 +39,24 @@ pub struct ServeConfig {
     #[arg(long, env = "CAMLEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
-    /// Seconds a connection may stay silent (between or inside requests) before it is closed.
+    /// Seconds a connection may stay silent inside a request body before it is closed.
     #[arg(long, env = "CAMLEDGER_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
+
+    /// Seconds a client has to send a request's complete headers, however slowly it trickles
+    /// them (slowloris); an idle keep-alive connection is closed after the same time.
+    #[arg(long, env = "CAMLEDGER_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
+    /// Most request-body bytes buffered at once, over all requests; an upload waits for
+    /// room (503 with Retry-After when none frees up before its timeout). At least
+    /// --max-body-bytes.
+    #[arg(long, env = "CAMLEDGER_MAX_INFLIGHT_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_inflight_bytes: usize,
+
+    /// Most parts in one multipart upload; more answer 413 and nothing is written.
+    #[arg(long, env = "CAMLEDGER_MAX_PARTS", default_value_t = 100)]
+    pub max_parts: usize,
 
     /// Most events written and made durable as one batch (group commit).
     #[arg(long, env = "CAMLEDGER_MAX_BATCH", default_value_t = 256)]
@@ -97,6 +112,9 @@ impl ServeConfig {
             max_connections: 4096,
             request_timeout_secs: 30,
             idle_timeout_secs: 60,
+            header_timeout_secs: 10,
+            max_inflight_bytes: 256 * 1024 * 1024,
+            max_parts: 100,
             max_batch: 256,
             node_name: None,
             shutdown_grace_secs: 30,
@@ -117,6 +135,10 @@ impl ServeConfig {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs.max(1))
     }
 
     pub fn node_name(&self) -> String {

@@ -51,6 +51,17 @@ impl ApiError {
         }
     }
 
+    /// No room in the in-flight body budget before the request's deadline: retry later.
+    pub(crate) fn busy() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "busy",
+            message: "too many upload bytes are in flight; retry later".into(),
+            retry_after: Some(2),
+            source: None,
+        }
+    }
+
     pub(crate) fn internal(cause: impl Into<anyhow::Error>) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -94,9 +105,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+// The conversions below match every variant by name (no `_ =>`): a variant added to a
+// library error is a compile error here until someone decides its HTTP status.
+
 impl From<crate::registry::Error> for ApiError {
     fn from(e: crate::registry::Error) -> Self {
-        ApiError::unavailable(e)
+        use crate::registry::Error as E;
+        match e {
+            // Only the CLI adds or revokes; at the HTTP edge these are server-side surprises.
+            E::InvalidName(_) | E::InvalidRole(_) | E::Exists { .. } | E::NotFound { .. } => ApiError::internal(e),
+            E::Database(_) | E::Migrate(_) => ApiError::unavailable(e),
+        }
     }
 }
 
@@ -113,10 +132,14 @@ impl From<camledger_eventstore::append::Error> for ApiError {
         match e {
             E::InvalidCamera => ApiError::bad_request("invalid_camera", e.to_string()),
             E::InvalidIdempotencyKey => ApiError::bad_request("invalid_idempotency_key", e.to_string()),
+            E::InvalidCapturedAt => ApiError::bad_request("invalid_captured_at", e.to_string()),
+            E::UnsupportedImage { .. } => {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format", e.to_string())
+            }
             E::IdempotencyKeyReused { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", e.to_string())
             }
-            other => ApiError::unavailable(other),
+            E::Unavailable | E::Storage(_) => ApiError::unavailable(e),
         }
     }
 }
@@ -127,7 +150,7 @@ impl From<camledger_eventstore::read::Error> for ApiError {
         match e {
             E::NotFound(_) => ApiError::not_found(e.to_string()),
             E::InvalidId(_) => ApiError::bad_request("invalid_id", e.to_string()),
-            other => ApiError::internal(other),
+            E::Corrupt { .. } | E::Git(_) | E::Io(_) => ApiError::internal(e),
         }
     }
 }

@@ -1,9 +1,12 @@
 //! A TCP listener that caps open connections and drops idle or stalled ones.
 //!
-//! `axum::serve` has no knobs for either, and both matter when thousands of cameras connect
-//! at once: without a cap, a flood of slow connections exhausts file descriptors; without an
-//! idle timeout, a client that stops sending mid-request holds its connection forever.
-//! A connection that cannot get a slot waits in the kernel's accept backlog.
+//! Without a cap, a flood of slow connections exhausts file descriptors; without an idle
+//! timeout, a client that stops sending mid-body holds its connection forever. A connection
+//! that cannot get a slot waits in the kernel's accept backlog.
+//!
+//! The idle timer restarts with every byte, so it cannot stop a client that trickles: the
+//! absolute header deadline is hyper's (`--header-timeout-secs`, set in `app::serve`), and
+//! bodies are bounded by the request deadline.
 
 use std::future::Future;
 use std::io;

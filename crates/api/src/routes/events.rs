@@ -1,9 +1,14 @@
 //! Reading the ledger: `GET /v1/events`, `GET /v1/events/{seq}`, `GET /v1/events/{seq}/image`.
 //!
 //! Auditor and admin tokens read everything; a camera token reads only its own events (an
-//! event of another camera answers 404, as if it did not exist).
+//! event of another camera answers 404, as if it did not exist), and where its own event
+//! refers to another camera's (`duplicate_of`, a verdict's `near_duplicate_of`) it reads
+//! `"other-camera"` instead of that seq.
+//!
+//! Every seq in a path or query is range-checked against the head before the ledger is
+//! asked: a seq past the head is a 404, never arithmetic on an absurd number.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -39,6 +44,66 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let ledger = ledger.clone();
     tokio::task::spawn_blocking(move || read(&ledger)).await.map_err(ApiError::internal)?.map_err(ApiError::from)
+}
+
+/// The camera of each of `seqs` that exists (a failed read leaves the seq out, which callers
+/// treat as "not yours").
+pub(crate) async fn cameras_of(ledger: &Ledger, seqs: Vec<u64>) -> HashMap<u64, String> {
+    if seqs.is_empty() {
+        return HashMap::new();
+    }
+    let read = blocking(ledger, move |l| {
+        let head = l.head()?.map_or(0, |h| h.seq);
+        let mut cameras = HashMap::new();
+        for seq in seqs.into_iter().collect::<BTreeSet<_>>() {
+            if (1..=head).contains(&seq) {
+                if let Ok(event) = l.event(seq) {
+                    cameras.insert(seq, event.record.camera);
+                }
+            }
+        }
+        Ok(cameras)
+    });
+    read.await.unwrap_or_default()
+}
+
+/// Replaces `json[field]` (a seq) by `"other-camera"` unless that event is `camera`'s.
+fn mask_reference(json: &mut Value, field: &str, camera: &str, cameras: &HashMap<u64, String>) {
+    if let Some(seq) = json.get(field).and_then(Value::as_u64) {
+        if cameras.get(&seq).map(String::as_str) != Some(camera) {
+            json[field] = json!(crate::routes::images::OTHER_CAMERA);
+        }
+    }
+}
+
+/// Seqs referred to by these event and verdict bodies.
+fn references(bodies: &[Value]) -> Vec<u64> {
+    bodies
+        .iter()
+        .flat_map(|b| [b["event"]["duplicate_of"].as_u64(), b["verdict"]["near_duplicate_of"].as_u64()])
+        .flatten()
+        .collect()
+}
+
+/// For a camera caller, hides other cameras' seqs in `bodies` (event JSON as [`event_json`]
+/// makes it, with an optional `verdict`).
+async fn mask_other_cameras(ledger: &Ledger, caller: &Caller, bodies: &mut [Value]) {
+    let Some(camera) = caller.camera_scope() else { return };
+    let cameras = cameras_of(ledger, references(bodies)).await;
+    for body in bodies.iter_mut() {
+        mask_reference(&mut body["event"], "duplicate_of", camera, &cameras);
+        if body["verdict"].is_object() {
+            mask_reference(&mut body["verdict"], "near_duplicate_of", camera, &cameras);
+        }
+    }
+}
+
+/// `Err(NotFound)` unless `seq` is at most the head's seq.
+fn check_exists(ledger: &Ledger, seq: u64) -> Result<(), camledger_eventstore::read::Error> {
+    match ledger.head()? {
+        Some(head) if seq <= head.seq => Ok(()),
+        _ => Err(camledger_eventstore::read::Error::NotFound(format!("seq {seq}"))),
+    }
 }
 
 fn parse_seq(text: &str) -> Result<u64, ApiError> {
@@ -79,12 +144,19 @@ async fn one(
     Path(seq): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let seq = parse_seq(&seq)?;
-    let (event, verdict) = blocking(&state.ledger, move |l| Ok((l.event(seq)?, l.verdict(seq)?))).await?;
+    let (event, verdict) = blocking(&state.ledger, move |l| {
+        check_exists(l, seq)?;
+        Ok((l.event(seq)?, l.verdict(seq)?))
+    })
+    .await?;
     if !caller.may_read(&event.record.camera) {
         return Err(ApiError::not_found(format!("no event {seq}")));
     }
     let mut body = event_json(&event);
     body["verdict"] = verdict.map_or(Value::Null, |v| verdict_json(&v));
+    let mut bodies = [body];
+    mask_other_cameras(&state.ledger, &caller, &mut bodies).await;
+    let [body] = bodies;
     Ok(Json(body))
 }
 
@@ -96,18 +168,30 @@ async fn image(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let seq = parse_seq(&seq)?;
-    let (record, bytes) = blocking(&state.ledger, move |l| l.image(seq)).await?;
+    let (record, bytes) = blocking(&state.ledger, move |l| {
+        check_exists(l, seq)?;
+        l.image(seq)
+    })
+    .await?;
     if !caller.may_read(&record.camera) {
         return Err(ApiError::not_found(format!("no event {seq}")));
     }
     let etag = format!("\"{}\"", record.sha256);
     let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
     let content_type = HeaderValue::from_str(&record.media_type).map_err(ApiError::internal)?;
+    let extension = record.image.rsplit('.').next().unwrap_or("bin");
+    let disposition =
+        HeaderValue::from_str(&format!("inline; filename=\"event-{seq}.{extension}\"")).map_err(ApiError::internal)?;
+    // The bytes are whatever a camera sent: never let a browser sniff them into HTML or
+    // run anything from them.
     let common = [
         (header::ETAG, etag_value),
         (header::CONTENT_TYPE, content_type),
         (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
         (header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable")),
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'")),
+        (header::CONTENT_DISPOSITION, disposition),
     ];
     if if_none_match(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, common).into_response());
@@ -118,7 +202,12 @@ async fn image(
         RangeRequest::Part { start, end } => {
             let content_range =
                 HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")).map_err(ApiError::internal)?;
-            let part = bytes[start as usize..=end as usize].to_vec();
+            let part = usize::try_from(start)
+                .ok()
+                .zip(usize::try_from(end).ok())
+                .and_then(|(start, end)| bytes.get(start..=end))
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("range {start}-{end} outside {total} bytes")))?
+                .to_vec();
             Ok((StatusCode::PARTIAL_CONTENT, common, [(header::CONTENT_RANGE, content_range)], Body::from(part))
                 .into_response())
         }
@@ -205,10 +294,14 @@ async fn list(
         },
         None => DEFAULT_LIMIT,
     };
+    // after = u64::MAX: nothing can follow it (after + 1 must not wrap to the start).
+    let Some(first) = after.checked_add(1) else {
+        return Ok(Json(json!({ "events": [], "next_after": null })));
+    };
     let scope = caller.camera_scope().map(str::to_owned);
-    let (events, next_after) = blocking(&state.ledger, move |ledger| {
+    let (mut events, next_after) = blocking(&state.ledger, move |ledger| {
         let mut events = Vec::new();
-        for (scanned, event) in ledger.events_from(after + 1).enumerate() {
+        for (scanned, event) in ledger.events_from(first).enumerate() {
             let event = event?;
             if scope.as_deref().is_none_or(|camera| camera == event.record.camera) {
                 events.push(event_json(&event));
@@ -220,6 +313,7 @@ async fn list(
         Ok((events, None))
     })
     .await?;
+    mask_other_cameras(&state.ledger, &caller, &mut events).await;
     Ok(Json(json!({ "events": events, "next_after": next_after })))
 }
 

@@ -1,28 +1,54 @@
-//! `GET /healthz`: liveness plus the ledger head, no token needed.
+//! Probes, no token needed:
+//! - `GET /healthz`: liveness plus the ledger head. The scheduled-snapshot status (which can
+//!   carry backup error text) is added only for an auditor or admin token.
+//! - `GET /readyz`: 200 while the writer accepts appends, else 503 with the reason — what a
+//!   load balancer should route on.
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::app::AppState;
+use crate::app::{writer_readiness, AppState};
+use crate::auth::Caller;
 use crate::error::ApiError;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/healthz", get(healthz))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }
 
-async fn healthz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let ledger = state.ledger.clone();
     let head = tokio::task::spawn_blocking(move || ledger.head()).await.map_err(ApiError::internal)??;
-    let snapshots = state.snapshots.as_ref().map(|s| s.borrow().clone());
-    Ok(Json(json!({
-        "snapshots": snapshots,
+    let mut body = json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "events_head_seq": head.as_ref().map(|h| h.seq),
         "events_head_id": head.as_ref().map(|h| h.id.clone()),
-    })))
+    });
+    if Caller::optional(&headers, &state).await.is_some_and(|c| c.camera_scope().is_none()) {
+        body["snapshots"] = json!(state.snapshots.as_ref().map(|s| s.borrow().clone()));
+    }
+    Ok(Json(body))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match writer_readiness(&state) {
+        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        // Built here, not as an `ApiError`: probes poll this, and the writer's failure was
+        // already logged when it happened.
+        Err(reason) => {
+            let body = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("the event writer does not accept appends: {reason}"),
+            )
+            .body();
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "5")], Json(body)).into_response()
+        }
+    }
 }
