@@ -11,6 +11,7 @@ mod bad_input;
 mod cli;
 mod concurrency;
 mod crash;
+mod hostile_backup;
 mod ingest;
 mod reading;
 mod verdicts;

@@ -61,6 +61,8 @@ pub enum Command {
         /// Snapshot database (default: sqlite://<data-dir>/backups.sqlite).
         #[arg(long, env = "CAMLEDGER_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        #[command(flatten)]
+        key: crate::snapshots::BackupKeyArg,
     },
     /// List, verify or prune stored snapshots.
     Snapshots {
@@ -71,6 +73,8 @@ pub enum Command {
     Restore {
         #[command(flatten)]
         db: crate::snapshots::DatabaseArg,
+        #[command(flatten)]
+        key: crate::snapshots::ReadKeyArg,
         /// New data dir to create (must not exist or be empty).
         #[arg(long)]
         to: std::path::PathBuf,
@@ -184,9 +188,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay { data, judge, from, to, format, strict } => {
             crate::processing::replay_command(data, judge, from, to, format, strict).await
         }
-        Command::Snapshot { data, database_url } => crate::snapshots::snapshot(data, database_url).await,
+        Command::Snapshot { data, database_url, key } => crate::snapshots::snapshot(data, database_url, key).await,
         Command::Snapshots { action } => crate::snapshots::snapshots(action).await,
-        Command::Restore { db, to, snapshot } => crate::snapshots::restore(db, to, snapshot).await,
+        Command::Restore { db, key, to, snapshot } => crate::snapshots::restore(db, key, to, snapshot).await,
         Command::Bench { which } => crate::bench::run(which).await,
     }
 }
