@@ -14,4 +14,5 @@ mod crash;
 mod hostile_backup;
 mod ingest;
 mod reading;
+mod tokens;
 mod verdicts;
