@@ -63,6 +63,7 @@
 //! # Layout
 //! `db` (the catalog, both backends), `pipe` + `stream` (chunking, hashing, zstd between
 //! blocking and async code), `git` (packs, refs, proofs), `plan` (pure decisions),
+//! [`mod@key`] (the backup key, seals and chunk MACs),
 //! and one module per operation: [`mod@snapshot`], [`mod@list`], [`mod@verify`], [`mod@restore`],
 //! [`mod@prune`], [`schedule`].
 
