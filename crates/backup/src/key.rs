@@ -69,9 +69,17 @@ impl BackupKey {
         (bytes.len() >= Self::MIN_BYTES).then_some(BackupKey { bytes })
     }
 
-    /// Read a key file: hex digits, surrounding whitespace ignored.
+    /// Read a key file: hex digits, surrounding whitespace ignored. Warns when the file is
+    /// readable by group or others.
     pub fn read(path: &Path) -> Result<BackupKey, Error> {
+        use std::os::unix::fs::PermissionsExt;
+
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "the backup key file is readable by group or others; chmod 600 it");
+            }
+        }
         hex::decode(text.trim())
             .ok()
             .and_then(BackupKey::from_bytes)

@@ -239,6 +239,28 @@ async fn a_zstd_bomb_is_refused_unsigned_and_stopped_at_the_declared_size_when_s
     assert!(!target.exists());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ref_name_that_leaves_the_repository_is_refused_even_under_a_valid_seal() {
+    let db = MariaDb::create();
+    let store = Store::connect(&db.url()).await.expect("connect");
+    let (work, id) = snapshotted(&store).await;
+    let head = git(&work.path().join("data"), &["rev-parse", "refs/heads/events"]);
+    let escape = work.path().join("escaped");
+    db.sql(&format!(
+        "UPDATE snapshots SET manifest = JSON_SET(manifest, '$.refs.\"refs/../../../{}\"', '{head}') WHERE id = {id}",
+        escape.file_name().expect("a name").to_str().expect("utf-8")
+    ));
+    let pool = sqlx::MySqlPool::connect(&db.url()).await.expect("connect");
+    reseal(&pool, id).await;
+
+    let report = verify(&store, &key(), Some(id), &NoProgress).await.expect("verify runs");
+    assert!(matches!(report.faults.as_slice(), [Fault::UnsafeRef { .. }]), "{:?}", report.faults);
+    let target = work.path().join("restored");
+    let err = restore(&store, &key(), &target, Some(id), &NoProgress).await.expect_err("refused");
+    assert!(matches!(err, restore::Error::Damaged(Fault::UnsafeRef { .. })), "{err:?}");
+    assert!(!target.exists() && !escape.exists());
+}
+
 // The seal format of crates/backup/src/key.rs, written out independently: a test that
 // plays the key holder.
 type Hmac = hmac::Hmac<sha2_011::Sha256>;
