@@ -7,18 +7,18 @@ use serde_json::Value;
 use crate::helpers::*;
 
 /// A fresh MariaDB database, dropped when the test ends.
-struct TestDatabase {
-    name: String,
+pub(crate) struct TestDatabase {
+    pub(crate) name: String,
 }
 
 impl TestDatabase {
-    fn create() -> TestDatabase {
+    pub(crate) fn create() -> TestDatabase {
         let name = format!("camledger_e2e_{}", hex::encode(rand_bytes()));
         mariadb(&format!("CREATE DATABASE {name}"));
         TestDatabase { name }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("mysql://root@127.0.0.1:3306/{}", self.name)
     }
 }
@@ -37,7 +37,7 @@ fn rand_bytes() -> [u8; 6] {
     mixed.to_le_bytes()[..6].try_into().unwrap()
 }
 
-fn mariadb(sql: &str) -> String {
+pub(crate) fn mariadb(sql: &str) -> String {
     let out = Command::new("mariadb")
         .args(["--protocol=tcp", "-h127.0.0.1", "-uroot", "-N", "-e", sql])
         .output()
@@ -46,7 +46,12 @@ fn mariadb(sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn camledger_fails(args: &[&str]) -> String {
+/// The key `snapshot` created in the data dir (the default `--backup-key`).
+pub(crate) fn backup_key(app: &TestApp) -> String {
+    format!("{}/keys/backup.key", app.dir())
+}
+
+pub(crate) fn camledger_fails(args: &[&str]) -> String {
     let out = Command::new(BIN).args(args).env("CAMLEDGER_LOG", "warn").output().unwrap();
     assert!(!out.status.success(), "camledger {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -75,13 +80,14 @@ async fn a_restored_ledger_from_mariadb_is_identical_and_the_server_continues_it
     assert_eq!(list.len(), 2);
     assert_eq!(list[1]["parent"], list[0]["id"]);
     assert_eq!(list[1]["events_head_seq"], 8);
-    camledger(&["snapshots", "verify", "--database-url", &db.url()]);
+    let key = backup_key(&app);
+    camledger(&["snapshots", "verify", "--database-url", &db.url(), "--backup-key", &key]);
 
     let original_refs = app.git(&["for-each-ref", "--format=%(refname) %(objectname)"]);
     app.signal("-TERM");
     let target = tempfile::tempdir().unwrap();
     let restored_dir = target.path().join("restored");
-    camledger(&["restore", "--database-url", &db.url(), "--to", restored_dir.to_str().unwrap()]);
+    camledger(&["restore", "--database-url", &db.url(), "--backup-key", &key, "--to", restored_dir.to_str().unwrap()]);
     assert_eq!(
         git(&restored_dir.join("ledger.git"), &["for-each-ref", "--format=%(refname) %(objectname)"]),
         original_refs
@@ -117,11 +123,20 @@ async fn a_flipped_byte_in_a_stored_chunk_fails_verify_and_restore() {
         db.name
     ));
 
-    let fault = camledger_fails(&["snapshots", "verify", "--database-url", &db.url()]);
+    let key = backup_key(&app);
+    let fault = camledger_fails(&["snapshots", "verify", "--database-url", &db.url(), "--backup-key", &key]);
     assert!(fault.contains("SHA-256") || fault.contains("fault"), "{fault}");
     let target = tempfile::tempdir().unwrap();
     let restored_dir = target.path().join("restored");
-    camledger_fails(&["restore", "--database-url", &db.url(), "--to", restored_dir.to_str().unwrap()]);
+    camledger_fails(&[
+        "restore",
+        "--database-url",
+        &db.url(),
+        "--backup-key",
+        &key,
+        "--to",
+        restored_dir.to_str().unwrap(),
+    ]);
     assert!(!restored_dir.join("ledger.git").exists(), "a failed restore leaves no ledger behind");
 }
 
@@ -134,7 +149,15 @@ async fn snapshots_default_to_sqlite_inside_the_data_dir() {
     let url = format!("sqlite://{}/backups.sqlite", app.dir());
     let target = tempfile::tempdir().unwrap();
     let restored_dir = target.path().join("r");
-    camledger(&["restore", "--database-url", &url, "--to", restored_dir.to_str().unwrap()]);
+    camledger(&[
+        "restore",
+        "--database-url",
+        &url,
+        "--backup-key",
+        &backup_key(&app),
+        "--to",
+        restored_dir.to_str().unwrap(),
+    ]);
     assert_eq!(seqs_in_git(&restored_dir.join("ledger.git")), vec![1]);
 }
 

@@ -12,6 +12,8 @@ mod cli;
 mod concurrency;
 mod crash;
 mod hostile_clients;
+mod hostile_backup;
 mod ingest;
 mod reading;
+mod tokens;
 mod verdicts;

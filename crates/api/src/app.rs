@@ -112,6 +112,7 @@ pub(crate) fn writer_readiness(state: &AppState) -> Result<(), String> {
 struct SnapshotSchedule {
     data_dir: std::path::PathBuf,
     store: camledger_backup::Store,
+    key: camledger_backup::BackupKey,
     interval: Duration,
     status: watch::Sender<ScheduleStatus>,
 }
@@ -158,8 +159,9 @@ impl Application {
                     config.database_url.clone().unwrap_or_else(|| crate::snapshots::default_database_url(data_dir));
                 // Fail at start-up, not an hour later, when the database is wrong.
                 let store = crate::snapshots::connect(&url).await?;
+                let key = config.backup_key.load_or_create(data_dir)?;
                 let (status, _) = watch::channel(ScheduleStatus::default());
-                Some(SnapshotSchedule { data_dir: data_dir.clone(), store, interval, status })
+                Some(SnapshotSchedule { data_dir: data_dir.clone(), store, key, interval, status })
             }
             None => None,
         };
@@ -222,6 +224,7 @@ impl Application {
                 let options = camledger_backup::SnapshotOptions::default();
                 camledger_backup::schedule::run_schedule(
                     &s.store,
+                    &s.key,
                     &s.data_dir,
                     &options,
                     s.interval,

@@ -61,6 +61,8 @@ pub enum Command {
         /// Snapshot database (default: sqlite://<data-dir>/backups.sqlite).
         #[arg(long, env = "CAMLEDGER_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        #[command(flatten)]
+        key: crate::snapshots::BackupKeyArg,
     },
     /// List, verify or prune stored snapshots.
     Snapshots {
@@ -71,6 +73,8 @@ pub enum Command {
     Restore {
         #[command(flatten)]
         db: crate::snapshots::DatabaseArg,
+        #[command(flatten)]
+        key: crate::snapshots::ReadKeyArg,
         /// New data dir to create (must not exist or be empty).
         #[arg(long)]
         to: std::path::PathBuf,
@@ -140,6 +144,13 @@ pub enum CamerasCommand {
         #[command(flatten)]
         data: DataDirArg,
     },
+    /// Give a camera a new token (printed once); the old one stops working at the same
+    /// moment. Also brings a revoked camera back into service under the same id.
+    Rotate {
+        id: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +162,22 @@ pub enum TokensCommand {
         /// auditor or admin
         #[arg(long)]
         role: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// List every token's holder, kind (camera, auditor, admin) and dates; never a token.
+    List {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Revoke the token of NAME; a running server refuses it from its next request on.
+    Revoke {
+        name: String,
+        /// camera, auditor or admin; needed only when NAME has active tokens of several kinds.
+        #[arg(long)]
+        kind: Option<String>,
         #[command(flatten)]
         data: DataDirArg,
     },
@@ -167,14 +194,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => serve(config).await,
         Command::Cameras { action } => cameras(action).await,
-        Command::Tokens { action: TokensCommand::Add { name, role, data } } => {
-            let role: Role = role.parse()?;
-            let registry = open_registry(&data).await?;
-            let token = registry.add_reader(&name, role).await?;
-            println!("added {} token {name}", role.as_str());
-            println!("token (shown once): {token}");
-            Ok(())
-        }
+        Command::Tokens { action } => tokens(action).await,
         Command::Push(args) => crate::push::run(args).await,
         Command::Log { data, from, limit, format } => log(data, from, limit, format).await,
         Command::Verify { data } => verify(data).await,
@@ -184,9 +204,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay { data, judge, from, to, format, strict } => {
             crate::processing::replay_command(data, judge, from, to, format, strict).await
         }
-        Command::Snapshot { data, database_url } => crate::snapshots::snapshot(data, database_url).await,
+        Command::Snapshot { data, database_url, key } => crate::snapshots::snapshot(data, database_url, key).await,
         Command::Snapshots { action } => crate::snapshots::snapshots(action).await,
-        Command::Restore { db, to, snapshot } => crate::snapshots::restore(db, to, snapshot).await,
+        Command::Restore { db, key, to, snapshot } => crate::snapshots::restore(db, key, to, snapshot).await,
         Command::Bench { which } => crate::bench::run(which).await,
     }
 }
@@ -257,6 +277,45 @@ async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
             let registry = open_registry(&data).await?;
             registry.revoke_camera(&id).await?;
             println!("revoked camera {id}");
+        }
+        CamerasCommand::Rotate { id, data } => {
+            let registry = open_registry(&data).await?;
+            let token = registry.rotate_camera(&id).await?;
+            println!("rotated camera {id}: the old token no longer works");
+            println!("token (shown once; configure it on the camera): {token}");
+        }
+    }
+    Ok(())
+}
+
+async fn tokens(action: TokensCommand) -> anyhow::Result<()> {
+    match action {
+        TokensCommand::Add { name, role, data } => {
+            let role: Role = role.parse()?;
+            let registry = open_registry(&data).await?;
+            let token = registry.add_reader(&name, role).await?;
+            println!("added {} token {name}", role.as_str());
+            println!("token (shown once): {token}");
+        }
+        TokensCommand::List { data, format } => {
+            let registry = open_registry(&data).await?;
+            let tokens = registry.list_tokens().await?;
+            match format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&tokens)?),
+                OutputFormat::Text => {
+                    for t in tokens {
+                        let state = t.revoked_at.map_or("active".to_owned(), |at| format!("revoked {at}"));
+                        let rotated = t.rotated_at.map_or(String::new(), |at| format!("\trotated {at}"));
+                        println!("{}\t{}\tcreated {}{rotated}\t{state}", t.name, t.kind.as_str(), t.created_at);
+                    }
+                }
+            }
+        }
+        TokensCommand::Revoke { name, kind, data } => {
+            let kind: Option<Role> = kind.map(|k| k.parse()).transpose()?;
+            let registry = open_registry(&data).await?;
+            let role = registry.revoke(&name, kind).await?;
+            println!("revoked {} token {name}", role.as_str());
         }
     }
     Ok(())

@@ -79,6 +79,9 @@ pub struct ServeConfig {
     #[arg(long, env = "CAMLEDGER_SNAPSHOT_INTERVAL", value_parser = crate::snapshots::parse_interval)]
     pub snapshot_interval: Option<Duration>,
 
+    #[command(flatten)]
+    pub backup_key: crate::snapshots::BackupKeyArg,
+
     /// In-process judging threads writing verdicts (0 turns judging off; default: the number
     /// of cores). With 0 no ONNX Runtime library is needed.
     #[arg(long, env = "CAMLEDGER_WORKERS")]
@@ -120,6 +123,7 @@ impl ServeConfig {
             shutdown_grace_secs: 30,
             database_url: None,
             snapshot_interval: None,
+            backup_key: Default::default(),
             workers: Some(0),
             judge: crate::processing::JudgeArgs {
                 ort_dylib: camledger_processor::classifier::DEFAULT_DYLIB.into(),

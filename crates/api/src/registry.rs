@@ -2,8 +2,14 @@
 //!
 //! Tokens are 32 random bytes shown once (hex, with a role prefix so an operator can tell
 //! them apart) and stored only as their SHA-256. Authentication looks the hash up and then
-//! compares it in constant time. Every request asks the database, so a revocation made by
-//! `camledger cameras revoke` in another process takes effect on the next request.
+//! compares it in constant time. Every request asks the database (no cache), so a
+//! revocation or rotation made by `camledger tokens revoke` / `cameras revoke` / `cameras
+//! rotate` in another process takes effect on the server's next request.
+//!
+//! One token per principal (`(role, name)`): rotating a camera replaces its token hash in one
+//! `UPDATE`, so there is no moment when both or neither token works, and the old one can
+//! never come back. Rotating a revoked camera puts it back into service with a new token
+//! (its id, and so its events' camera field, stay the same).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -69,6 +75,16 @@ pub struct Principal {
     pub role: Role,
 }
 
+/// One row of `tokens list`: never the token (only its hash is stored, and not shown).
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub kind: Role,
+    pub created_at: String,
+    pub rotated_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
 /// One row of `cameras list`.
 #[derive(Clone, Debug, Serialize)]
 pub struct CameraInfo {
@@ -91,6 +107,10 @@ pub enum Error {
     /// Revoking an unknown name. CLI: message and exit 1.
     #[error("no {role} named {name:?}")]
     NotFound { role: &'static str, name: String },
+    /// `tokens revoke NAME` matches active tokens of several kinds. CLI: exit 1; retry
+    /// with `--kind`.
+    #[error("{name:?} names active tokens of several kinds ({kinds}); choose one with --kind")]
+    Ambiguous { name: String, kinds: String },
     /// The database failed. HTTP 503; CLI exit 1.
     #[error("camera registry database: {0}")]
     Database(#[from] sqlx::Error),
@@ -181,6 +201,80 @@ impl Registry {
         Ok(())
     }
 
+    /// Every token's holder, kind and dates (never the token), by kind then name.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, Error> {
+        let rows =
+            sqlx::query("SELECT name, role, created_at, rotated_at, revoked_at FROM principals ORDER BY role, name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|r| {
+                let role: String = r.try_get(1)?;
+                Ok(TokenInfo {
+                    name: r.try_get(0)?,
+                    kind: role.parse()?,
+                    created_at: r.try_get(2)?,
+                    rotated_at: r.try_get(3)?,
+                    revoked_at: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revoke the active token of `name` (of `kind`, when given; needed when the name has
+    /// active tokens of several kinds). Returns the kind revoked.
+    pub async fn revoke(&self, name: &str, kind: Option<Role>) -> Result<Role, Error> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT role FROM principals WHERE name = ? AND revoked_at IS NULL ORDER BY role")
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut kinds = Vec::new();
+        for row in rows {
+            let role: Role = row.try_get::<String, _>(0)?.parse()?;
+            if kind.is_none_or(|k| k == role) {
+                kinds.push(role);
+            }
+        }
+        let role = match kinds.as_slice() {
+            [] => {
+                return Err(Error::NotFound { role: kind.map_or("active token", Role::as_str), name: name.to_owned() })
+            }
+            [one] => *one,
+            many => {
+                let kinds = many.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
+                return Err(Error::Ambiguous { name: name.to_owned(), kinds });
+            }
+        };
+        sqlx::query("UPDATE principals SET revoked_at = ? WHERE role = ? AND name = ? AND revoked_at IS NULL")
+            .bind(now_rfc3339())
+            .bind(role.as_str())
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(role)
+    }
+
+    /// Give camera `id` a new token and return it; the old token (revoked or not) stops
+    /// working in the same statement. A revoked camera comes back into service.
+    pub async fn rotate_camera(&self, id: &str) -> Result<String, Error> {
+        let secret: [u8; 32] = rand::random();
+        let token = format!("{}{}", Role::Camera.token_prefix(), hex::encode(secret));
+        let done = sqlx::query(
+            "UPDATE principals SET token_hash = ?, rotated_at = ?, revoked_at = NULL WHERE role = 'camera' AND name = ?",
+        )
+        .bind(token_hash(&token).to_vec())
+        .bind(now_rfc3339())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound { role: "camera", name: id.to_owned() });
+        }
+        Ok(token)
+    }
+
     /// The principal a bearer token belongs to, if it is known and not revoked.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, Error> {
         let presented = token_hash(token);
@@ -227,6 +321,41 @@ mod tests {
         assert_eq!(who, Some(Principal { name: "cam-1".into(), role: Role::Camera }));
         registry.revoke_camera("cam-1").await.unwrap();
         assert_eq!(registry.authenticate(&token).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_rotated_camera_answers_only_to_its_new_token_even_after_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).await.unwrap();
+        let first = registry.add_camera("cam-1").await.unwrap();
+        let second = registry.rotate_camera("cam-1").await.unwrap();
+        assert_eq!(registry.authenticate(&first).await.unwrap(), None);
+        assert!(registry.authenticate(&second).await.unwrap().is_some());
+        registry.revoke_camera("cam-1").await.unwrap();
+        let third = registry.rotate_camera("cam-1").await.unwrap();
+        assert_eq!(registry.authenticate(&second).await.unwrap(), None);
+        assert_eq!(
+            registry.authenticate(&third).await.unwrap(),
+            Some(Principal { name: "cam-1".into(), role: Role::Camera })
+        );
+        assert!(matches!(registry.rotate_camera("nobody").await, Err(Error::NotFound { .. })));
+    }
+
+    #[tokio::test]
+    async fn revoking_a_reader_needs_a_kind_only_when_the_name_is_ambiguous() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).await.unwrap();
+        let audit = registry.add_reader("alice", Role::Auditor).await.unwrap();
+        let admin = registry.add_reader("alice", Role::Admin).await.unwrap();
+        assert!(matches!(registry.revoke("alice", None).await, Err(Error::Ambiguous { .. })));
+        assert_eq!(registry.revoke("alice", Some(Role::Auditor)).await.unwrap(), Role::Auditor);
+        assert_eq!(registry.authenticate(&audit).await.unwrap(), None);
+        assert!(registry.authenticate(&admin).await.unwrap().is_some());
+        assert_eq!(registry.revoke("alice", None).await.unwrap(), Role::Admin);
+        assert!(matches!(registry.revoke("alice", None).await, Err(Error::NotFound { .. })));
+        let listed = registry.list_tokens().await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(listed.iter().all(|t| t.revoked_at.is_some()));
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use camledger_backup::{Progress, SnapshotOptions, SnapshotOutcome, Store};
+use camledger_backup::{BackupKey, Progress, SnapshotOptions, SnapshotOutcome, Store};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::OutputFormat;
@@ -17,6 +17,59 @@ pub struct DatabaseArg {
     /// Snapshot database: mysql://user:password@host:port/db (production) or sqlite://PATH.
     #[arg(long, env = "CAMLEDGER_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
+}
+
+/// The key that seals snapshots, for commands that write them (`snapshot`, `serve`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct BackupKeyArg {
+    /// File holding the key that seals every snapshot (HMAC-SHA256, 64 hex digits); it never
+    /// goes into the snapshot database. Default: <data-dir>/keys/backup.key, created (mode
+    /// 0600) by the first snapshot. Keep a copy outside the data dir (production: keep it
+    /// there only): restoring on another machine needs it.
+    #[arg(long, env = "CAMLEDGER_BACKUP_KEY")]
+    pub backup_key: Option<PathBuf>,
+}
+
+/// The key, for commands that only read snapshots (`snapshots verify`, `restore`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ReadKeyArg {
+    /// File holding the key the snapshots were sealed with (the `--backup-key` of
+    /// `snapshot`/`serve`, by default <data-dir>/keys/backup.key). Nothing from the snapshot
+    /// database is trusted without it.
+    #[arg(long, env = "CAMLEDGER_BACKUP_KEY")]
+    pub backup_key: PathBuf,
+}
+
+/// Where `snapshot` and `serve` keep the key when `--backup-key` is not given.
+pub fn default_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("keys").join("backup.key")
+}
+
+impl BackupKeyArg {
+    /// Read the key; the default one is created when missing (an explicit path must exist:
+    /// a mistyped path would otherwise start a new key silently).
+    pub fn load_or_create(&self, data_dir: &Path) -> anyhow::Result<BackupKey> {
+        if let Some(path) = &self.backup_key {
+            return BackupKey::read(path).context("reading --backup-key");
+        }
+        let path = default_key_path(data_dir);
+        if path.exists() {
+            return BackupKey::read(&path).context("reading the default backup key");
+        }
+        let key = BackupKey::create(&path).context("creating the default backup key")?;
+        tracing::warn!(
+            path = %path.display(),
+            "created a new backup key inside the data dir; copy it somewhere safe (a restore needs it) \
+             and in production keep it outside the data dir with --backup-key"
+        );
+        Ok(key)
+    }
+}
+
+impl ReadKeyArg {
+    pub fn load(&self) -> anyhow::Result<BackupKey> {
+        BackupKey::read(&self.backup_key).context("reading --backup-key")
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -34,6 +87,8 @@ pub enum SnapshotsCommand {
         id: Option<i64>,
         #[command(flatten)]
         db: DatabaseArg,
+        #[command(flatten)]
+        key: ReadKeyArg,
     },
     /// Delete old snapshots, keeping the newest N and every snapshot they need.
     Prune {
@@ -105,11 +160,13 @@ pub fn default_database_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("backups.sqlite").display())
 }
 
-pub async fn snapshot(data: DataDirArg, database_url: Option<String>) -> anyhow::Result<()> {
+pub async fn snapshot(data: DataDirArg, database_url: Option<String>, key: BackupKeyArg) -> anyhow::Result<()> {
+    let key = key.load_or_create(&data.data_dir)?;
     let url = database_url.unwrap_or_else(|| default_database_url(&data.data_dir));
     let store = connect(&url).await?;
     let progress = BarProgress::new();
-    let outcome = camledger_backup::snapshot(&store, &data.data_dir, &SnapshotOptions::default(), &progress).await;
+    let outcome =
+        camledger_backup::snapshot(&store, &key, &data.data_dir, &SnapshotOptions::default(), &progress).await;
     progress.finish();
     store.close().await;
     match outcome.context("taking the snapshot")? {
@@ -158,10 +215,11 @@ pub async fn snapshots(command: SnapshotsCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        SnapshotsCommand::Verify { id, db } => {
+        SnapshotsCommand::Verify { id, db, key } => {
+            let key = key.load()?;
             let store = connect(&db.database_url).await?;
             let progress = BarProgress::new();
-            let report = camledger_backup::verify(&store, id, &progress).await;
+            let report = camledger_backup::verify(&store, &key, id, &progress).await;
             progress.finish();
             store.close().await;
             let report = report.context("verifying snapshots")?;
@@ -172,7 +230,7 @@ pub async fn snapshots(command: SnapshotsCommand) -> anyhow::Result<()> {
                 bail!("{} fault(s) in {} snapshot(s) checked", report.faults.len(), report.checked.len());
             }
             println!(
-                "verified {} snapshot(s), {} artifact(s): every chunk and chain intact",
+                "verified {} snapshot(s), {} artifact(s): every seal, chunk and chain intact",
                 report.checked.len(),
                 report.artifacts
             );
@@ -187,15 +245,16 @@ pub async fn snapshots(command: SnapshotsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn restore(db: DatabaseArg, to: PathBuf, snapshot: Option<i64>) -> anyhow::Result<()> {
+pub async fn restore(db: DatabaseArg, key: ReadKeyArg, to: PathBuf, snapshot: Option<i64>) -> anyhow::Result<()> {
+    let key = key.load()?;
     let store = connect(&db.database_url).await?;
     let progress = BarProgress::new();
-    let report = camledger_backup::restore(&store, &to, snapshot, &progress).await;
+    let report = camledger_backup::restore(&store, &key, &to, snapshot, &progress).await;
     progress.finish();
     store.close().await;
     let report = report.with_context(|| format!("restoring into {}", to.display()))?;
     println!(
-        "restored snapshot {} (chain {:?}) into {}: {} objects, {} refs, {} events, registry {}; refs, git fsck and every event's SHA-256 verified",
+        "restored snapshot {} (chain {:?}) into {}: {} objects, {} refs, {} events, registry {}; seals, refs, git fsck and every event's SHA-256 verified",
         report.snapshot,
         report.chain,
         report.data_dir.display(),

@@ -64,6 +64,17 @@ pub(crate) struct SnapshotRow {
     pub(crate) raw_bytes: i64,
     pub(crate) stored_bytes: i64,
     pub(crate) events_head_seq: Option<i64>,
+    /// HMAC of the row and its artifacts (see `key`); `None` for rows written before seals.
+    pub(crate) seal: Option<String>,
+}
+
+/// One chunk as stored.
+#[derive(Clone, Debug)]
+pub(crate) struct ChunkRow {
+    pub(crate) sha256: String,
+    /// HMAC binding the chunk to its place (see `key`); `None` for rows written before seals.
+    pub(crate) mac: Option<String>,
+    pub(crate) bytes: Vec<u8>,
 }
 
 /// One artifact (`pack` or `state`) of a snapshot.
@@ -80,7 +91,7 @@ pub(crate) struct ArtifactRow {
 
 macro_rules! snapshot_columns {
     () => {
-        "id, parent_id, created_at_ms, manifest, objects, raw_bytes, stored_bytes, events_head_seq"
+        "id, parent_id, created_at_ms, manifest, objects, raw_bytes, stored_bytes, events_head_seq, seal"
     };
 }
 
@@ -96,6 +107,7 @@ macro_rules! snapshot_from_row {
             raw_bytes: row.try_get("raw_bytes")?,
             stored_bytes: row.try_get("stored_bytes")?,
             events_head_seq: row.try_get("events_head_seq")?,
+            seal: row.try_get("seal")?,
         }
     }};
 }
@@ -190,19 +202,23 @@ impl Store {
         })
     }
 
-    /// One chunk's stored SHA-256 and bytes, `None` when the row is missing.
+    /// One chunk row, `None` when it is missing.
     /// One query per chunk keeps at most one chunk in memory on both backends.
     pub(crate) async fn chunk(
         &self,
         snapshot_id: i64,
         artifact: &str,
         seq: i64,
-    ) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
-        let sql = "SELECT sha256, bytes FROM snapshot_chunks \
+    ) -> Result<Option<ChunkRow>, sqlx::Error> {
+        let sql = "SELECT sha256, mac, bytes FROM snapshot_chunks \
                    WHERE snapshot_id = ? AND artifact = ? AND seq = ?";
         on_pool!(self, pool => {
             match sqlx::query(sql).bind(snapshot_id).bind(artifact).bind(seq).fetch_optional(pool).await? {
-                Some(row) => Ok(Some((row.try_get("sha256")?, row.try_get("bytes")?))),
+                Some(row) => Ok(Some(ChunkRow {
+                    sha256: row.try_get("sha256")?,
+                    mac: row.try_get("mac")?,
+                    bytes: row.try_get("bytes")?,
+                })),
                 None => Ok(None),
             }
         })
@@ -287,15 +303,18 @@ impl Tx {
         artifact: &str,
         seq: i64,
         sha256: &str,
+        mac: &str,
         bytes: &[u8],
     ) -> Result<(), sqlx::Error> {
-        let sql = "INSERT INTO snapshot_chunks (snapshot_id, artifact, seq, sha256, bytes) VALUES (?, ?, ?, ?, ?)";
+        let sql =
+            "INSERT INTO snapshot_chunks (snapshot_id, artifact, seq, sha256, mac, bytes) VALUES (?, ?, ?, ?, ?, ?)";
         on_tx!(self, tx => {
             sqlx::query(sql)
                 .bind(snapshot_id)
                 .bind(artifact)
                 .bind(seq)
                 .bind(sha256)
+                .bind(mac)
                 .bind(bytes)
                 .execute(&mut **tx)
                 .await?;
@@ -323,20 +342,16 @@ impl Tx {
         Ok(())
     }
 
-    pub(crate) async fn set_totals(
-        &mut self,
-        snapshot_id: i64,
-        objects: i64,
-        raw_bytes: i64,
-        stored_bytes: i64,
-    ) -> Result<(), sqlx::Error> {
-        let sql = "UPDATE snapshots SET objects = ?, raw_bytes = ?, stored_bytes = ? WHERE id = ?";
+    /// Write the totals and the seal that covers them (`row` holds the final values).
+    pub(crate) async fn seal(&mut self, row: &SnapshotRow) -> Result<(), sqlx::Error> {
+        let sql = "UPDATE snapshots SET objects = ?, raw_bytes = ?, stored_bytes = ?, seal = ? WHERE id = ?";
         on_tx!(self, tx => {
             sqlx::query(sql)
-                .bind(objects)
-                .bind(raw_bytes)
-                .bind(stored_bytes)
-                .bind(snapshot_id)
+                .bind(row.objects)
+                .bind(row.raw_bytes)
+                .bind(row.stored_bytes)
+                .bind(&row.seal)
+                .bind(row.id)
                 .execute(&mut **tx)
                 .await?;
         });

@@ -74,12 +74,8 @@ fn read_manifest(repo: &gix::Repository) -> Result<Manifest, GitError> {
         }
     }
     manifest.head = repo.head_name().map_err(op("read HEAD"))?.map(|name| name.as_bstr().to_string());
-    // The ledger's repository config (compression 0, gc.auto 0, …) is part of what a
-    // restored data dir must keep: `Ledger::open` only writes it when creating a repo.
-    let config = repo.git_dir().join("config");
-    if config.is_file() {
-        manifest.config = Some(std::fs::read_to_string(&config).map_err(op("read the repository config"))?);
-    }
+    // No config: a restore creates the repository the way `Ledger::open` does, with
+    // camledger's own config (see `init_ledger`).
     Ok(manifest)
 }
 
@@ -255,13 +251,15 @@ pub(crate) fn index_pack(git_dir: &Path, pack: &mut dyn BufRead) -> Result<u64, 
     Ok(u64::from(outcome.index.num_objects))
 }
 
-/// Create a bare repository for a restore.
-pub(crate) fn init_bare(git_dir: &Path) -> Result<(), GitError> {
-    gix::init_bare(git_dir).map_err(op("create the restored repository"))?;
-    Ok(())
+/// Create `<data_dir>/ledger.git` for a restore exactly as a new ledger's: camledger's
+/// config, `HEAD`, no hooks. Nothing git executes or reads as configuration comes from
+/// the snapshot.
+pub(crate) fn init_ledger(data_dir: &Path) -> Result<std::path::PathBuf, GitError> {
+    camledger_eventstore::create_ledger_repository(data_dir).map_err(op("create the restored repository"))
 }
 
-/// Point every ref of `manifest` at its value, and `HEAD` at its symbolic target.
+/// Point every ref of `manifest` at its value, and `HEAD` at its symbolic target. The
+/// caller has checked the names with [`Manifest::unsafe_ref`]; gix validates them again.
 pub(crate) fn set_refs(git_dir: &Path, manifest: &Manifest) -> Result<(), GitError> {
     let repo = gix::open(git_dir).map_err(op("open the restored repository"))?;
     for (name, value) in &manifest.refs {
@@ -271,9 +269,6 @@ pub(crate) fn set_refs(git_dir: &Path, manifest: &Manifest) -> Result<(), GitErr
     }
     if let Some(head) = &manifest.head {
         std::fs::write(git_dir.join("HEAD"), format!("ref: {head}\n")).map_err(op("write HEAD"))?;
-    }
-    if let Some(config) = &manifest.config {
-        std::fs::write(git_dir.join("config"), config).map_err(op("write the repository config"))?;
     }
     Ok(())
 }

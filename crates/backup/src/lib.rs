@@ -17,6 +17,12 @@
 //! and all chunks, so a failed snapshot leaves nothing visible. When the refs and the
 //! state equal the previous snapshot's, nothing is written ([`SnapshotOutcome::Unchanged`]).
 //!
+//! # Authentication
+//! Every snapshot is sealed with a [`BackupKey`] that never lives in the database (see
+//! [`mod@key`]): HMAC-SHA256 over the snapshot row (manifest, parent, totals) and its
+//! artifact rows, and one over each chunk. `verify` and `restore` prove both before
+//! trusting anything; unsealed snapshots (taken before seals existed) are refused.
+//!
 //! # Restore
 //! [`restore()`] refuses a non-empty target, builds the data dir in a temporary sibling
 //! directory, applies the chain (full + incrementals) checking every chunk and every
@@ -33,17 +39,18 @@
 //! # Calling it (the CLI / server)
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use camledger_backup::{NoProgress, SnapshotOptions, Store};
+//! use camledger_backup::{BackupKey, NoProgress, SnapshotOptions, Store};
 //! let store = Store::connect("mysql://root@127.0.0.1:3306/camledger").await?; // migrates
-//! let outcome = camledger_backup::snapshot(&store, "/var/lib/camledger".as_ref(), &SnapshotOptions::default(), &NoProgress).await?;
+//! let key = BackupKey::read("/etc/camledger/backup.key".as_ref())?;     // never in the database
+//! let outcome = camledger_backup::snapshot(&store, &key, "/var/lib/camledger".as_ref(), &SnapshotOptions::default(), &NoProgress).await?;
 //! let all = camledger_backup::list(&store).await?;                       // serde: --format json
-//! let report = camledger_backup::verify(&store, None, &NoProgress).await?; // exit non-zero unless report.is_clean()
-//! let restored = camledger_backup::restore(&store, "/srv/new".as_ref(), None, &NoProgress).await?;
+//! let report = camledger_backup::verify(&store, &key, None, &NoProgress).await?; // exit non-zero unless report.is_clean()
+//! let restored = camledger_backup::restore(&store, &key, "/srv/new".as_ref(), None, &NoProgress).await?;
 //! let pruned = camledger_backup::prune(&store, 7).await?;
 //! // serve: publish to a watch channel, read it from the status route
 //! let (status_tx, status_rx) = tokio::sync::watch::channel(camledger_backup::ScheduleStatus::default());
 //! let shutdown = async { /* cancellation token */ };
-//! camledger_backup::run_schedule(&store, "/var/lib/camledger".as_ref(), &SnapshotOptions::default(),
+//! camledger_backup::run_schedule(&store, &key, "/var/lib/camledger".as_ref(), &SnapshotOptions::default(),
 //!     std::time::Duration::from_secs(3600), &status_tx, shutdown).await;
 //! # let _ = (outcome, all, report, restored, pruned, status_rx); Ok(()) }
 //! ```
@@ -56,6 +63,7 @@
 //! # Layout
 //! `db` (the catalog, both backends), `pipe` + `stream` (chunking, hashing, zstd between
 //! blocking and async code), `git` (packs, refs, proofs), `plan` (pure decisions),
+//! [`mod@key`] (the backup key, seals and chunk MACs),
 //! and one module per operation: [`mod@snapshot`], [`mod@list`], [`mod@verify`], [`mod@restore`],
 //! [`mod@prune`], [`schedule`].
 
@@ -66,6 +74,7 @@ mod pipe;
 mod plan;
 mod stream;
 
+pub mod key;
 pub mod list;
 pub mod prune;
 pub mod restore;
@@ -75,6 +84,7 @@ pub mod verify;
 
 pub use db::Store;
 pub use git::GitError;
+pub use key::BackupKey;
 pub use list::{list, SnapshotInfo};
 pub use prune::{prune, PruneReport};
 pub use restore::{restore, RestoreReport};
@@ -170,6 +180,35 @@ pub enum Fault {
     Undecodable { snapshot: i64, artifact: String, reason: String },
     #[error("snapshot {snapshot}: the manifest is not valid JSON")]
     BadManifest { snapshot: i64 },
+    /// Written before snapshots were sealed (or its seal was erased). Refused: its
+    /// manifest and chunks cannot be told from a forgery. Take a new snapshot.
+    #[error(
+        "snapshot {snapshot} is not sealed (taken before snapshots were authenticated, or its seal was removed); \
+         refusing to trust it: take a new snapshot with this key"
+    )]
+    Unsealed { snapshot: i64 },
+    /// The seal does not match the rows: someone changed the manifest (refs, HEAD), a
+    /// parent link or an artifact row in the database, or the key is not the one the
+    /// snapshot was taken with.
+    #[error(
+        "snapshot {snapshot}: its seal does not match: the snapshot was modified in the database \
+         (manifest, parent or artifact rows), or --backup-key is not the key it was taken with"
+    )]
+    SealMismatch { snapshot: i64 },
+    /// A chunk's MAC does not match: modified bytes, or a chunk moved from another
+    /// snapshot or position. Never decompressed.
+    #[error(
+        "snapshot {snapshot}: {artifact} chunk {seq} is not authentic (modified, or moved from another \
+         snapshot or position)"
+    )]
+    ChunkForged { snapshot: i64, artifact: String, seq: i64 },
+    /// Decompression produced more than the sealed `raw_bytes`; stopped there.
+    #[error("snapshot {snapshot}: {artifact} decompresses to more than its declared {declared} bytes; stopped there")]
+    TooLarge { snapshot: i64, artifact: String, declared: i64 },
+    /// The manifest names a ref or `HEAD` that is not a plain `refs/…` name (it could
+    /// point outside the repository).
+    #[error("snapshot {snapshot}: the manifest names an unsafe ref {name:?}")]
+    UnsafeRef { snapshot: i64, name: String },
 }
 
 impl Fault {

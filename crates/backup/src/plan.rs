@@ -14,16 +14,31 @@ pub(crate) struct Manifest {
     /// What `HEAD` points at symbolically, if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) head: Option<String>,
-    /// The repository's `config` file, restored verbatim.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) config: Option<String>,
+    // No repository config: snapshots before 2026-12 carried one (`"config"`, ignored when
+    // parsed). A restore writes camledger's own config; one read from the database could
+    // set `core.pager`, `core.fsmonitor`, … and run commands on the restoring host.
 }
 
 impl Manifest {
-    /// Whether `other` names the same refs and `HEAD` (the config is not a ref).
+    /// Whether `other` names the same refs and `HEAD`.
     pub(crate) fn same_refs(&self, other: &Manifest) -> bool {
         self.refs == other.refs && self.head == other.head
     }
+
+    /// The first ref name (or `HEAD` target) that is not a plain `refs/…` name: each one
+    /// becomes a file path under the repository, so `..`, empty or dot-led components,
+    /// and anything outside `[A-Za-z0-9._/-]` are refused before anything is written.
+    pub(crate) fn unsafe_ref(&self) -> Option<&str> {
+        self.refs.keys().map(String::as_str).chain(self.head.as_deref()).find(|name| !safe_ref_name(name))
+    }
+}
+
+fn safe_ref_name(name: &str) -> bool {
+    name.len() <= 255
+        && name.starts_with("refs/")
+        && !name.ends_with(".lock")
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+        && name.split('/').all(|part| !part.is_empty() && !part.starts_with('.'))
 }
 
 /// Why no restore chain can be built for a snapshot.
@@ -182,6 +197,39 @@ mod tests {
         for (message, expected) in table {
             assert_eq!(seq_trailer(message), expected, "{message:?}");
         }
+    }
+
+    #[test]
+    fn refs_that_could_leave_the_repository_are_unsafe() {
+        let table = [
+            ("refs/heads/events", true),
+            ("refs/notes/verdicts", true),
+            ("refs/heads/v1.2_x-y", true),
+            ("refs/../config", false),
+            ("refs/heads/../../hooks/post-checkout", false),
+            ("/etc/passwd", false),
+            ("HEAD", false),
+            ("config", false),
+            ("refs//heads", false),
+            ("refs/heads/.hidden", false),
+            ("refs/heads/x.lock", false),
+            ("refs/heads/new\nline", false),
+            ("refs/heads/sp ace", false),
+        ];
+        for (name, safe) in table {
+            let mut m = Manifest::default();
+            m.refs.insert(name.into(), "aa".repeat(20));
+            assert_eq!(m.unsafe_ref().is_none(), safe, "{name:?}");
+            let m = Manifest { refs: BTreeMap::new(), head: Some(name.into()) };
+            assert_eq!(m.unsafe_ref().is_none(), safe, "HEAD -> {name:?}");
+        }
+    }
+
+    #[test]
+    fn an_old_manifest_with_a_config_parses_and_the_config_is_dropped() {
+        let old = r#"{"refs":{"refs/heads/events":"aa"},"head":"refs/heads/events","config":"[core]\n\tpager = sh"}"#;
+        let m: Manifest = serde_json::from_str(old).expect("old manifests parse");
+        assert!(!serde_json::to_string(&m).expect("serializes").contains("pager"));
     }
 
     #[test]

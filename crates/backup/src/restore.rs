@@ -1,4 +1,11 @@
 //! Restoring a data dir from a snapshot chain, proving it, then moving it into place.
+//!
+//! Nothing from the database is used before it is proven with the backup key: every
+//! snapshot of the chain must carry a valid seal (manifest, parent links, artifact rows)
+//! before the first byte is written, and every chunk its MAC before it is decompressed.
+//! The repository is created the way a new ledger is (camledger's own `config`, `HEAD`,
+//! no hooks); from the snapshot come only objects (indexed by gix, named by their own
+//! hash), ref values under `refs/` and the registry file, all at fixed or checked paths.
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -7,12 +14,13 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tracing::instrument;
 
-use crate::db::Store;
+use crate::db::{ArtifactRow, Store};
+use crate::key::BackupKey;
 use camledger_eventstore::{Ledger, LedgerConfig, EVENTS_REF};
 
 use crate::git::{self, GitError};
 use crate::list;
-use crate::snapshot::{LEDGER_DIR, PACK, STATE, STATE_FILE};
+use crate::snapshot::{PACK, STATE, STATE_FILE};
 use crate::stream::{self, io_err, DownloadError, WorkError};
 use crate::{plan, Fault, Progress};
 
@@ -104,10 +112,12 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::Io(format!("{what}: {e}"))
 }
 
-/// Restore snapshot `id` (default: the latest) into the new data dir `to`.
+/// Restore snapshot `id` (default: the latest) into the new data dir `to`, trusting only
+/// what `key` proves.
 #[instrument(skip_all, fields(to = %to.display(), id), err)]
 pub async fn restore(
     store: &Store,
+    key: &BackupKey,
     to: &Path,
     id: Option<i64>,
     progress: &dyn Progress,
@@ -129,8 +139,19 @@ pub async fn restore(
         .iter()
         .find(|r| r.id == target_id)
         .ok_or(Error::Damaged(Fault::UnknownSnapshot { snapshot: target_id }))?;
+    // Prove every snapshot of the chain before anything is written.
+    let mut sealed: Vec<(i64, Vec<ArtifactRow>)> = Vec::with_capacity(chain.len());
+    for &snapshot in &chain {
+        let row = rows.iter().find(|r| r.id == snapshot).ok_or(Error::Damaged(Fault::UnknownSnapshot { snapshot }))?;
+        let artifacts = store.artifacts(snapshot).await.map_err(Error::Database)?;
+        crate::key::authenticate(key, row, &artifacts).map_err(Error::Damaged)?;
+        sealed.push((snapshot, artifacts));
+    }
     let manifest =
         list::parse_manifest(target_row).map_err(|_| Error::Damaged(Fault::BadManifest { snapshot: target_id }))?;
+    if let Some(name) = manifest.unsafe_ref() {
+        return Err(Error::Damaged(Fault::UnsafeRef { snapshot: target_id, name: name.to_owned() }));
+    }
 
     // Build beside the target (same filesystem, so the final rename is atomic); the
     // TempDir removes everything on any early return.
@@ -143,23 +164,22 @@ pub async fn restore(
         .prefix(".camledger-restore-")
         .tempdir_in(&parent_dir)
         .map_err(io("create a temporary directory beside the target"))?;
-    let git_dir = temp.path().join(LEDGER_DIR);
-    blocking({
-        let git_dir = git_dir.clone();
-        move || git::init_bare(&git_dir)
+    let git_dir = blocking({
+        let data_dir = temp.path().to_owned();
+        move || git::init_ledger(&data_dir)
     })
     .await??;
 
     let mut objects = 0u64;
     let mut state = false;
-    for &snapshot in &chain {
-        let artifacts = store.artifacts(snapshot).await.map_err(Error::Database)?;
+    for (snapshot, artifacts) in &sealed {
+        let snapshot = *snapshot;
         let pack =
             artifacts.iter().find(|a| a.artifact == PACK).ok_or(Error::Damaged(Fault::PackMissing { snapshot }))?;
         progress.start(&format!("restore: snapshot {snapshot} pack"), u64::try_from(pack.stored_bytes).unwrap_or(0));
         let expected = pack.objects;
         let git_dir_for_pack = git_dir.clone();
-        let indexed = stream::download(store, snapshot, pack, progress, move |raw: &mut dyn BufRead| {
+        let indexed = stream::download(store, key, snapshot, pack, progress, move |raw: &mut dyn BufRead| {
             if expected == 0 {
                 // An empty pack (refs moved to existing objects): nothing to index.
                 std::io::copy(raw, &mut std::io::sink()).map_err(io_err("read an empty pack"))?;
@@ -177,7 +197,7 @@ pub async fn restore(
             if let Some(state_artifact) = artifacts.iter().find(|a| a.artifact == STATE) {
                 progress.start("restore: state", u64::try_from(state_artifact.stored_bytes).unwrap_or(0));
                 let path = temp.path().join(STATE_FILE);
-                stream::download(store, snapshot, state_artifact, progress, move |raw| {
+                stream::download(store, key, snapshot, state_artifact, progress, move |raw| {
                     let mut file = std::fs::File::create(&path).map_err(io_err("create the state file"))?;
                     std::io::copy(raw, &mut file).map_err(io_err("write the state file"))?;
                     file.sync_all().map_err(io_err("sync the state file"))?;

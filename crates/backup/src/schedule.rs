@@ -14,7 +14,7 @@ use tracing::instrument;
 
 use crate::list::{self, SnapshotInfo};
 use crate::snapshot::{snapshot, SnapshotOptions, SnapshotOutcome};
-use crate::{NoProgress, Store};
+use crate::{BackupKey, NoProgress, Store};
 
 /// What the scheduled snapshots did last; serialize it for the status route.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -39,6 +39,7 @@ pub struct ScheduleStatus {
 #[instrument(skip_all, fields(data_dir = %data_dir.display(), every_s = every.as_secs()))]
 pub async fn run_schedule(
     store: &Store,
+    key: &BackupKey,
     data_dir: &Path,
     options: &SnapshotOptions,
     every: Duration,
@@ -56,7 +57,7 @@ pub async fn run_schedule(
         }
         let attempt = tokio::select! {
             () = &mut shutdown => return,
-            result = attempt(store, data_dir, options) => result,
+            result = attempt(store, key, data_dir, options) => result,
         };
         status.send_modify(|s| {
             s.last_attempt_at = Some(OffsetDateTime::now_utc());
@@ -80,10 +81,11 @@ pub async fn run_schedule(
 
 async fn attempt(
     store: &Store,
+    key: &BackupKey,
     data_dir: &Path,
     options: &SnapshotOptions,
 ) -> Result<(&'static str, Option<SnapshotInfo>), String> {
-    match snapshot(store, data_dir, options, &NoProgress).await {
+    match snapshot(store, key, data_dir, options, &NoProgress).await {
         Ok(SnapshotOutcome::Created(info)) => Ok(("created", Some(info))),
         Ok(SnapshotOutcome::Unchanged { latest }) => {
             let all = list::list(store).await.map_err(|e| crate::error_chain(&e))?;

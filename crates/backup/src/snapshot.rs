@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 use tracing::instrument;
 
-use crate::db::Store;
+use crate::db::{SnapshotRow, Store};
 use crate::git::{self, GitError};
+use crate::key::BackupKey;
 use crate::list::{self, SnapshotInfo};
 use crate::plan::{self, Manifest};
 use crate::stream::{self, io_err, UploadError, WorkError};
@@ -94,10 +95,11 @@ pub enum SnapshotOutcome {
     Unchanged { latest: i64 },
 }
 
-/// Snapshot the data dir `data_dir` into `store`.
+/// Snapshot the data dir `data_dir` into `store`, sealed with `key`.
 #[instrument(skip_all, fields(data_dir = %data_dir.display(), snapshot_id, parent, objects), err)]
 pub async fn snapshot(
     store: &Store,
+    key: &BackupKey,
     data_dir: &Path,
     options: &SnapshotOptions,
     progress: &dyn Progress,
@@ -125,15 +127,22 @@ pub async fn snapshot(
     let previous = store.latest_snapshot().await.map_err(Error::Database)?;
     let mut parent = None;
     let mut hidden = Vec::new();
-    if let Some(prev) = &previous {
+    // Build on the previous snapshot only when it is authentic: its manifest decides what
+    // this pack leaves out, and an unsealed or forged one must not shape a new snapshot.
+    // Otherwise (snapshots from before seals, another key) this one is full.
+    let mut trusted_previous = None;
+    if let Some(prev) = previous {
+        let prev_artifacts = store.artifacts(prev.id).await.map_err(Error::Database)?;
+        match crate::key::authenticate(key, &prev, &prev_artifacts) {
+            Ok(()) => trusted_previous = Some((prev, prev_artifacts)),
+            Err(fault) => {
+                tracing::warn!(%fault, "the latest snapshot is not authentic with this key; taking a full snapshot")
+            }
+        }
+    }
+    if let Some((prev, prev_artifacts)) = &trusted_previous {
         let prev_manifest: Manifest = list::parse_manifest(prev)?;
-        let prev_state_sha = store
-            .artifacts(prev.id)
-            .await
-            .map_err(Error::Database)?
-            .into_iter()
-            .find(|a| a.artifact == STATE)
-            .map(|a| a.raw_sha256);
+        let prev_state_sha = prev_artifacts.iter().find(|a| a.artifact == STATE).map(|a| a.raw_sha256.clone());
         if prev_manifest == repo_state.manifest && prev_state_sha == state_sha {
             tracing::info!(latest = prev.id, "nothing changed since the latest snapshot");
             return Ok(SnapshotOutcome::Unchanged { latest: prev.id });
@@ -162,7 +171,7 @@ pub async fn snapshot(
     let (objects, mut pack) = {
         let git_dir = git_dir.clone();
         let manifest = repo_state.manifest.clone();
-        stream::upload(&mut tx, id, PACK, chunk_size, options.zstd_level, progress, move |out| {
+        stream::upload(&mut tx, key, id, PACK, chunk_size, options.zstd_level, progress, move |out| {
             Ok(git::write_pack(&git_dir, &manifest, &hidden, out)?)
         })
         .await?
@@ -173,22 +182,37 @@ pub async fn snapshot(
     tx.insert_artifact(id, &pack).await.map_err(Error::Database)?;
     let mut raw_bytes = pack.raw_bytes;
     let mut stored_bytes = pack.stored_bytes;
+    let mut artifacts = vec![pack.clone()];
 
     if let Some(path) = state_copy {
         progress.start("snapshot: state", 0);
-        let ((), state) = stream::upload(&mut tx, id, STATE, chunk_size, options.zstd_level, progress, move |out| {
-            let mut file = std::fs::File::open(&path).map_err(io_err("open the state copy"))?;
-            std::io::copy(&mut file, out).map_err(io_err("read the state copy"))?;
-            out.flush().map_err(io_err("flush the state copy"))?;
-            Ok(())
-        })
-        .await?;
+        let ((), state) =
+            stream::upload(&mut tx, key, id, STATE, chunk_size, options.zstd_level, progress, move |out| {
+                let mut file = std::fs::File::open(&path).map_err(io_err("open the state copy"))?;
+                std::io::copy(&mut file, out).map_err(io_err("read the state copy"))?;
+                out.flush().map_err(io_err("flush the state copy"))?;
+                Ok(())
+            })
+            .await?;
         progress.finish();
         raw_bytes += state.raw_bytes;
         stored_bytes += state.stored_bytes;
         tx.insert_artifact(id, &state).await.map_err(Error::Database)?;
+        artifacts.push(state);
     }
-    tx.set_totals(id, pack.objects, raw_bytes, stored_bytes).await.map_err(Error::Database)?;
+    let mut row = SnapshotRow {
+        id,
+        parent_id: parent,
+        created_at_ms,
+        manifest: manifest_json,
+        objects: pack.objects,
+        raw_bytes,
+        stored_bytes,
+        events_head_seq: repo_state.events_head_seq,
+        seal: None,
+    };
+    row.seal = Some(key.seal(&row, &artifacts));
+    tx.seal(&row).await.map_err(Error::Database)?;
     tx.commit().await.map_err(Error::Database)?;
     drop(temp);
 

@@ -9,9 +9,14 @@
 //! concatenated in order (binary, 32 bytes each), which pins the order and the set of
 //! chunks without hashing every stored byte a second time.
 //!
-//! Download: the async side fetches chunk rows one by one, checks each SHA-256 and the
-//! whole, and feeds them to `consume(raw reader)` in `spawn_blocking` after zstd
-//! decompression; the raw bytes are hashed and compared with the stored digest.
+//! Upload also writes each chunk's `mac` (see `key`), which binds it to its snapshot,
+//! artifact and position with the backup key.
+//!
+//! Download: the async side fetches chunk rows one by one, checks each SHA-256 and `mac`
+//! (nothing unauthenticated reaches zstd) and the whole, and feeds them to
+//! `consume(raw reader)` in `spawn_blocking` after zstd decompression, which stops with an
+//! error one byte past the artifact's (sealed) `raw_bytes`: a zstd bomb costs no more than
+//! the size it declares. The raw bytes are hashed and compared with the stored digest.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::db::{ArtifactRow, Store, Tx};
 use crate::git::GitError;
+use crate::key::BackupKey;
 use crate::pipe::{ChunkSink, ChunkSource, HashingReader, HashingWriter, CHANNEL_CAPACITY};
 use crate::{Fault, Progress};
 
@@ -53,8 +59,10 @@ pub(crate) enum UploadError {
 }
 
 /// Upload what `produce` writes as artifact `artifact` of snapshot `snapshot_id`.
+#[allow(clippy::too_many_arguments)] // one call site per artifact; a struct would only rename them
 pub(crate) async fn upload<T, F>(
     tx: &mut Tx,
+    key: &BackupKey,
     snapshot_id: i64,
     artifact: &str,
     chunk_size: usize,
@@ -83,7 +91,8 @@ where
     let mut stored_bytes = 0u64;
     while let Some((chunk, digest)) = chunks_rx.recv().await {
         stored.update(digest);
-        tx.insert_chunk(snapshot_id, artifact, seq, &hex::encode(digest), &chunk)
+        let mac = key.chunk_mac(snapshot_id, artifact, seq, &digest);
+        tx.insert_chunk(snapshot_id, artifact, seq, &hex::encode(digest), &mac, &chunk)
             .await
             .map_err(UploadError::Database)?;
         seq += 1;
@@ -123,6 +132,7 @@ pub(crate) enum DownloadError {
 /// stored stream, and the decompressed bytes against their SHA-256 digests.
 pub(crate) async fn download<T, F>(
     store: &Store,
+    key: &BackupKey,
     snapshot_id: i64,
     a: &ArtifactRow,
     progress: &dyn Progress,
@@ -137,16 +147,19 @@ where
     // (disk full, …) of the consumer.
     let undecodable = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&undecodable);
+    let too_large = Arc::new(AtomicBool::new(false));
+    let declared = u64::try_from(a.raw_bytes).unwrap_or(0);
+    let oversize = Arc::clone(&too_large);
     let consumer = tokio::task::spawn_blocking(move || -> Result<(T, u64, String), WorkError> {
         let decoder = zstd::Decoder::new(ChunkSource::new(chunks_rx)).map_err(io_err("start zstd"))?;
-        let decoder = FlagOnError { inner: decoder, flag };
+        let decoder = Limit { inner: FlagOnError { inner: decoder, flag }, remaining: declared, flag: oversize };
         let mut raw = BufReader::with_capacity(256 * 1024, HashingReader::new(decoder));
         let value = consume(&mut raw)?;
         let (raw_bytes, raw_sha256) = raw.into_inner().drain_and_finish().map_err(io_err("decompress the artifact"))?;
         Ok((value, raw_bytes, raw_sha256))
     });
 
-    let fault = feed(store, snapshot_id, a, progress, chunks_tx).await;
+    let fault = feed(store, key, snapshot_id, a, progress, chunks_tx).await;
     // The consumer sees the end of input when `feed` returns (the sender is dropped);
     // wait for it so no file is still being written when the caller cleans up.
     let consumed = consumer.await.map_err(|e| DownloadError::Work(e.into()));
@@ -155,6 +168,13 @@ where
     }
     let (value, raw_bytes, raw_sha256) = match consumed? {
         Ok(done) => done,
+        Err(_) if too_large.load(Ordering::SeqCst) => {
+            return Err(DownloadError::Fault(Fault::TooLarge {
+                snapshot: snapshot_id,
+                artifact: a.artifact.clone(),
+                declared: a.raw_bytes,
+            }));
+        }
         Err(e) if undecodable.load(Ordering::SeqCst) => {
             // Every chunk matched its digest, yet the stream does not decode: the
             // artifact was written corrupt. Report it as a fault of the snapshot.
@@ -184,12 +204,34 @@ impl<R: Read> Read for FlagOnError<R> {
     }
 }
 
+/// Fails (and raises `flag`) as soon as `inner` yields more than `remaining` bytes: reads are
+/// capped at `remaining + 1`, so at most one byte past the declared size is ever produced.
+struct Limit<R> {
+    inner: R,
+    remaining: u64,
+    flag: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for Limit<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let cap = usize::try_from(self.remaining.saturating_add(1)).unwrap_or(usize::MAX).min(out.len());
+        let n = self.inner.read(&mut out[..cap])?;
+        if n as u64 > self.remaining {
+            self.flag.store(true, Ordering::SeqCst);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "the artifact decompresses past its declared size"));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
 /// Chunk rows requested ahead of the one being checked (each up to 8 MiB in memory).
 const PREFETCH_CHUNKS: usize = 2;
 
 /// Send the chunks in order; `Ok(Some(fault))` when a check fails (sending stops there).
 async fn feed(
     store: &Store,
+    key: &BackupKey,
     snapshot_id: i64,
     a: &ArtifactRow,
     progress: &dyn Progress,
@@ -207,12 +249,17 @@ async fn feed(
     let mut fetches = std::pin::pin!(fetches);
     let mut consumer_alive = true;
     while let Some((seq, row)) = fetches.next().await {
-        let Some((want, bytes)) = row.map_err(DownloadError::Database)? else {
+        let Some(row) = row.map_err(DownloadError::Database)? else {
             return Ok(Some(Fault::ChunkMissing { snapshot: snapshot_id, artifact: artifact.to_owned(), seq }));
         };
+        let bytes = row.bytes;
         let digest = Sha256::digest(&bytes);
-        if hex::encode(digest) != want {
+        if hex::encode(digest) != row.sha256 {
             return Ok(Some(Fault::ChunkCorrupt { snapshot: snapshot_id, artifact: artifact.to_owned(), seq }));
+        }
+        // The SHA-256 column catches accidents; the mac catches anyone who rewrote both.
+        if !key.chunk_mac_matches(snapshot_id, artifact, seq, &digest, row.mac.as_deref()) {
+            return Ok(Some(Fault::ChunkForged { snapshot: snapshot_id, artifact: artifact.to_owned(), seq }));
         }
         stored.update(digest);
         progress.advance(bytes.len() as u64);

@@ -6,6 +6,7 @@ use serde::Serialize;
 use tracing::instrument;
 
 use crate::db::Store;
+use crate::key::BackupKey;
 use crate::snapshot::PACK;
 use crate::stream::{self, DownloadError};
 use crate::{plan, Fault, Progress};
@@ -40,11 +41,18 @@ impl VerifyReport {
     }
 }
 
-/// Check snapshot `id` and its chain (or, with `None`, every snapshot): every chunk is
-/// present and matches its SHA-256, every artifact decompresses to its recorded digest,
-/// every parent exists back to a full snapshot.
+/// Check snapshot `id` and its chain (or, with `None`, every snapshot): every snapshot's
+/// seal matches `key` (manifest, parent, artifact rows), every chunk is present and matches
+/// its SHA-256 and MAC, every artifact decompresses to its recorded digest (and no
+/// further than its declared size), every parent exists back to a full snapshot. The
+/// chunks of a snapshot whose seal fails are not read.
 #[instrument(skip_all, fields(id), err)]
-pub async fn verify(store: &Store, id: Option<i64>, progress: &dyn Progress) -> Result<VerifyReport, Error> {
+pub async fn verify(
+    store: &Store,
+    key: &BackupKey,
+    id: Option<i64>,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, Error> {
     let rows = store.snapshots().await.map_err(Error::Database)?;
     let parents: HashMap<i64, Option<i64>> = rows.iter().map(|r| (r.id, r.parent_id)).collect();
     let mut report = VerifyReport::default();
@@ -79,12 +87,21 @@ pub async fn verify(store: &Store, id: Option<i64>, progress: &dyn Progress) -> 
 
     for snapshot in scope {
         report.checked.push(snapshot);
+        let artifacts = store.artifacts(snapshot).await.map_err(Error::Database)?;
         if let Some(row) = rows.iter().find(|r| r.id == snapshot) {
-            if crate::list::parse_manifest(row).is_err() {
-                report.faults.push(Fault::BadManifest { snapshot });
+            if let Err(fault) = crate::key::authenticate(key, row, &artifacts) {
+                report.faults.push(fault);
+                continue;
+            }
+            match crate::list::parse_manifest(row) {
+                Err(_) => report.faults.push(Fault::BadManifest { snapshot }),
+                Ok(manifest) => {
+                    if let Some(name) = manifest.unsafe_ref() {
+                        report.faults.push(Fault::UnsafeRef { snapshot, name: name.to_owned() });
+                    }
+                }
             }
         }
-        let artifacts = store.artifacts(snapshot).await.map_err(Error::Database)?;
         if !artifacts.iter().any(|a| a.artifact == PACK) {
             report.faults.push(Fault::PackMissing { snapshot });
         }
@@ -93,7 +110,7 @@ pub async fn verify(store: &Store, id: Option<i64>, progress: &dyn Progress) -> 
                 &format!("verify: snapshot {snapshot} {}", artifact.artifact),
                 u64::try_from(artifact.stored_bytes).unwrap_or(0),
             );
-            let checked = stream::download(store, snapshot, artifact, progress, |raw| {
+            let checked = stream::download(store, key, snapshot, artifact, progress, |raw| {
                 std::io::copy(raw, &mut std::io::sink()).map_err(stream::io_err("decompress"))?;
                 Ok(())
             })

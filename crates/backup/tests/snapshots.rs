@@ -32,13 +32,13 @@ async fn full_incremental_restore_round_trip(store: &Store) {
     ingest(&data, 0, 12, 40 * 1024).await;
     write_registry(&data, "cam-1").await;
 
-    let first = created(snapshot(store, &data, &small_chunks(), &NoProgress).await.expect("first snapshot"));
+    let first = created(snapshot(store, &key(), &data, &small_chunks(), &NoProgress).await.expect("first snapshot"));
     assert_eq!(first.parent, None, "the first snapshot is full");
     assert_eq!(first.events_head_seq, Some(12));
 
     ingest(&data, 100, 8, 40 * 1024).await;
     add_verdict(&data, "spam");
-    let second = created(snapshot(store, &data, &small_chunks(), &NoProgress).await.expect("second snapshot"));
+    let second = created(snapshot(store, &key(), &data, &small_chunks(), &NoProgress).await.expect("second snapshot"));
     assert_eq!(second.parent, Some(first.id), "the second snapshot is incremental");
     assert_eq!(second.events_head_seq, Some(20));
     assert!(
@@ -49,18 +49,18 @@ async fn full_incremental_restore_round_trip(store: &Store) {
     );
     assert!(second.refs.contains_key("refs/notes/verdicts") && second.refs.contains_key("refs/heads/verdicts"));
 
-    let again = snapshot(store, &data, &small_chunks(), &NoProgress).await.expect("third snapshot");
+    let again = snapshot(store, &key(), &data, &small_chunks(), &NoProgress).await.expect("third snapshot");
     assert_eq!(again, SnapshotOutcome::Unchanged { latest: second.id }, "nothing changed, nothing written");
     assert_eq!(list(store).await.expect("list").len(), 2);
 
-    let report = verify(store, None, &NoProgress).await.expect("verify runs");
+    let report = verify(store, &key(), None, &NoProgress).await.expect("verify runs");
     assert!(report.is_clean(), "{:?}", report.faults);
     assert_eq!(report.checked, vec![first.id, second.id]);
 
     let original_refs = refs(&data);
     std::fs::remove_dir_all(&data).expect("delete the data dir");
     let restored_dir = work.path().join("restored");
-    let restored = restore(store, &restored_dir, None, &NoProgress).await.expect("restore");
+    let restored = restore(store, &key(), &restored_dir, None, &NoProgress).await.expect("restore");
     assert_eq!(restored.chain, vec![first.id, second.id]);
     assert_eq!(restored.events, 20);
     assert!(restored.state);
@@ -69,7 +69,7 @@ async fn full_incremental_restore_round_trip(store: &Store) {
     assert!(git(&restored_dir, &["log", "--notes=verdicts", "-1", "refs/heads/events"]).contains("spam"));
 
     // An older snapshot restores to the state it recorded.
-    let older = restore(store, &work.path().join("older"), Some(first.id), &NoProgress)
+    let older = restore(store, &key(), &work.path().join("older"), Some(first.id), &NoProgress)
         .await
         .expect("restore the first snapshot");
     assert_eq!((older.chain.clone(), older.events), (vec![first.id], 12));
@@ -110,7 +110,7 @@ async fn one_snapshot(store: &Store) -> (tempfile::TempDir, i64) {
     let work = tempfile::tempdir().expect("temp dir");
     let data = work.path().join("data");
     ingest(&data, 0, 10, 30 * 1024).await;
-    let info = created(snapshot(store, &data, &small_chunks(), &NoProgress).await.expect("snapshot"));
+    let info = created(snapshot(store, &key(), &data, &small_chunks(), &NoProgress).await.expect("snapshot"));
     (work, info.id)
 }
 
@@ -124,10 +124,10 @@ async fn a_flipped_byte_in_one_chunk_fails_verify_and_restore_and_leaves_nothing
          WHERE snapshot_id = {id} AND artifact = 'pack' AND seq = 1"
     ));
 
-    let report = verify(&store, None, &NoProgress).await.expect("verify runs");
+    let report = verify(&store, &key(), None, &NoProgress).await.expect("verify runs");
     assert_eq!(report.faults, vec![Fault::ChunkCorrupt { snapshot: id, artifact: "pack".into(), seq: 1 }]);
     let target = work.path().join("restored");
-    let err = restore(&store, &target, None, &NoProgress).await.expect_err("restore must fail");
+    let err = restore(&store, &key(), &target, None, &NoProgress).await.expect_err("restore must fail");
     assert!(matches!(err, restore::Error::Damaged(Fault::ChunkCorrupt { seq: 1, .. })), "{err:?}");
     assert_eq!(entries(work.path()), vec!["data".to_owned()], "no restored or temporary directory is left");
 }
@@ -139,10 +139,11 @@ async fn a_missing_chunk_fails_verify_and_restore() {
     let (work, id) = one_snapshot(&store).await;
     db.sql(&format!("DELETE FROM snapshot_chunks WHERE snapshot_id = {id} AND artifact = 'pack' AND seq = 2"));
 
-    let report = verify(&store, Some(id), &NoProgress).await.expect("verify runs");
+    let report = verify(&store, &key(), Some(id), &NoProgress).await.expect("verify runs");
     assert_eq!(report.faults, vec![Fault::ChunkMissing { snapshot: id, artifact: "pack".into(), seq: 2 }]);
-    let err =
-        restore(&store, &work.path().join("restored"), Some(id), &NoProgress).await.expect_err("restore must fail");
+    let err = restore(&store, &key(), &work.path().join("restored"), Some(id), &NoProgress)
+        .await
+        .expect_err("restore must fail");
     assert!(matches!(err, restore::Error::Damaged(Fault::ChunkMissing { seq: 2, .. })), "{err:?}");
     assert_eq!(entries(work.path()), vec!["data".to_owned()]);
 }
@@ -154,13 +155,14 @@ async fn a_deleted_parent_snapshot_is_reported_and_blocks_restore() {
     let (work, first) = one_snapshot(&store).await;
     let data = work.path().join("data");
     ingest(&data, 50, 2, 1000).await;
-    let second = created(snapshot(&store, &data, &small_chunks(), &NoProgress).await.expect("snapshot")).id;
+    let second = created(snapshot(&store, &key(), &data, &small_chunks(), &NoProgress).await.expect("snapshot")).id;
     // The foreign key forbids this; simulate a manual deletion that bypassed it.
     db.sql(&format!("SET FOREIGN_KEY_CHECKS = 0; DELETE FROM snapshots WHERE id = {first}"));
 
-    let report = verify(&store, None, &NoProgress).await.expect("verify runs");
+    let report = verify(&store, &key(), None, &NoProgress).await.expect("verify runs");
     assert!(report.faults.contains(&Fault::ParentMissing { snapshot: second, parent: first }), "{:?}", report.faults);
-    let err = restore(&store, &work.path().join("restored"), None, &NoProgress).await.expect_err("restore must fail");
+    let err =
+        restore(&store, &key(), &work.path().join("restored"), None, &NoProgress).await.expect_err("restore must fail");
     assert!(matches!(err, restore::Error::Damaged(Fault::ParentMissing { .. })), "{err:?}");
     assert_eq!(entries(work.path()), vec!["data".to_owned()]);
 }
@@ -190,7 +192,7 @@ async fn a_connection_killed_mid_snapshot_fails_and_leaves_no_snapshot_listed() 
     ingest(&data, 0, 10, 30 * 1024).await;
 
     let killer = KillAfterFirstChunk { db: &db, killed: AtomicBool::new(false) };
-    let err = snapshot(&store, &data, &small_chunks(), &killer).await.expect_err("the snapshot must fail");
+    let err = snapshot(&store, &key(), &data, &small_chunks(), &killer).await.expect_err("the snapshot must fail");
     assert!(killer.killed.load(Ordering::SeqCst), "the kill happened mid-snapshot");
     assert!(matches!(err, camledger_backup::snapshot::Error::Database(_)), "{err:?}");
 
@@ -198,7 +200,7 @@ async fn a_connection_killed_mid_snapshot_fails_and_leaves_no_snapshot_listed() 
     assert!(list(&fresh).await.expect("list").is_empty(), "no partial snapshot is visible");
     assert_eq!(db.sql("SELECT COUNT(*) FROM snapshot_chunks").trim(), "0", "no orphan chunk rows");
     // And the next snapshot works.
-    created(snapshot(&fresh, &data, &small_chunks(), &NoProgress).await.expect("retry"));
+    created(snapshot(&fresh, &key(), &data, &small_chunks(), &NoProgress).await.expect("retry"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,17 +231,17 @@ async fn restore_refuses_a_non_empty_target_and_a_ledger_without_events() {
     // A data dir whose ledger has no events at all.
     let data = dir.path().join("data");
     camledger_eventstore::Ledger::open(&data, Default::default()).expect("create an empty ledger");
-    created(snapshot(&store, &data, &small_chunks(), &NoProgress).await.expect("snapshot of an empty ledger"));
+    created(snapshot(&store, &key(), &data, &small_chunks(), &NoProgress).await.expect("snapshot of an empty ledger"));
 
     let occupied = dir.path().join("occupied");
     std::fs::create_dir(&occupied).expect("mkdir");
     std::fs::write(occupied.join("file"), b"x").expect("write");
-    let err = restore(&store, &occupied, None, &NoProgress).await.expect_err("non-empty target");
+    let err = restore(&store, &key(), &occupied, None, &NoProgress).await.expect_err("non-empty target");
     assert!(matches!(err, restore::Error::TargetNotEmpty(_)), "{err:?}");
 
     let empty_target = dir.path().join("empty");
     std::fs::create_dir(&empty_target).expect("mkdir");
-    let err = restore(&store, &empty_target, None, &NoProgress).await.expect_err("no events");
+    let err = restore(&store, &key(), &empty_target, None, &NoProgress).await.expect_err("no events");
     assert!(matches!(err, restore::Error::Proof(restore::ProofFailure::NoEvents)), "{err:?}");
     assert!(entries(&empty_target).is_empty(), "the empty target stays empty");
 }
@@ -254,7 +256,7 @@ async fn prune_deletes_only_snapshots_that_no_kept_snapshot_needs() {
     let mut ids = Vec::new();
     for round in 0..4u64 {
         ingest(&data, round * 10, 3, 2000).await;
-        ids.push(created(snapshot(&store, &data, &options, &NoProgress).await.expect("snapshot")));
+        ids.push(created(snapshot(&store, &key(), &data, &options, &NoProgress).await.expect("snapshot")));
     }
     let parents: Vec<Option<i64>> = ids.iter().map(|s| s.parent).collect();
     assert_eq!(parents, vec![None, Some(ids[0].id), None, Some(ids[2].id)], "a full snapshot every 2");
@@ -268,7 +270,7 @@ async fn prune_deletes_only_snapshots_that_no_kept_snapshot_needs() {
     // Into an existing empty directory this time (a mount point, say).
     let target = work.path().join("restored");
     std::fs::create_dir(&target).expect("mkdir");
-    let restored = restore(&store, &target, None, &NoProgress).await.expect("restore after prune");
+    let restored = restore(&store, &key(), &target, None, &NoProgress).await.expect("restore after prune");
     assert_eq!(restored.events, 12);
     assert!(target.join("ledger.git").join("HEAD").is_file());
 }
@@ -279,7 +281,7 @@ async fn the_list_serializes_with_the_fields_the_cli_contract_names() {
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.sqlite").display())).await.expect("connect");
     let data = dir.path().join("data");
     ingest(&data, 0, 2, 500).await;
-    created(snapshot(&store, &data, &small_chunks(), &NoProgress).await.expect("snapshot"));
+    created(snapshot(&store, &key(), &data, &small_chunks(), &NoProgress).await.expect("snapshot"));
     let json = serde_json::to_value(list(&store).await.expect("list")).expect("serialize");
     let first = &json[0];
     for field in ["id", "parent", "created_at", "objects", "raw_bytes", "stored_bytes", "events_head_seq", "refs"] {
@@ -299,8 +301,10 @@ async fn the_schedule_snapshots_at_once_and_publishes_the_latest_snapshot() {
     let (status_tx, mut status_rx) = tokio::sync::watch::channel(camledger_backup::ScheduleStatus::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let options = small_chunks();
+    let key = key();
     let runner = camledger_backup::run_schedule(
         &store,
+        &key,
         &data,
         &options,
         std::time::Duration::from_secs(3600),
@@ -364,12 +368,12 @@ async fn a_ledger_with_a_forged_image_fails_the_restore_proof_and_leaves_nothing
     };
     let forged = git(&data, &["commit-tree", &tree, "-p", &parent, "-m", "forged\n\nSeq: 3"]);
     git(&data, &["update-ref", "refs/heads/events", &forged]);
-    created(snapshot(&store, &data, &small_chunks(), &NoProgress).await.expect("snapshot"));
+    created(snapshot(&store, &key(), &data, &small_chunks(), &NoProgress).await.expect("snapshot"));
 
-    let report = verify(&store, None, &NoProgress).await.expect("verify runs");
+    let report = verify(&store, &key(), None, &NoProgress).await.expect("verify runs");
     assert!(report.is_clean(), "the stored bytes are intact: {:?}", report.faults);
     let target = dir.path().join("restored");
-    let err = restore(&store, &target, None, &NoProgress).await.expect_err("the proof must fail");
+    let err = restore(&store, &key(), &target, None, &NoProgress).await.expect_err("the proof must fail");
     assert!(matches!(err, restore::Error::Proof(restore::ProofFailure::Event(_))), "{err:?}");
     assert!(!target.exists());
     assert!(!entries(dir.path()).iter().any(|e| e.starts_with(".camledger-restore-")), "temporary dir removed");
@@ -409,7 +413,7 @@ async fn snapshots_taken_while_events_are_appended_restore_exactly_their_head() 
     let mut taken = Vec::new();
     for _ in 0..3 {
         if let SnapshotOutcome::Created(info) =
-            snapshot(&store, &data, &small_chunks(), &NoProgress).await.expect("snapshot")
+            snapshot(&store, &key(), &data, &small_chunks(), &NoProgress).await.expect("snapshot")
         {
             taken.push(info);
         }
@@ -420,32 +424,28 @@ async fn snapshots_taken_while_events_are_appended_restore_exactly_their_head() 
     let heads: Vec<Option<i64>> = taken.iter().map(|t| t.events_head_seq).collect();
     eprintln!("snapshot heads while appending: {heads:?}");
     let latest = taken.last().expect("at least one snapshot").clone();
-    let restored = restore(&store, &work.path().join("restored"), None, &NoProgress).await.expect("restore");
+    let restored = restore(&store, &key(), &work.path().join("restored"), None, &NoProgress).await.expect("restore");
     assert_eq!(Some(restored.events as i64), latest.events_head_seq, "exactly the head the snapshot recorded");
-    let report = verify(&store, None, &NoProgress).await.expect("verify runs");
+    let report = verify(&store, &key(), None, &NoProgress).await.expect("verify runs");
     assert!(report.is_clean(), "{:?}", report.faults);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chunk_rewritten_with_a_matching_digest_is_caught_by_the_whole_artifact_checks() {
+async fn a_chunk_rewritten_with_a_matching_digest_is_not_authentic_and_so_is_a_forged_whole() {
     let db = MariaDb::create();
     let store = Store::connect(&db.url()).await.expect("connect");
     let (_work, id) = one_snapshot(&store).await;
     let chunk = format!("snapshot_id = {id} AND artifact = 'pack' AND seq = 1");
     db.sql(&format!("UPDATE snapshot_chunks SET bytes = 'garbage', sha256 = SHA2('garbage', 256) WHERE {chunk}"));
 
-    let report = verify(&store, Some(id), &NoProgress).await.expect("verify runs");
-    assert_eq!(report.faults, vec![Fault::WholeCorrupt { snapshot: id, artifact: "pack".into() }]);
+    let report = verify(&store, &key(), Some(id), &NoProgress).await.expect("verify runs");
+    assert_eq!(report.faults, vec![Fault::ChunkForged { snapshot: id, artifact: "pack".into(), seq: 1 }]);
 
-    // Also forge the digest over the chunk digests: now decompression fails.
+    // Also forge the digest over the chunk digests: the artifact row is sealed.
     db.sql(&format!(
         "UPDATE snapshot_artifacts SET stored_sha256 = (SELECT SHA2(GROUP_CONCAT(UNHEX(sha256) ORDER BY seq SEPARATOR ''), 256) \
          FROM snapshot_chunks WHERE snapshot_id = {id} AND artifact = 'pack') WHERE snapshot_id = {id} AND artifact = 'pack'"
     ));
-    let report = verify(&store, Some(id), &NoProgress).await.expect("verify runs");
-    assert!(
-        matches!(report.faults.as_slice(), [Fault::Undecodable { snapshot, .. }] if *snapshot == id),
-        "{:?}",
-        report.faults
-    );
+    let report = verify(&store, &key(), Some(id), &NoProgress).await.expect("verify runs");
+    assert_eq!(report.faults, vec![Fault::SealMismatch { snapshot: id }]);
 }

@@ -254,6 +254,16 @@ impl Ledger {
     }
 }
 
+/// Creates an empty `<data_dir>/ledger.git` exactly as [`Ledger::open`] does for a new data
+/// dir (bare, camledger's git config, `HEAD` -> `refs/heads/events`, no hooks) and returns
+/// its path. For restores: they fill the repository from snapshots and must take nothing
+/// that git executes (config, hooks) from anywhere but here.
+pub fn create_ledger_repository(data_dir: &Path) -> Result<PathBuf, open::Error> {
+    let git_dir = data_dir.join("ledger.git");
+    create_repository(data_dir, &git_dir, &durable::Fsync::new(None))?;
+    Ok(git_dir)
+}
+
 /// fsyncs every file and directory under `dir` (a fresh repository: a few dozen entries), so
 /// that the rename into place publishes a repository whose contents survive a power loss.
 fn sync_tree(dir: &Path, fsync: &durable::Fsync) -> std::io::Result<()> {

@@ -74,6 +74,11 @@ fn sql_as_root(sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The backup key of the tests (a fixed one: the tests are about the database, not the key).
+pub fn key() -> camledger_backup::BackupKey {
+    camledger_backup::BackupKey::from_bytes(vec![0x5a; 32]).expect("32 bytes is long enough")
+}
+
 /// Deterministic incompressible-looking bytes (xorshift), `len` long.
 pub fn image_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
