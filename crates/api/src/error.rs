@@ -113,7 +113,9 @@ impl From<crate::registry::Error> for ApiError {
         use crate::registry::Error as E;
         match e {
             // Only the CLI adds or revokes; at the HTTP edge these are server-side surprises.
-            E::InvalidName(_) | E::InvalidRole(_) | E::Exists { .. } | E::NotFound { .. } => ApiError::internal(e),
+            E::InvalidName(_) | E::InvalidRole(_) | E::Exists { .. } | E::NotFound { .. } | E::Ambiguous { .. } => {
+                ApiError::internal(e)
+            }
             E::Database(_) | E::Migrate(_) => ApiError::unavailable(e),
         }
     }
