@@ -6,7 +6,7 @@
 //! `eprintln!`, which panics when stderr is gone — inside a handler that turned a committed
 //! upload into a connection reset — so it is switched off and the writer swallows errors.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use tracing_subscriber::EnvFilter;
 
@@ -21,8 +21,12 @@ pub fn init(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_env("CAMLEDGER_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LossyStderr).log_internal_errors(false);
+    // Colour only for a person at a terminal: a log file or journal gets plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| LossyStderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false);
     // A second init (tests calling into the library) is harmless: keep the first.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
