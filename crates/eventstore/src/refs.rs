@@ -133,3 +133,61 @@ pub(crate) fn update(
     sync_dirs(&dirs)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> ObjectId {
+        ObjectId::from_bytes_or_panic(&[n; 20])
+    }
+
+    fn move_ref(git_dir: &Path, new: ObjectId, expected: Option<ObjectId>, fsync: &Fsync) -> Result<(), Error> {
+        let edit = Edit { name: "refs/heads/events", new, expected };
+        update(git_dir, &[edit], fsync, |dirs| dirs.iter().try_for_each(|d| fsync.dir(d)))
+    }
+
+    #[test]
+    fn a_ref_is_not_renamed_into_place_before_its_fsync_succeeded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        move_ref(dir.path(), id(1), None, &Fsync::new(None)).expect("first value");
+        // The first fsync of an update is the lock file's: it fails, nothing may move.
+        let failing = Fsync::new(Some(0));
+        assert!(matches!(move_ref(dir.path(), id(2), Some(id(1)), &failing), Err(Error::Io(_))));
+        assert_eq!(read(dir.path(), "refs/heads/events").expect("read"), Some(id(1)));
+        assert!(!dir.path().join("refs/heads/events.lock").exists(), "the lock is removed");
+    }
+
+    #[test]
+    fn a_stale_expectation_is_a_conflict_and_a_held_lock_is_reported() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fsync = Fsync::new(None);
+        move_ref(dir.path(), id(1), None, &fsync).expect("first value");
+        let stale = move_ref(dir.path(), id(3), Some(id(2)), &fsync);
+        assert!(matches!(stale, Err(Error::Conflict { found: Some(f), .. }) if f == id(1)), "{stale:?}");
+        assert!(matches!(move_ref(dir.path(), id(3), None, &fsync), Err(Error::Conflict { .. })));
+        std::fs::write(dir.path().join("refs/heads/events.lock"), "").expect("someone's lock");
+        assert!(matches!(move_ref(dir.path(), id(3), Some(id(1)), &fsync), Err(Error::Locked(_))));
+        std::fs::remove_file(dir.path().join("refs/heads/events.lock")).expect("unlock");
+        move_ref(dir.path(), id(3), Some(id(1)), &fsync).expect("moves");
+        assert_eq!(read(dir.path(), "refs/heads/events").expect("read"), Some(id(3)));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("refs/heads/events")).expect("file"),
+            format!("{}\n", id(3))
+        );
+    }
+
+    #[test]
+    fn a_packed_ref_is_read_and_replaced_by_a_loose_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("packed-refs"),
+            format!("# pack-refs with: peeled\n{} refs/heads/events\n", id(5)),
+        )
+        .expect("packed-refs");
+        let fsync = Fsync::new(None);
+        assert_eq!(read(dir.path(), "refs/heads/events").expect("read"), Some(id(5)));
+        move_ref(dir.path(), id(6), Some(id(5)), &fsync).expect("moves");
+        assert_eq!(read(dir.path(), "refs/heads/events").expect("read"), Some(id(6)));
+    }
+}

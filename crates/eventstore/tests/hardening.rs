@@ -198,3 +198,31 @@ async fn a_merge_that_cannot_fit_on_disk_is_not_attempted_after_every_batch() {
         .count();
     assert_eq!(leftovers, 0);
 }
+
+#[tokio::test]
+async fn verify_reports_a_forged_head_with_an_absurd_seq_instead_of_aborting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = open(dir.path());
+    let writer = ledger.start_writer().expect("writer starts");
+    let first = writer.append(new_event("cam-1", image(1, 1000))).await.expect("append");
+    writer.shutdown().await;
+    // A head commit whose Seq trailer claims 2^62 + 1 (verify sized a Vec from it and aborted).
+    let git_dir = ledger.git_dir();
+    let run = |args: &[&str]| {
+        let out = Command::new("git").arg("--git-dir").arg(&git_dir).args(args).output().expect("git");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+    };
+    let message = run(&["log", "-1", "--format=%B", &first.id])
+        .replace("Event 1 from", "Event 4611686018427387905 from")
+        .replace("Seq: 1\n", "Seq: 4611686018427387905\n");
+    assert!(message.contains("Seq: 4611686018427387905"), "{message}");
+    let tree = run(&["rev-parse", &format!("{}^{{tree}}", first.id)]);
+    let forged = run(&["commit-tree", &tree, "-p", &first.id, "-m", &message]);
+    run(&["update-ref", "refs/heads/events", &forged]);
+    let report = ledger.verify(|_, _| {});
+    assert!(
+        matches!(&report, Err(camledger_eventstore::verify::Error::Broken { seq: 4_611_686_018_427_387_905, .. })),
+        "{report:?}"
+    );
+}
