@@ -162,7 +162,16 @@ impl PackWriter {
     /// Checksums the pack and writes its index, fsyncs both (concurrently), renames the pack,
     /// then its index (`.pack` before `.idx`, so an index never names a missing pack), then
     /// fsyncs the directory.
-    pub(crate) fn finish(mut self, fsync: &Fsync) -> io::Result<PathBuf> {
+    pub(crate) fn finish(self, fsync: &Fsync) -> io::Result<PathBuf> {
+        let dir = self.dir.clone();
+        let pack = self.finish_unsynced_dir(fsync)?;
+        fsync.dir(&dir)?;
+        Ok(pack)
+    }
+
+    /// [`PackWriter::finish`] without the final directory fsync: the caller fsyncs the pack
+    /// directory itself (alongside other fsyncs) before anything refers to the pack.
+    pub(crate) fn finish_unsynced_dir(mut self, fsync: &Fsync) -> io::Result<PathBuf> {
         if self.index.len() != self.expected as usize {
             return Err(io::Error::other("pack entry count does not match its header"));
         }
@@ -188,7 +197,6 @@ impl PackWriter {
             let _ = fs::remove_file(&tmp_idx);
             return Err(e);
         }
-        fsync.dir(&self.dir)?;
         Ok(pack_path)
     }
 }

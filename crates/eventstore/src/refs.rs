@@ -95,6 +95,18 @@ pub(crate) fn update(
     fsync: &Fsync,
     sync_dirs: impl FnOnce(&[PathBuf]) -> io::Result<()>,
 ) -> Result<(), Error> {
+    update_with(git_dir, edits, fsync, |lock| fsync.file(lock), sync_dirs)
+}
+
+/// [`update`], with the caller fsyncing the (single) lock file through `sync_lock`, e.g.
+/// concurrently with other fsyncs that must complete before the ref moves.
+pub(crate) fn update_with(
+    git_dir: &Path,
+    edits: &[Edit<'_>],
+    fsync: &Fsync,
+    sync_lock: impl Fn(&File) -> io::Result<()>,
+    sync_dirs: impl FnOnce(&[PathBuf]) -> io::Result<()>,
+) -> Result<(), Error> {
     let mut locks = Vec::with_capacity(edits.len());
     for edit in edits {
         let path = git_dir.join(edit.name);
@@ -113,7 +125,7 @@ pub(crate) fn update(
         };
         let guard = Lock { path: lock, held: true };
         file.write_all(format!("{}\n", edit.new).as_bytes())?;
-        fsync.file(&file)?;
+        sync_lock(&file)?;
         locks.push((guard, path, dir));
     }
     for edit in edits {

@@ -1029,7 +1029,8 @@ impl Writer {
             for entry in entries {
                 writer.add(entry.oid, entry.crc32, &entry.bytes)?;
             }
-            writer.finish(fsync)
+            // The pack directory is fsynced below, together with the ref's lock file.
+            writer.finish_unsynced_dir(fsync)
         };
         if let Err(e) = write_pack() {
             return Err(if fsync.has_failed() {
@@ -1046,7 +1047,7 @@ impl Writer {
         self.repo = self.ledger.repo();
         // Written by hand (see `refs.rs`): the ref is fsynced before it is renamed into place,
         // which gix does not do. seq.idx records go in first and are fsynced alongside the
-        // refs directory: records beyond a durable ref are harmless (the writer's start
+        // ref's lock file: records beyond a durable ref are harmless (the writer's start
         // truncates them), and nothing is answered before all of it succeeded.
         let ids: Vec<ObjectId> = written.iter().map(|w| w.id).collect();
         if let Err(e) = self.seq_index.write(&ids) {
@@ -1055,10 +1056,21 @@ impl Writer {
         }
         let edit = refs::Edit { name: EVENTS_REF, new: last.id, expected: self.head.map(|(_, id)| id) };
         let seq_file = self.seq_index.file();
-        let moved = refs::update(&ledger.git_dir(), &[edit], fsync, |dirs| {
-            let dir = dirs.first().ok_or_else(|| std::io::Error::other("no refs directory"))?;
-            fsync.concurrently([&|f: &Fsync| f.dir(dir), &|f: &Fsync| f.file(seq_file)])
-        });
+        let pack_dir = &self.pack_dir;
+        // Three fsync rounds per batch: pack + idx; then the pack directory, the ref's lock file
+        // and seq.idx together (all must be durable before the ref moves); then, after the
+        // rename, the refs directory.
+        let moved = refs::update_with(
+            &ledger.git_dir(),
+            &[edit],
+            fsync,
+            |lock| {
+                fsync.concurrently([&|f: &Fsync| f.dir(pack_dir), &|f: &Fsync| f.file(lock), &|f: &Fsync| {
+                    f.file(seq_file)
+                }])
+            },
+            |dirs| dirs.iter().try_for_each(|dir| fsync.dir(dir)),
+        );
         match moved {
             Ok(()) => {}
             // Nothing moved: a full disk while writing the lock, or a lock held by someone
