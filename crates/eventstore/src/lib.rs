@@ -10,6 +10,9 @@
 //! - `pack.rs`: one pack file (+ `.idx`) per batch, written by hand, and size-tiered consolidation.
 //! - `seqidx.rs`, `windex.rs`: the derived indexes (`seq.idx`, `writer.redb`), rebuilt from git.
 //! - `durable.rs`: the single fsync gate (fault injection goes through it).
+//! - `refs.rs`: ref updates with git's lock protocol, the lock file fsynced before the rename.
+//! - `recover.rs`: what a crash leaves (stale ref locks, temporary and index-less packs),
+//!   removed when the writer starts; `docs/design.md`, "Hardening: crashes and the writer".
 //! - [`verify`]: walks the chain from the head and reports the first failure precisely.
 //! - [`verdict`]: processors' result commits (`refs/heads/verdicts`) and their git notes
 //!   (`refs/notes/verdicts`), advanced together in one ref transaction.
