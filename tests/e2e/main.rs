@@ -11,6 +11,7 @@ mod bad_input;
 mod cli;
 mod concurrency;
 mod crash;
+mod crash_recovery;
 mod hostile_backup;
 mod hostile_clients;
 mod ingest;

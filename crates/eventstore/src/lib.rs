@@ -10,6 +10,9 @@
 //! - `pack.rs`: one pack file (+ `.idx`) per batch, written by hand, and size-tiered consolidation.
 //! - `seqidx.rs`, `windex.rs`: the derived indexes (`seq.idx`, `writer.redb`), rebuilt from git.
 //! - `durable.rs`: the single fsync gate (fault injection goes through it).
+//! - `refs.rs`: ref updates with git's lock protocol, the lock file fsynced before the rename.
+//! - `recover.rs`: what a crash leaves (stale ref locks, temporary and index-less packs),
+//!   removed when the writer starts; `docs/design.md`, "Hardening: crashes and the writer".
 //! - [`verify`]: walks the chain from the head and reports the first failure precisely.
 //! - [`verdict`]: processors' result commits (`refs/heads/verdicts`) and their git notes
 //!   (`refs/notes/verdicts`), advanced together in one ref transaction.
@@ -52,6 +55,8 @@ mod durable;
 pub mod format;
 mod pack;
 pub mod read;
+mod recover;
+mod refs;
 mod seqidx;
 pub mod verdict;
 pub mod verify;
@@ -62,7 +67,7 @@ pub use format::{EventRecord, Exif, FormatError, Trailers, EVENTS_REF, FORMAT_VE
 pub use read::{EventHead, StoredEvent};
 pub use verdict::{StoredVerdict, Verdict, VerdictHead, NOTES_REF, VERDICTS_REF};
 pub use verify::VerifyReport;
-pub use writer::{append, Appended, EventWriter, NewEvent};
+pub use writer::{append, Appended, EventWriter, NewEvent, Unavailable};
 
 /// Configuration of a ledger; `Default` is right for production except `node_name`.
 #[derive(Clone, Debug)]
@@ -78,9 +83,15 @@ pub struct LedgerConfig {
     /// size become one) as they come; only if that leaves more packs than this are small packs
     /// merged geometrically (like `git repack --geometric=2`).
     pub max_packs: usize,
+    /// How long an idempotency key answers a retry with the first answer (default 7 days).
+    /// Expired keys are purged from `writer.redb`; the `Idempotency-Key` trailer in git stays.
+    pub idempotency_retention: std::time::Duration,
     /// Fault injection for tests: every fsync after the n-th fails with an I/O error.
     #[doc(hidden)]
     pub fail_fsync_after: Option<u64>,
+    /// Fault injection for tests: pretend the filesystem has this many bytes free.
+    #[doc(hidden)]
+    pub fake_free_space: Option<u64>,
 }
 
 impl Default for LedgerConfig {
@@ -90,7 +101,9 @@ impl Default for LedgerConfig {
             max_batch: 256,
             max_batch_bytes: 64 << 20,
             max_packs: 64,
+            idempotency_retention: std::time::Duration::from_secs(7 * 24 * 3600),
             fail_fsync_after: None,
+            fake_free_space: None,
         }
     }
 }
@@ -247,8 +260,10 @@ impl Ledger {
         self.inner.fsync.count()
     }
 
-    /// Starts the one writer of this repository: takes `<data_dir>/events.lock`, repairs the
-    /// derived indexes from git if they are missing or behind, and spawns the writer thread.
+    /// Starts the one writer of this repository: takes `<data_dir>/events.lock`, removes what
+    /// a crash left in the repository (stale ref locks, temporary and index-less packs),
+    /// repairs the derived indexes from git if they are missing or behind, and spawns the
+    /// writer thread (supervised: see [`EventWriter::health`]).
     pub fn start_writer(&self) -> Result<EventWriter, open::Error> {
         writer::start(self.clone())
     }

@@ -162,7 +162,16 @@ impl PackWriter {
     /// Checksums the pack and writes its index, fsyncs both (concurrently), renames the pack,
     /// then its index (`.pack` before `.idx`, so an index never names a missing pack), then
     /// fsyncs the directory.
-    pub(crate) fn finish(mut self, fsync: &Fsync) -> io::Result<PathBuf> {
+    pub(crate) fn finish(self, fsync: &Fsync) -> io::Result<PathBuf> {
+        let dir = self.dir.clone();
+        let pack = self.finish_unsynced_dir(fsync)?;
+        fsync.dir(&dir)?;
+        Ok(pack)
+    }
+
+    /// [`PackWriter::finish`] without the final directory fsync: the caller fsyncs the pack
+    /// directory itself (alongside other fsyncs) before anything refers to the pack.
+    pub(crate) fn finish_unsynced_dir(mut self, fsync: &Fsync) -> io::Result<PathBuf> {
         if self.index.len() != self.expected as usize {
             return Err(io::Error::other("pack entry count does not match its header"));
         }
@@ -188,7 +197,6 @@ impl PackWriter {
             let _ = fs::remove_file(&tmp_idx);
             return Err(e);
         }
-        fsync.dir(&self.dir)?;
         Ok(pack_path)
     }
 }
@@ -351,6 +359,15 @@ pub(crate) fn smallest_selection(mut sizes: Vec<(usize, u64)>, max_packs: usize)
     sizes[..sizes.len() - max_packs + 1].iter().map(|&(i, _)| i).collect()
 }
 
+/// Free space a merge leaves for appends: a merge that would leave less is not started.
+pub(crate) const FREE_SPACE_RESERVE: u64 = 64 << 20;
+
+/// Bytes available to unprivileged writers on the filesystem holding `path` (`statvfs`).
+pub(crate) fn available_space(path: &Path) -> io::Result<u64> {
+    let stat = rustix::fs::statvfs(path).map_err(io::Error::from)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
 /// Consolidation writes its new pack out (`fdatasync`) every this many bytes.
 const WRITE_OUT_STEP: u64 = 1 << 20;
 
@@ -363,6 +380,7 @@ pub(crate) fn consolidate(
     max_packs: usize,
     fsync: &Fsync,
     unmergeable: &mut std::collections::HashSet<PathBuf>,
+    free_space: impl Fn(&Path) -> io::Result<u64>,
     mut pace: impl FnMut(),
     before_removal: impl FnOnce() -> io::Result<()>,
 ) -> io::Result<Option<usize>> {
@@ -371,6 +389,20 @@ pub(crate) fn consolidate(
     let chosen = selection(packs.iter().map(|p| p.size).enumerate().collect(), max_packs);
     if chosen.is_empty() {
         return Ok(None);
+    }
+    // The merged pack needs at most the selected packs' size. Checked first: on a full disk a
+    // merge wrote its whole pack before failing, again after every batch (observed: 90 MB
+    // written for 5 tiny uploads), and took the space the appends needed.
+    let needed: u64 = chosen.iter().map(|&p| packs[p].size).sum();
+    let free = free_space(pack_dir)?;
+    if free < needed.saturating_add(FREE_SPACE_RESERVE) {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "merging {} packs needs {needed} bytes plus a {FREE_SPACE_RESERVE}-byte reserve; {free} free",
+                chosen.len()
+            ),
+        ));
     }
     // Collect entries with their byte ranges; skip duplicates across packs.
     let mut seen = std::collections::HashSet::new();

@@ -17,13 +17,18 @@ use crate::durable::Fsync;
 
 const RECORD: u64 = 20;
 
+/// Byte offset of record `seq` (1-based); `None` for seq 0 and for seqs whose offset does not
+/// fit a `u64` (no file holds them: not found, never a wrapped offset that reads another
+/// event's record; event 4611686018427387905 used to read event 1's and was called corrupt).
+fn offset(seq: u64) -> Option<u64> {
+    seq.checked_sub(1)?.checked_mul(RECORD)
+}
+
 /// Reads record `seq` (1-based); `None` if the file is shorter.
 pub(crate) fn get(file: &File, seq: u64) -> io::Result<Option<ObjectId>> {
-    if seq == 0 {
-        return Ok(None);
-    }
+    let Some(at) = offset(seq) else { return Ok(None) };
     let mut buf = [0u8; RECORD as usize];
-    match file.read_exact_at(&mut buf, (seq - 1) * RECORD) {
+    match file.read_exact_at(&mut buf, at) {
         Ok(()) => Ok(Some(ObjectId::from_bytes_or_panic(&buf))),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(e),

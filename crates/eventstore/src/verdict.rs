@@ -16,7 +16,6 @@
 //!   (RFC 8785) without float formatting rules; readers get `f64` back, exact to 1e-6.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 
 use gix::ObjectId;
 use serde::{Deserialize, Serialize};
@@ -503,10 +502,23 @@ impl Ledger {
         let new_notes = notes_commit.oid;
         entries.push(notes_commit);
 
-        // One pack for everything, then both refs in one transaction.
+        // One pack for everything, then both refs in one transaction. Both under the
+        // git-writers lock, so that the event writer's start (which removes what crashed
+        // writers left behind) never mistakes this pack or these ref locks for leftovers.
+        let lock = crate::recover::git_writers_lock(self.data_dir()).and_then(|file| file.lock().map(|()| file));
+        let _lock = lock.map_err(Error::Storage)?;
+        let git_dir = self.git_dir();
+        // Holding the lock, a verdict ref lock is surely a crashed verdict writer's.
+        for name in [VERDICTS_REF, NOTES_REF] {
+            let stale = git_dir.join(format!("{name}.lock"));
+            if stale.exists() {
+                tracing::warn!(file = %stale.display(), "removing a verdict ref lock left by a crash");
+                let _ = std::fs::remove_file(&stale);
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         entries.retain(|e| seen.insert(e.oid));
-        let pack_dir = self.git_dir().join("objects").join("pack");
+        let pack_dir = git_dir.join("objects").join("pack");
         let fsync = self.fsync();
         let count = u32::try_from(entries.len()).map_err(|e| Error::Storage(std::io::Error::other(e)))?;
         let mut writer = pack::PackWriter::create(&pack_dir, count).map_err(Error::Storage)?;
@@ -515,28 +527,17 @@ impl Ledger {
         }
         writer.finish(fsync).map_err(Error::Storage)?;
 
-        let expect = |old: Option<ObjectId>| match old {
-            Some(id) => gix::refs::transaction::PreviousValue::MustExistAndMatch(gix::refs::Target::Object(id)),
-            None => gix::refs::transaction::PreviousValue::MustNotExist,
-        };
-        let full = |name: &str| gix::refs::FullName::try_from(name).expect("constant ref names are valid");
-        let edits = vec![
-            gix::refs::transaction::RefEdit::update(full(VERDICTS_REF), new_verdicts, expect(old_verdicts), "verdicts"),
-            gix::refs::transaction::RefEdit::update(full(NOTES_REF), new_notes, expect(old_notes), "verdict notes"),
+        // Refs fsynced before they are renamed into place (see `refs.rs`), verdicts first:
+        // a crash between the two leaves notes behind, which the next append repairs.
+        let edits = [
+            crate::refs::Edit { name: VERDICTS_REF, new: new_verdicts, expected: old_verdicts },
+            crate::refs::Edit { name: NOTES_REF, new: new_notes, expected: old_notes },
         ];
-        if let Err(e) = repo.edit_references(edits) {
-            let now = ref_target(&repo, VERDICTS_REF)?;
-            if now != old_verdicts {
-                return Err(Error::Conflict { head: self.verdict_head()? });
-            }
-            return Err(Error::Storage(std::io::Error::other(e)));
-        }
-        let git_dir = self.git_dir();
-        for (file, dir) in [("refs/heads/verdicts", "refs/heads"), ("refs/notes/verdicts", "refs/notes")] {
-            File::open(git_dir.join(file))
-                .and_then(|f| fsync.file(&f))
-                .and_then(|()| fsync.dir(&git_dir.join(dir)))
-                .map_err(Error::Storage)?;
+        let moved = crate::refs::update(&git_dir, &edits, fsync, |dirs| dirs.iter().try_for_each(|dir| fsync.dir(dir)));
+        match moved {
+            Ok(()) => {}
+            Err(crate::refs::Error::Conflict { .. }) => return Err(Error::Conflict { head: self.verdict_head()? }),
+            Err(e) => return Err(Error::Storage(std::io::Error::other(e))),
         }
         let head = VerdictHead {
             event_seq: verdicts.last().map_or(checkpoint, |v| v.event_seq),

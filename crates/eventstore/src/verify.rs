@@ -49,7 +49,9 @@ impl Ledger {
         else {
             return Ok(VerifyReport { events: 0, head: None, duplicates: 0, image_bytes: 0 });
         };
-        let mut digests: Vec<([u8; 32], Option<u64>)> = vec![([0; 32], None); head_seq as usize];
+        // Filled while walking back (newest first). Not sized from the head's `Seq:` trailer: a
+        // forged head claiming seq 2^62 made that allocation abort the process.
+        let mut digests: Vec<([u8; 32], Option<u64>)> = Vec::with_capacity(head_seq.min(1 << 20) as usize);
         let mut image_bytes = 0u64;
         let mut expected_seq = head_seq;
         let mut id = head_id;
@@ -67,7 +69,7 @@ impl Ledger {
                 }
             }
             later_received = Some(received);
-            digests[(expected_seq - 1) as usize] = (digest, dup);
+            digests.push((digest, dup));
             image_bytes += size;
             progress(head_seq - expected_seq + 1, head_seq);
             match parent {
@@ -82,8 +84,9 @@ impl Ledger {
         // really first.
         let mut first: HashMap<[u8; 32], u64> = HashMap::new();
         let mut duplicates = 0;
+        digests.reverse();
         for (i, (digest, dup)) in digests.iter().enumerate() {
-            let seq = i as u64 + 1;
+            let seq = expected_seq + i as u64;
             let what = match (dup, first.get(digest)) {
                 (None, None) => {
                     first.insert(*digest, seq);

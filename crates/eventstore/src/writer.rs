@@ -9,10 +9,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use gix::ObjectId;
 use sha2::Digest as _;
@@ -22,10 +24,10 @@ use tracing::Instrument as _;
 use crate::durable::Fsync;
 use crate::format::{self, EventRecord, Exif, Trailers, EVENTS_REF, FORMAT_VERSION};
 use crate::pack::{self, PackEntry};
-use crate::read;
 use crate::seqidx::SeqIndex;
 use crate::windex::{self, BatchUpdate, WriterIndex};
 use crate::{open, Ledger};
+use crate::{read, recover, refs};
 
 /// Errors of [`EventWriter::append`].
 pub mod append {
@@ -125,7 +127,64 @@ enum Msg {
 struct Shared {
     tx: mpsc::Sender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    health: Arc<Health>,
 }
+
+/// Why the ledger takes no appends now: see [`EventWriter::health`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the event writer is unavailable: {cause}")]
+pub struct Unavailable {
+    /// What happened, for operators (`GET /readyz` shows it): a panic's message, a failed
+    /// fsync, consolidation stopped, or shutdown.
+    pub cause: String,
+}
+
+/// The writer's and the consolidator's state as the supervisor sees it.
+#[derive(Default)]
+pub(crate) struct Health {
+    writer: Mutex<Option<String>>,
+    consolidator: Mutex<Option<String>>,
+    restarts: AtomicU64,
+}
+
+impl Health {
+    fn set(slot: &Mutex<Option<String>>, cause: Option<String>) {
+        *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = cause;
+    }
+    fn writer(&self, cause: Option<String>) {
+        Health::set(&self.writer, cause);
+    }
+    fn consolidator(&self, cause: Option<String>) {
+        Health::set(&self.consolidator, cause);
+    }
+    fn get(&self) -> Result<(), Unavailable> {
+        for slot in [&self.writer, &self.consolidator] {
+            if let Some(cause) = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
+                return Err(Unavailable { cause });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A panic's message (`panic!` payloads are `&str` or `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// Logs without letting a failing log sink kill the caller: tracing's fmt layer falls back
+/// to `eprintln!`, which panics when stderr is gone, and that is one way the writer died.
+fn log_quietly(log: impl FnOnce()) {
+    let _ = catch_unwind(AssertUnwindSafe(log));
+}
+
+/// A supervised thread that panics more often than this within [`PANIC_WINDOW`] stays down.
+const MAX_RESTARTS: usize = 3;
+const PANIC_WINDOW: Duration = Duration::from_secs(60);
 
 /// Handle to the one writer of a repository; clone it freely.
 #[derive(Clone)]
@@ -200,6 +259,19 @@ impl EventWriter {
         answer.await.map_err(|_| append::Error::Unavailable)?
     }
 
+    /// Whether appends can succeed now. `Err` carries the cause: the writer panicked and is
+    /// restarting or gave up after [`MAX_RESTARTS`] panics within a minute, an fsync failed
+    /// (poisoned until restart), pack consolidation stopped, or the writer was shut down.
+    /// Cheap (two mutexes): meant for `GET /readyz`.
+    pub fn health(&self) -> Result<(), Unavailable> {
+        self.shared.health.get()
+    }
+
+    /// How many times the supervisor restarted the writer thread after a panic.
+    pub fn restarts(&self) -> u64 {
+        self.shared.health.restarts.load(Ordering::Relaxed)
+    }
+
     /// Finishes the batches already queued, makes the indexes durable, releases
     /// `events.lock` and stops the thread. Appends queued after this answer `Unavailable`.
     pub async fn shutdown(self) {
@@ -236,45 +308,71 @@ pub(crate) fn start(ledger: Ledger) -> Result<EventWriter, open::Error> {
             Err(std::fs::TryLockError::Error(e)) => return Err(io(lock_path)(e)),
         }
     }
-    remove_stale_temp_files(&ledger.git_dir().join("objects").join("pack"));
+    let health = Arc::new(Health::default());
+    let state = open_state(&ledger, &health)?;
+    let (tx, rx) = mpsc::channel(ledger.config().max_batch.saturating_mul(4).max(16));
+    let span = tracing::info_span!("event_writer", data_dir = %data_dir.display());
+    let thread = {
+        let health = Arc::clone(&health);
+        std::thread::Builder::new()
+            .name("camledger-event-writer".into())
+            .spawn(move || {
+                let _entered = span.enter();
+                supervise(ledger, state, rx, &health);
+                // `events.lock` is released only now, after the last batch.
+                drop(lock);
+            })
+            .map_err(io(data_dir))?
+    };
+    Ok(EventWriter { shared: Arc::new(Shared { tx, thread: Mutex::new(Some(thread)), health }) })
+}
+
+/// Everything the writer knows, rebuilt from disk: at start and after a panic. Removes what a
+/// crash left behind, reads the head from the ref, repairs `seq.idx` and `writer.redb` from
+/// git, and starts the consolidation thread.
+fn open_state(ledger: &Ledger, health: &Arc<Health>) -> Result<Writer, open::Error> {
+    let data_dir = ledger.data_dir().to_owned();
+    let io = |path: PathBuf| move |source| open::Error::Io { path, source };
+    recover::remove_crash_leftovers(&data_dir, &ledger.git_dir());
     let repo = ledger.repo();
     let head = read::head_of(&repo)?;
     let idx_path = ledger.seq_idx_path();
     let mut seq_index = SeqIndex::open(&idx_path).map_err(io(idx_path.clone()))?;
-    repair_seq_index(&ledger, &repo, &mut seq_index, head).map_err(|e| match e {
+    repair_seq_index(ledger, &repo, &mut seq_index, head).map_err(|e| match e {
         Repair::Read(e) => open::Error::Read(e),
         Repair::Io(e) => io(idx_path.clone())(e),
     })?;
     let db_path = data_dir.join("index").join("writer.redb");
-    let index = WriterIndex::open(&db_path).map_err(|e| open::Error::Index(e.to_string()))?;
-    catch_up_index(&ledger, &index, &seq_index, head)?;
+    let index = WriterIndex::open(&db_path, ledger.config().idempotency_retention)
+        .map_err(|e| open::Error::Index(e.to_string()))?;
+    let index = Arc::new(index);
+    catch_up_index(ledger, &index, &seq_index, head)?;
 
     let last_received = match head {
         Some((_, id)) => format::parse_timestamp(&read::load(&ledger.repo(), id)?.stored.record.received_at)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
         None => time::OffsetDateTime::UNIX_EPOCH,
     };
-    let (tx, rx) = mpsc::channel(ledger.config().max_batch.saturating_mul(4).max(16));
     let pack_dir = ledger.git_dir().join("objects").join("pack");
     let (wake, sleeper) = std::sync::mpsc::sync_channel(1);
     let activity = Arc::new(Activity::default());
     let consolidator = {
         let (ledger, pack_dir, activity) = (ledger.clone(), pack_dir.clone(), Arc::clone(&activity));
+        let (health, index) = (Arc::clone(health), Arc::clone(&index));
         let span = tracing::info_span!("pack_consolidator");
         std::thread::Builder::new()
             .name("camledger-pack-consolidator".into())
             .spawn(move || {
                 let _entered = span.enter();
-                consolidate_when_woken(&ledger, &pack_dir, &sleeper, &activity);
+                consolidate_when_woken(&ledger, &pack_dir, &sleeper, &activity, &health, &index);
             })
             .map_err(io(data_dir.clone()))?
     };
-    let mut state = Writer {
+    Ok(Writer {
         consolidator: Some((wake, consolidator)),
         activity,
         pack_dir,
-        refs_dir: ledger.git_dir().join("refs").join("heads"),
-        ledger,
+        ledger: ledger.clone(),
         repo,
         head,
         last_received,
@@ -282,33 +380,94 @@ pub(crate) fn start(ledger: Ledger) -> Result<EventWriter, open::Error> {
         index,
         poisoned: false,
         batches_since_durable: 0,
-        _lock: lock,
-    };
-    let span = tracing::info_span!("event_writer", data_dir = %data_dir.display());
-    let thread = std::thread::Builder::new()
-        .name("camledger-event-writer".into())
-        .spawn(move || {
-            let _entered = span.enter();
-            state.run(rx);
-        })
-        .map_err(io(data_dir))?;
-    Ok(EventWriter { shared: Arc::new(Shared { tx, thread: Mutex::new(Some(thread)) }) })
+        health: Arc::clone(health),
+    })
 }
 
-/// Removes `tmp_pack_*`/`tmp_idx_*` files left by a crash mid-batch. Only files older than an
-/// hour: a verdict writer in another process may be writing its own right now.
-fn remove_stale_temp_files(pack_dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(pack_dir) else { return };
-    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let is_temp = name.to_str().is_some_and(|n| n.starts_with("tmp_pack_") || n.starts_with("tmp_idx_"));
-        let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < hour_ago);
-        if is_temp && old {
-            tracing::info!(file = ?name, "removing a temporary pack file left by a crash");
-            let _ = std::fs::remove_file(entry.path());
+/// Runs the writer; a panic (a bug, or a log line written to a closed stderr) is caught, its
+/// cause published through [`EventWriter::health`], and the writer rebuilt from disk as at
+/// start: the ref is the truth, the indexes are repaired from it, a ref lock of the failed
+/// batch was removed by its guard, its temporary pack by its writer's `Drop`. The requests of
+/// the batch that panicked get `Unavailable` (an event that became durable is found by a retry
+/// with the same idempotency key); queued requests wait for the restarted writer. After
+/// [`MAX_RESTARTS`] panics within [`PANIC_WINDOW`] it stays down and answers `Unavailable`.
+fn supervise(ledger: Ledger, state: Writer, mut rx: mpsc::Receiver<Msg>, health: &Arc<Health>) {
+    let mut state = Some(state);
+    let mut panics: Vec<Instant> = Vec::new();
+    let stop = loop {
+        let Some(writer) = state.as_mut() else { break refuse_until_shutdown(&mut rx) };
+        let payload = match catch_unwind(AssertUnwindSafe(|| writer.run(&mut rx))) {
+            Ok(stop) => break stop,
+            Err(payload) => payload,
+        };
+        let cause = format!("event writer panicked: {}", panic_message(&*payload));
+        health.writer(Some(cause.clone()));
+        if let Some(mut broken) = state.take() {
+            // Its consolidator must be gone before the restart removes temporary packs.
+            let _ = catch_unwind(AssertUnwindSafe(|| broken.stop_consolidator()));
+        }
+        // Restart from disk; a restart that fails or panics counts as one more panic.
+        let mut cause = cause;
+        loop {
+            let now = Instant::now();
+            panics.retain(|t| now.duration_since(*t) < PANIC_WINDOW);
+            panics.push(now);
+            if panics.len() > MAX_RESTARTS {
+                let why = format!("{cause} ({} panics within {PANIC_WINDOW:?}; not restarted)", panics.len());
+                health.writer(Some(why));
+                log_quietly(|| tracing::error!(%cause, "event writer panicked too often; it stays down until restart"));
+                break;
+            }
+            log_quietly(|| tracing::error!(%cause, "event writer panicked; restarting it from the state on disk"));
+            std::thread::sleep(Duration::from_millis(50 << panics.len()));
+            match catch_unwind(AssertUnwindSafe(|| open_state(&ledger, health))) {
+                Ok(Ok(fresh)) => {
+                    state = Some(fresh);
+                    health.restarts.fetch_add(1, Ordering::Relaxed);
+                    health.writer(None);
+                    log_quietly(|| tracing::warn!("event writer restarted after a panic"));
+                    break;
+                }
+                Ok(Err(e)) => cause = format!("{cause}; restarting failed: {e}"),
+                Err(again) => cause = format!("{cause}; restarting panicked: {}", panic_message(&*again)),
+            }
+            health.writer(Some(cause.clone()));
+        }
+    };
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        match msg {
+            Msg::Append(request) => {
+                let _ = request.reply.send(Err(append::Error::Unavailable));
+            }
+            Msg::Shutdown(done) => {
+                let _ = done.send(());
+            }
         }
     }
+    if let Some(mut writer) = state {
+        let _ = catch_unwind(AssertUnwindSafe(|| writer.finish()));
+    }
+    if health.get().is_ok() {
+        health.writer(Some("the event writer was shut down".to_owned()));
+    }
+    if let Some(done) = stop {
+        // `events.lock` is released when this thread ends; `EventWriter::shutdown` joins it.
+        let _ = done.send(());
+    }
+}
+
+/// A writer that stays down: every append is refused until shutdown.
+fn refuse_until_shutdown(rx: &mut mpsc::Receiver<Msg>) -> Option<oneshot::Sender<()>> {
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Append(request) => {
+                let _ = request.reply.send(Err(append::Error::Unavailable));
+            }
+            Msg::Shutdown(done) => return Some(done),
+        }
+    }
+    None
 }
 
 enum Repair {
@@ -384,6 +543,7 @@ fn catch_up_index(
     }
     let repo = ledger.repo();
     let mut update = BatchUpdate::default();
+    let now = windex::unix_now();
     for seq in applied + 1..=head_seq {
         let id = seq_index
             .get(seq)
@@ -396,7 +556,12 @@ fn catch_up_index(
             update.originals.push((digest, seq));
         }
         if let Some(key) = stored.trailers.idempotency_key {
-            update.keys.push((stored.record.camera, key, seq));
+            // Keys already past their retention are not indexed again.
+            let stored_at = format::parse_timestamp(&stored.record.received_at)
+                .map_or(0, |t| u64::try_from(t.unix_timestamp()).unwrap_or(0));
+            if index.retains(stored_at, now) {
+                update.keys.push((stored.record.camera, key, seq, stored_at));
+            }
         }
         update.applied = Some((seq, id));
         if update.originals.len() + update.keys.len() >= 10_000 || seq == head_seq {
@@ -411,20 +576,20 @@ struct Writer {
     ledger: Ledger,
     repo: gix::Repository,
     pack_dir: PathBuf,
-    refs_dir: PathBuf,
     head: Option<(u64, ObjectId)>,
     /// `received_at` of the head: the clock is clamped to it so times never go backwards
     /// along the chain, even if the system clock does.
     last_received: time::OffsetDateTime,
     seq_index: SeqIndex,
-    index: WriterIndex,
+    /// Shared with the consolidation thread, which purges expired idempotency keys.
+    index: Arc<WriterIndex>,
     poisoned: bool,
     batches_since_durable: u32,
     /// Wakes the consolidation thread after each batch (a full channel means it is already due).
     consolidator: Option<(std::sync::mpsc::SyncSender<()>, JoinHandle<()>)>,
     /// Shared with the consolidation thread, which paces itself behind the batches (see [`Pacer`]).
     activity: Arc<Activity>,
-    _lock: File,
+    health: Arc<Health>,
 }
 
 /// The consolidation thread: merges packs in size tiers (see `pack::selection`) whenever the
@@ -436,13 +601,29 @@ fn consolidate_when_woken(
     pack_dir: &std::path::Path,
     wake: &std::sync::mpsc::Receiver<()>,
     activity: &Activity,
+    health: &Health,
+    index: &WriterIndex,
 ) {
     let max_packs = ledger.config().max_packs;
+    let fake_free = ledger.config().fake_free_space;
+    let free_space = |path: &std::path::Path| fake_free.map_or_else(|| pack::available_space(path), Ok);
     let mut unmergeable = std::collections::HashSet::new();
+    let mut backoff = Backoff::default();
+    let mut panics: Vec<Instant> = Vec::new();
+    let mut next_purge = Instant::now();
     while wake.recv().is_ok() {
+        if Instant::now() >= next_purge {
+            purge_expired_keys(index);
+            next_purge = Instant::now() + PURGE_EVERY;
+        }
+        if !backoff.due() {
+            continue;
+        }
         // Merge until nothing is due, not once per wake: after a burst (or at shutdown, the
         // last wake) the packs go back within the bound without waiting for more batches.
-        loop {
+        // A panic is caught: consolidation is retried at the next wake, up to MAX_RESTARTS
+        // times a minute; beyond that it stops and says so through the writer's health.
+        let merged = catch_unwind(AssertUnwindSafe(|| loop {
             let started = activity.batches.load(Ordering::Relaxed);
             let mut pacer = Pacer { activity, started, last: std::time::Instant::now(), batches: started };
             // Handles reopen their object store before the merged packs disappear.
@@ -451,23 +632,111 @@ fn consolidate_when_woken(
                 max_packs,
                 ledger.fsync(),
                 &mut unmergeable,
+                free_space,
                 || pacer.pace(),
                 || ledger.bump_pack_generation(),
             );
             match r {
-                Ok(Some(merged)) => tracing::info!(merged, "consolidated packs"),
-                Ok(None) => break,
+                Ok(Some(merged)) => {
+                    backoff.succeeded();
+                    log_quietly(|| tracing::info!(merged, "consolidated packs"));
+                }
+                Ok(None) => {
+                    backoff.succeeded();
+                    break true;
+                }
                 Err(e) if ledger.fsync().has_failed() => {
                     // The writer sees the failed fsync and poisons itself before its next batch.
-                    tracing::error!(error = %e, "fsync failed during pack consolidation; stopping consolidation");
-                    return;
+                    log_quietly(
+                        || tracing::error!(error = %e, "fsync failed during pack consolidation; stopping consolidation"),
+                    );
+                    break false;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "pack consolidation failed; will retry after the next batch");
-                    break;
+                    // Exponential backoff: a merge that cannot fit (or fails for any other
+                    // reason) is not retried after every batch.
+                    let retry_in = backoff.failed();
+                    log_quietly(|| tracing::warn!(error = %e, ?retry_in, "pack consolidation failed; backing off"));
+                    break true;
                 }
             }
+        }));
+        match merged {
+            Ok(true) => health.consolidator(None),
+            Ok(false) => return,
+            Err(payload) => {
+                let cause = format!("pack consolidation panicked: {}", panic_message(&*payload));
+                let now = Instant::now();
+                panics.retain(|t| now.duration_since(*t) < PANIC_WINDOW);
+                panics.push(now);
+                if panics.len() > MAX_RESTARTS {
+                    health
+                        .consolidator(Some(format!("{cause}; stopped after {} panics (packs now grow)", panics.len())));
+                    log_quietly(|| tracing::error!(%cause, "pack consolidation panicked too often; stopped"));
+                    return;
+                }
+                health.consolidator(Some(cause.clone()));
+                log_quietly(|| tracing::error!(%cause, "pack consolidation panicked; retrying at the next batch"));
+                backoff.failed();
+            }
         }
+    }
+}
+
+/// Expired idempotency keys are purged at most this often, [`PURGE_BATCH`] keys per write
+/// transaction, on the consolidation thread (never on the append path).
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+const PURGE_BATCH: usize = 1_000;
+
+fn purge_expired_keys(index: &WriterIndex) {
+    let now = windex::unix_now();
+    let mut total = 0;
+    loop {
+        match index.purge_expired(now, PURGE_BATCH) {
+            Ok(n) => {
+                total += n;
+                if n < PURGE_BATCH {
+                    break;
+                }
+                // Let the writer's transactions in between two purge batches.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                log_quietly(|| tracing::warn!(error = %e, "purging expired idempotency keys failed"));
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        log_quietly(|| tracing::info!(purged = total, "expired idempotency keys purged"));
+    }
+}
+
+/// When a failed consolidation may be tried again: 1 s after the first failure, doubling up to
+/// 10 minutes; reset by a success.
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(600);
+
+    fn due(&self) -> bool {
+        self.retry_at.is_none_or(|at| Instant::now() >= at)
+    }
+
+    fn failed(&mut self) -> Duration {
+        let delay = Self::FIRST.saturating_mul(1 << self.failures.min(10)).min(Self::MAX);
+        self.failures = self.failures.saturating_add(1);
+        self.retry_at = Some(Instant::now() + delay);
+        delay
+    }
+
+    fn succeeded(&mut self) {
+        *self = Backoff::default();
     }
 }
 
@@ -537,7 +806,8 @@ struct Written {
 }
 
 impl Writer {
-    fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
+    /// Takes batches until shutdown (returned) or until every handle is gone (`None`).
+    fn run(&mut self, rx: &mut mpsc::Receiver<Msg>) -> Option<oneshot::Sender<()>> {
         let max_batch = self.ledger.config().max_batch;
         let max_bytes = self.ledger.config().max_batch_bytes;
         let mut stop: Option<oneshot::Sender<()>> = None;
@@ -563,39 +833,38 @@ impl Writer {
                 self.process(batch);
             }
         }
-        rx.close();
-        while let Ok(msg) = rx.try_recv() {
-            match msg {
-                Msg::Append(request) => {
-                    let _ = request.reply.send(Err(append::Error::Unavailable));
-                }
-                Msg::Shutdown(done) => {
-                    let _ = done.send(());
-                }
-            }
-        }
+        stop
+    }
+
+    /// At shutdown: makes the index durable and stops the consolidation thread.
+    fn finish(&mut self) {
         if !self.poisoned {
             if let Err(e) = self.index.apply(&BatchUpdate::default(), true) {
                 tracing::warn!(error = %e, "could not make the writer index durable at shutdown");
             }
         }
+        self.stop_consolidator();
+        tracing::info!(head = self.head.map_or(0, |h| h.0), "event writer stopped");
+    }
+
+    fn stop_consolidator(&mut self) {
         if let Some((wake, consolidator)) = self.consolidator.take() {
             drop(wake);
             let _ = consolidator.join();
         }
-        tracing::info!(head = self.head.map_or(0, |h| h.0), "event writer stopped");
-        if let Some(done) = stop {
-            // The lock is released when `self` is dropped by the thread's caller; tell the
-            // waiter after that by joining (EventWriter::shutdown joins the thread).
-            let _ = done.send(());
-        }
+    }
+
+    /// Answers `Unavailable` from now until restart, with `cause` visible in the health.
+    fn poison(&mut self, cause: String) {
+        log_quietly(|| tracing::error!(%cause, "event writer poisoned: the state on disk is unknown until restart"));
+        self.health.writer(Some(format!("event writer poisoned: {cause}")));
+        self.poisoned = true;
     }
 
     #[tracing::instrument(skip_all, fields(batch = batch.len(), first_seq = tracing::field::Empty))]
     fn process(&mut self, batch: Vec<Request>) {
         if self.ledger.fsync().has_failed() && !self.poisoned {
-            tracing::error!("an fsync failed (consolidation); poisoning the writer");
-            self.poisoned = true;
+            self.poison("an fsync failed (consolidation)".to_owned());
         }
         if self.poisoned {
             for request in batch {
@@ -606,6 +875,7 @@ impl Writer {
         let now = time::OffsetDateTime::now_utc().max(self.last_received);
         let received_at = format::format_timestamp(now);
         let seconds = now.unix_timestamp();
+        let unix_now = u64::try_from(seconds).unwrap_or(0);
         let node_name = self.ledger.config().node_name.clone();
 
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -632,7 +902,7 @@ impl Writer {
                     });
                     continue;
                 }
-                match self.index.seq_for_key(&event.camera, key) {
+                match self.index.seq_for_key(&event.camera, key, unix_now) {
                     Ok(Some(seq)) => {
                         outcomes.push(Outcome::Done(self.replay(seq, &event.sha256)));
                         continue;
@@ -748,8 +1018,7 @@ impl Writer {
         let fsync = ledger.fsync();
         let last = written.last().expect("commit_batch is only called with new events");
         let poison = |this: &mut Self, e: std::io::Error| {
-            tracing::error!(error = %e, "event writer poisoned: the state on disk is unknown until restart");
-            this.poisoned = true;
+            this.poison(e.to_string());
             append::Error::Unavailable
         };
 
@@ -760,7 +1029,8 @@ impl Writer {
             for entry in entries {
                 writer.add(entry.oid, entry.crc32, &entry.bytes)?;
             }
-            writer.finish(fsync)
+            // The pack directory is fsynced below, together with the ref's lock file.
+            writer.finish_unsynced_dir(fsync)
         };
         if let Err(e) = write_pack() {
             return Err(if fsync.has_failed() {
@@ -771,67 +1041,46 @@ impl Writer {
             });
         }
 
-        // 2. Compare-and-swap on the ref.
-        // A fresh handle per batch: it reopens the object store after consolidation. Only the
-        // ref's value is read here, never an object: looking up the head commit made gix rescan
-        // the pack directory for the pack just written (one more each batch), which cost more
-        // than the batch's fsyncs once packs accumulated.
+        // 2. Compare-and-swap on the ref, checked under its lock (a ref moved behind the
+        //    writer's back poisons it).
+        // A fresh handle per batch: it reopens the object store after consolidation.
         self.repo = self.ledger.repo();
-        let current = match self.repo.try_find_reference(EVENTS_REF) {
-            Ok(None) => None,
-            Ok(Some(reference)) => match reference.inner.target {
-                gix::refs::Target::Object(id) => Some(id),
-                gix::refs::Target::Symbolic(_) => {
-                    return Err(poison(self, std::io::Error::other(format!("{EVENTS_REF} is a symbolic ref"))));
-                }
-            },
-            Err(e) => return Err(poison(self, std::io::Error::other(e))),
-        };
-        if current != self.head.map(|(_, id)| id) {
-            let e = std::io::Error::other(format!(
-                "{EVENTS_REF} moved under the writer (expected {:?}, found {current:?})",
-                self.head
-            ));
-            return Err(poison(self, e));
-        }
-        let expected = match self.head {
-            Some((_, id)) => gix::refs::transaction::PreviousValue::MustExistAndMatch(gix::refs::Target::Object(id)),
-            None => gix::refs::transaction::PreviousValue::MustNotExist,
-        };
-        let message = format!("append events {}..={}", written[0].seq, last.seq);
-        if let Err(e) = self.repo.reference(EVENTS_REF, last.id, expected, message) {
-            // A full disk usually fails while preparing the edit (writing the lock file), before
-            // the ref can have moved. Read it again: unchanged means nothing was published and
-            // the writer stays healthy (the pack written above only holds unreachable objects,
-            // which `git fsck` reports as dangling and `git gc` prunes); anything else leaves
-            // the state unknown.
-            let error = std::io::Error::other(e);
-            let unmoved = self.head.map(|(_, id)| gix::refs::Target::Object(id));
-            let now = self.ledger.repo().try_find_reference(EVENTS_REF).map(|r| r.map(|r| r.inner.target));
-            return Err(match now {
-                Ok(found) if found == unmoved => {
-                    tracing::error!(error = %error, "moving the events ref failed; it did not move, nothing was published");
-                    append::Error::storage(error)
-                }
-                _ => poison(self, error),
-            });
-        }
-
-        // 3. Make the ref durable and append to seq.idx, then answer. The three fsyncs run
-        //    concurrently instead of one after another: seq.idx records beyond a durable ref
-        //    are harmless (the writer's start truncates them), and nothing is answered before
-        //    all three succeeded.
-        let ref_file = self.refs_dir.join("events");
+        // Written by hand (see `refs.rs`): the ref is fsynced before it is renamed into place,
+        // which gix does not do. seq.idx records go in first and are fsynced alongside the
+        // ref's lock file: records beyond a durable ref are harmless (the writer's start
+        // truncates them), and nothing is answered before all of it succeeded.
         let ids: Vec<ObjectId> = written.iter().map(|w| w.id).collect();
-        let durable = File::open(&ref_file).and_then(|ref_handle| {
-            self.seq_index.write(&ids)?;
-            let seq_file = self.seq_index.file();
-            fsync.concurrently([&|f: &Fsync| f.file(&ref_handle), &|f: &Fsync| f.dir(&self.refs_dir), &|f: &Fsync| {
-                f.file(seq_file)
-            }])
-        });
-        if let Err(e) = durable {
-            return Err(poison(self, e));
+        if let Err(e) = self.seq_index.write(&ids) {
+            tracing::error!(error = %e, "writing seq.idx failed; nothing was published");
+            return Err(append::Error::storage(e));
+        }
+        let edit = refs::Edit { name: EVENTS_REF, new: last.id, expected: self.head.map(|(_, id)| id) };
+        let seq_file = self.seq_index.file();
+        let pack_dir = &self.pack_dir;
+        // Three fsync rounds per batch: pack + idx; then the pack directory, the ref's lock file
+        // and seq.idx together (all must be durable before the ref moves); then, after the
+        // rename, the refs directory.
+        let moved = refs::update_with(
+            &ledger.git_dir(),
+            &[edit],
+            fsync,
+            |lock| {
+                fsync.concurrently([&|f: &Fsync| f.dir(pack_dir), &|f: &Fsync| f.file(lock), &|f: &Fsync| {
+                    f.file(seq_file)
+                }])
+            },
+            |dirs| dirs.iter().try_for_each(|dir| fsync.dir(dir)),
+        );
+        match moved {
+            Ok(()) => {}
+            // Nothing moved: a full disk while writing the lock, or a lock held by someone
+            // else. The pack written above only holds unreachable objects (`git fsck` reports
+            // them as dangling, `git gc` prunes them); the writer stays healthy.
+            Err(e @ (refs::Error::Locked(_) | refs::Error::Io(_))) if !fsync.has_failed() && self.ref_unmoved() => {
+                tracing::error!(error = %e, "moving the events ref failed; it did not move, nothing was published");
+                return Err(append::Error::storage(std::io::Error::other(e)));
+            }
+            Err(e) => return Err(poison(self, std::io::Error::other(e))),
         }
         self.seq_index.extend(ids.len() as u64);
         self.head = Some((last.seq, last.id));
@@ -839,9 +1088,13 @@ impl Writer {
 
         // 4. The derived index. The batch is durable in git already, so a failure here still
         //    answers Ok; the writer stops taking appends and the next start rebuilds from git.
+        let stored_at = u64::try_from(received.unix_timestamp()).unwrap_or(0);
         let update = BatchUpdate {
             originals: written.iter().filter(|w| w.duplicate_of.is_none()).map(|w| (w.digest, w.seq)).collect(),
-            keys: written.iter().filter_map(|w| w.key.clone().map(|k| (w.camera.clone(), k, w.seq))).collect(),
+            keys: written
+                .iter()
+                .filter_map(|w| w.key.clone().map(|k| (w.camera.clone(), k, w.seq, stored_at)))
+                .collect(),
             applied: Some((last.seq, last.id)),
         };
         self.batches_since_durable += 1;
@@ -849,13 +1102,15 @@ impl Writer {
         match self.index.apply(&update, durable) {
             Ok(()) if durable => self.batches_since_durable = 0,
             Ok(()) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "writer index update failed after the batch was durable; poisoning");
-                self.poisoned = true;
-            }
+            Err(e) => self.poison(format!("writer index update failed after the batch was durable: {e}")),
         }
         tracing::debug!(events = written.len(), objects = entries.len(), head = last.seq, "batch durable");
         Ok(())
+    }
+
+    /// Whether `refs/heads/events` still holds the writer's head.
+    fn ref_unmoved(&self) -> bool {
+        refs::read(&self.ledger.git_dir(), EVENTS_REF).is_ok_and(|found| found == self.head.map(|(_, id)| id))
     }
 
     fn consolidate(&mut self) {
