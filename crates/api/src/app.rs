@@ -100,8 +100,11 @@ impl WriterHealth {
 }
 
 /// Whether the writer accepts appends: `Err(reason)` when it does not. The one place
-/// `/readyz` asks; swap its source for the writer's own health signal when there is one.
+/// `/readyz` asks: the writer's own supervision first (a panic being recovered from, a
+/// poisoning fsync failure, too many panics, shutdown), then the last storage error seen by
+/// an upload (a full disk), which clears with the next successful append.
 pub(crate) fn writer_readiness(state: &AppState) -> Result<(), String> {
+    state.writer.health().map_err(|e| e.cause)?;
     match state.writer_health.last_error() {
         Some(reason) => Err(reason),
         None => Ok(()),
@@ -135,6 +138,7 @@ impl Application {
             node_name: config.node_name(),
             max_batch: config.max_batch.max(1),
             fail_fsync_after: config.fail_fsync_after,
+            idempotency_retention: config.idempotency_retention,
             ..LedgerConfig::default()
         };
         let ledger = {

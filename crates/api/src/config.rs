@@ -75,8 +75,13 @@ pub struct ServeConfig {
     #[arg(long, env = "CAMLEDGER_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// How long an `Idempotency-Key` is remembered (e.g. 7d, 12h); a retry inside it gets the
+    /// first answer again, after it the key is forgotten (the trailer in git stays).
+    #[arg(long, env = "CAMLEDGER_IDEMPOTENCY_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub idempotency_retention: Duration,
+
     /// Take a snapshot this often (e.g. 1h, 15m, 90s); off when not set.
-    #[arg(long, env = "CAMLEDGER_SNAPSHOT_INTERVAL", value_parser = crate::snapshots::parse_interval)]
+    #[arg(long, env = "CAMLEDGER_SNAPSHOT_INTERVAL", value_parser = parse_duration)]
     pub snapshot_interval: Option<Duration>,
 
     #[command(flatten)]
@@ -123,6 +128,7 @@ impl ServeConfig {
             shutdown_grace_secs: 30,
             database_url: None,
             snapshot_interval: None,
+            idempotency_retention: Duration::from_secs(7 * 86400),
             backup_key: Default::default(),
             workers: Some(0),
             judge: crate::processing::JudgeArgs {
@@ -154,4 +160,23 @@ impl ServeConfig {
                 .unwrap_or_else(|| "localhost".to_owned())
         })
     }
+}
+
+/// A duration as an operator writes it: `90s`, `15m`, `1h`, `7d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 1h or 7d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use s, m, h or d")),
+    };
+    let seconds = n.checked_mul(scale).ok_or_else(|| format!("{text:?} is too long"))?;
+    if seconds == 0 {
+        return Err("the duration must be at least one second".into());
+    }
+    Ok(Duration::from_secs(seconds))
 }

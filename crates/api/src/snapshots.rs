@@ -2,7 +2,6 @@
 //! snapshots of `camledger serve --snapshot-interval` run `camledger_backup::schedule`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use camledger_backup::{BackupKey, Progress, SnapshotOptions, SnapshotOutcome, Store};
@@ -266,37 +265,20 @@ pub async fn restore(db: DatabaseArg, key: ReadKeyArg, to: PathBuf, snapshot: Op
     Ok(())
 }
 
-/// Parses `90s`, `15m`, `1h`, `1d` (or plain seconds).
-pub fn parse_interval(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 1h or 1d"))?;
-    let seconds = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use s, m, h or d")),
-    };
-    if seconds == 0 {
-        return Err("the interval must be at least one second".into());
-    }
-    Ok(Duration::from_secs(seconds))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn intervals_read_like_an_operator_writes_them() {
-        assert_eq!(parse_interval("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_interval("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_interval("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_interval("2d").unwrap(), Duration::from_secs(172_800));
-        assert!(parse_interval("0s").is_err());
-        assert!(parse_interval("1w").is_err());
-        assert!(parse_interval("soon").is_err());
+        assert_eq!(crate::config::parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(crate::config::parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(crate::config::parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(crate::config::parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(crate::config::parse_duration("0s").is_err());
+        assert!(crate::config::parse_duration("1w").is_err());
+        assert!(crate::config::parse_duration("soon").is_err());
+        assert!(crate::config::parse_duration("999999999999999999d").is_err(), "overflow is an error, not a wrap");
     }
 
     #[test]
