@@ -16,8 +16,9 @@
 //!   frames, which may use the standard ones like Motion-JPEG) before the first scan, every
 //!   scan's entropy-coded data skipped byte-wise (stuffed `FF 00` and restart markers) up to
 //!   the next marker, and an EOI. No EOI = [`Rejection::Truncated`]. Comments (`COM`) may
-//!   total 4 KiB and application segments with them 256 KiB ([`Rejection::TooMuchMetadata`]):
-//!   enough for EXIF, ICC and XMP, not for a file smuggled inside.
+//!   total 64 KiB and application segments with them 256 KiB ([`Rejection::TooMuchMetadata`]):
+//!   enough for EXIF, ICC and XMP, not for a large file smuggled inside; a comment holding a
+//!   zip record is refused outright ([`Rejection::EmbeddedArchive`]).
 //! - **PNG**: signature, every chunk with its CRC-32, IHDR first, at least one IDAT, IEND last.
 //!   An `acTL` chunk (APNG) with more frames than allowed = [`Rejection::Animated`].
 //! - **WebP**: the RIFF size must match the file length, every chunk must fit inside it, and
@@ -49,9 +50,14 @@ const EXIF_MAX_BYTES: usize = 64 * 1024;
 /// Most IFD entries read from one IFD (a 64 KiB block holds at most 5,461).
 const EXIF_MAX_ENTRIES: usize = 1024;
 
-/// Largest total of JPEG `COM` (comment) payloads. Cameras write a short text, if anything;
-/// a comment has no other use than smuggling bytes past the trailing-data check.
-const JPEG_MAX_COMMENT_BYTES: usize = 4 * 1024;
+/// Largest total of JPEG `COM` (comment) payloads: one full segment. Cameras write a short
+/// text, if anything; camledger's own benchmark pads its JPEGs to size with comments.
+const JPEG_MAX_COMMENT_BYTES: usize = 64 * 1024;
+
+/// Zip record signatures (local file header, central directory, end of central directory).
+/// A comment is text; one holding these is a JPEG+zip polyglot, which a zip reader opens by
+/// finding the end record within the last 64 KiB of the file.
+const ZIP_SIGNATURES: [&[u8]; 3] = [b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06"];
 
 /// Largest total of JPEG `APPn` + `COM` payloads: room for a full EXIF block (64 KiB), an
 /// ICC profile and XMP several times over, but not for a second file.
@@ -180,6 +186,9 @@ pub enum Rejection {
     /// or bytes per sample (a 16-bit RGBA PNG needs 8 bytes per pixel). HTTP 422.
     #[error("decoding this {width}x{height} image needs {bytes} bytes, more than the limit of {max}")]
     TooLargeToDecode { width: u32, height: u32, bytes: u64, max: u64 },
+    /// A JPEG comment holds a zip archive (a polyglot file, like trailing data). HTTP 422.
+    #[error("a comment in the image holds a zip archive")]
+    EmbeddedArchive,
     /// The JPEG carries more comment or application-segment bytes than any camera writes: a
     /// place to smuggle a second file. HTTP 422.
     #[error("the image carries {bytes} bytes of {kind}, more than the limit of {max}")]
@@ -199,6 +208,7 @@ impl Rejection {
             Rejection::Animated => "animated_image",
             Rejection::TooLargeToDecode { .. } => "too_large_to_decode",
             Rejection::TooMuchMetadata { .. } => "too_much_metadata",
+            Rejection::EmbeddedArchive => "embedded_archive",
         }
     }
 
@@ -213,7 +223,8 @@ impl Rejection {
             | Rejection::TrailingData { .. }
             | Rejection::Animated
             | Rejection::TooLargeToDecode { .. }
-            | Rejection::TooMuchMetadata { .. } => 422,
+            | Rejection::TooMuchMetadata { .. }
+            | Rejection::EmbeddedArchive => 422,
         }
     }
 
@@ -418,6 +429,9 @@ fn walk_jpeg<'a>(b: &'a [u8], limits: &Limits) -> Result<Walked<'a>, Rejection> 
         } else if matches!(marker, 0xE0..=0xEF | 0xFE) {
             metadata_bytes += payload.len();
             if marker == 0xFE {
+                if ZIP_SIGNATURES.iter().any(|signature| memchr::memmem::find(payload, signature).is_some()) {
+                    return Err(Rejection::EmbeddedArchive);
+                }
                 comment_bytes += payload.len();
                 if comment_bytes > JPEG_MAX_COMMENT_BYTES {
                     return Err(Rejection::TooMuchMetadata {

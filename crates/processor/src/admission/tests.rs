@@ -269,6 +269,9 @@ fn rejections_map_to_http_statuses() {
         (Rejection::corrupt("x"), 422),
         (Rejection::TrailingData { extra: 1 }, 422),
         (Rejection::Animated, 422),
+        (Rejection::TooLargeToDecode { width: 1, height: 1, bytes: 2, max: 1 }, 422),
+        (Rejection::TooMuchMetadata { kind: "comments", bytes: 2, max: 1 }, 422),
+        (Rejection::EmbeddedArchive, 422),
     ];
     for (rejection, status) in cases {
         assert_eq!(rejection.http_status(), status, "{rejection}");
@@ -546,7 +549,12 @@ fn structurally_hostile_jpegs_are_rejected_with_a_clear_reason() {
         ),
         (
             "jpeg with a zip in a comment",
-            jpeg_with_segment(jpeg(32, 32), 0xFE, &zip_payload(60_000)),
+            jpeg_with_segment(jpeg(32, 32), 0xFE, &zip_payload(2_000)),
+            "embedded_archive",
+        ),
+        (
+            "jpeg with 70 KB of comments",
+            (0..2).fold(jpeg(32, 32), |file, _| jpeg_with_segment(file, 0xFE, &[b' '; 35_000])),
             "too_much_metadata",
         ),
         (
@@ -567,6 +575,7 @@ fn structurally_hostile_jpegs_are_rejected_with_a_clear_reason() {
 fn ordinary_metadata_and_motion_jpeg_frames_are_still_admitted() {
     let cases = [
         ("a short comment", jpeg_with_segment(jpeg(32, 32), 0xFE, b"Trail camera 3, 12C")),
+        ("a full comment segment (the benchmark's padding)", jpeg_with_segment(jpeg(32, 32), 0xFE, &[b' '; 65_000])),
         ("a full-size exif segment", jpeg_with_segment(jpeg(32, 32), 0xE1, &[0; 65_000])),
         ("baseline without huffman tables (motion-jpeg frame)", jpeg_without(&jpeg(32, 32), 0xC4)),
     ];
