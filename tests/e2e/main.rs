@@ -11,6 +11,7 @@ mod bad_input;
 mod cli;
 mod concurrency;
 mod crash;
+mod hostile_images;
 mod ingest;
 mod reading;
 mod verdicts;
