@@ -14,6 +14,7 @@ mod crash;
 mod crash_recovery;
 mod hostile_backup;
 mod hostile_clients;
+mod hostile_images;
 mod ingest;
 mod reading;
 mod tokens;

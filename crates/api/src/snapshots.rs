@@ -268,6 +268,7 @@ pub async fn restore(db: DatabaseArg, key: ReadKeyArg, to: PathBuf, snapshot: Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn intervals_read_like_an_operator_writes_them() {

@@ -62,10 +62,10 @@ pub enum DecodeError {
 /// Decodes `bytes` to a `side`×`side` RGB image, using reduced-scale IDCT for JPEG.
 #[instrument(level = "debug", skip_all, fields(size = bytes.len(), side), err(level = "debug"))]
 pub fn decode_scaled(bytes: &[u8], side: u32, limits: &Limits) -> Result<RgbImage, DecodeError> {
-    let admitted = admission::admit(bytes, limits)?;
+    let admitted = admission::check(bytes, limits)?;
     let image = match admitted.format {
-        Format::Jpeg => decode_jpeg_scaled(bytes, side, admitted.width, admitted.height)?,
-        Format::Png | Format::Webp => decode_with_image_crate(bytes, admitted.format)?,
+        Format::Jpeg => decode_jpeg_scaled(bytes, side, admitted.width, admitted.height, limits)?,
+        Format::Png | Format::Webp => decode_with_image_crate(bytes, admitted.format, limits)?,
     };
     Ok(shrink(image, side))
 }
@@ -78,8 +78,8 @@ pub fn decode_scaled(bytes: &[u8], side: u32, limits: &Limits) -> Result<RgbImag
 /// decoding it).
 #[instrument(level = "debug", skip_all, fields(size = bytes.len(), side), err(level = "debug"))]
 pub fn decode_full(bytes: &[u8], side: u32, limits: &Limits) -> Result<RgbImage, DecodeError> {
-    let admitted = admission::admit(bytes, limits)?;
-    let image = decode_with_image_crate(bytes, admitted.format)?;
+    let admitted = admission::check(bytes, limits)?;
+    let image = decode_with_image_crate(bytes, admitted.format, limits)?;
     if image.width() >= 2 * side && image.height() >= 2 * side {
         return Ok(image::imageops::thumbnail(&image, side, side));
     }
@@ -95,11 +95,11 @@ pub fn decode_scaled_pair(bytes: &[u8], a: u32, b: u32, limits: &Limits) -> Resu
         let image = decode_scaled(bytes, a, limits)?;
         return Ok((image.clone(), image));
     }
-    let admitted = admission::admit(bytes, limits)?;
+    let admitted = admission::check(bytes, limits)?;
     let shared = match admitted.format {
         Format::Jpeg if admitted.width.min(admitted.height).div_ceil(8) >= a.max(b) => dc::decode_dc(bytes),
         Format::Jpeg => None,
-        Format::Png | Format::Webp => Some(decode_with_image_crate(bytes, admitted.format)?),
+        Format::Png | Format::Webp => Some(decode_with_image_crate(bytes, admitted.format, limits)?),
     };
     match shared {
         Some(image) => Ok((shrink(image.clone(), a), shrink(image, b))),
@@ -110,8 +110,8 @@ pub fn decode_scaled_pair(bytes: &[u8], a: u32, b: u32, limits: &Limits) -> Resu
 /// [`decode_full`] to two sizes from one full decode: the benchmark's reference for
 /// [`decode_scaled_pair`].
 pub fn decode_full_pair(bytes: &[u8], a: u32, b: u32, limits: &Limits) -> Result<(RgbImage, RgbImage), DecodeError> {
-    let admitted = admission::admit(bytes, limits)?;
-    let image = decode_with_image_crate(bytes, admitted.format)?;
+    let admitted = admission::check(bytes, limits)?;
+    let image = decode_with_image_crate(bytes, admitted.format, limits)?;
     let to = |side: u32| {
         if image.width() >= 2 * side && image.height() >= 2 * side {
             image::imageops::thumbnail(&image, side, side)
@@ -122,17 +122,29 @@ pub fn decode_full_pair(bytes: &[u8], a: u32, b: u32, limits: &Limits) -> Result
     Ok((to(a), to(b)))
 }
 
-fn decode_with_image_crate(bytes: &[u8], format: Format) -> Result<RgbImage, DecodeError> {
+fn decode_with_image_crate(bytes: &[u8], format: Format, limits: &Limits) -> Result<RgbImage, DecodeError> {
     let format = match format {
         Format::Jpeg => image::ImageFormat::Jpeg,
         Format::Png => image::ImageFormat::Png,
         Format::Webp => image::ImageFormat::WebP,
     };
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    // Admission checked the header's `width × height × channels × bytes per sample` against
+    // the same budget; this holds the decoder to it should it allocate more than declared.
+    let mut decode_limits = image::Limits::default();
+    decode_limits.max_alloc = Some(limits.max_decode_bytes);
+    reader.limits(decode_limits);
     // Alpha is dropped (composited onto black), as the model manifest specifies.
-    Ok(image::load_from_memory_with_format(bytes, format)?.into_rgb8())
+    Ok(reader.decode()?.into_rgb8())
 }
 
-fn decode_jpeg_scaled(bytes: &[u8], side: u32, width: u32, height: u32) -> Result<RgbImage, DecodeError> {
+fn decode_jpeg_scaled(
+    bytes: &[u8],
+    side: u32,
+    width: u32,
+    height: u32,
+    limits: &Limits,
+) -> Result<RgbImage, DecodeError> {
     // 1/8 scale is enough: take the DC coefficients directly (see `dc`); out of its scope,
     // jpeg-decoder does the job.
     if width.min(height).div_ceil(8) >= side {
@@ -141,6 +153,7 @@ fn decode_jpeg_scaled(bytes: &[u8], side: u32, width: u32, height: u32) -> Resul
         }
     }
     let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.set_max_decoding_buffer_size(usize::try_from(limits.max_decode_bytes).unwrap_or(usize::MAX));
     // jpeg-decoder picks the smallest scale at which EITHER requested side is reached, so ask
     // only for the short side (the other request is unreachable) to keep both sides ≥ `side`.
     let want = u16::try_from(side).unwrap_or(u16::MAX);

@@ -21,8 +21,17 @@
 //!
 //! Entries are kept in insertion order and must be inserted in seq order (the worker applies
 //! events in seq order even when several judge in parallel), so "earlier" is a seq comparison.
+//!
+//! The index is bounded: entries older than the time window (when one is configured, see
+//! [`NearDupIndex::with_window`]) are evicted, and so is the oldest entry once more than
+//! `max_entries` are held ([`DEFAULT_MAX_ENTRIES`], about 100 bytes each plus growth slack).
+//! Entry positions are `u64`: the index runs for as long as the ledger grows. Evictions made
+//! after a [`NearDupIndex::mark`] are only logical until the next mark, so that
+//! [`NearDupIndex::rollback`] restores exactly the index the batch started from and a retried
+//! batch is judged as the first attempt was.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use crate::phash::distance;
 
@@ -67,11 +76,26 @@ pub enum QueryError {
     DistanceTooLarge { asked: u32, max: u32 },
 }
 
+/// Most entries held by default: about 200 MB at ~100 bytes an entry, with the slack of
+/// growing buffers. Near-duplicates of images more than this many events back are not found.
+pub const DEFAULT_MAX_ENTRIES: usize = 1 << 21;
+
 #[derive(Debug, Clone)]
 struct Entry {
     seq: u64,
-    camera: u32,
+    /// Shared with the camera table: compared by pointer.
+    camera: Arc<str>,
     received_at: i64,
+    hash: u64,
+}
+
+/// A point to [`NearDupIndex::rollback`] to: the position of the next entry and the first
+/// live one when it was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    end: u64,
+    first_live: u64,
+    newest: i64,
 }
 
 /// Band values are bits of a perceptual hash, already close to uniform: a multiply spreads
@@ -103,8 +127,9 @@ impl std::hash::BuildHasher for BandHasher {
     }
 }
 
-/// One band's table: band value -> `(hash, entry index)` of the entries with that value.
-type BandTable = HashMap<u64, Vec<(u64, u32)>, BandHasher>;
+/// One band's table: band value -> `(hash, entry position)` of the entries with that value,
+/// oldest first.
+type BandTable = HashMap<u64, VecDeque<(u64, u64)>, BandHasher>;
 
 /// At most this many bands: 16 bits each, wide enough that a bucket holds few random hashes.
 const MAX_BANDS: u32 = 4;
@@ -134,15 +159,29 @@ pub struct NearDupIndex {
     bands: Vec<(u32, u64)>,
     /// Bit patterns of at most `⌊max_distance / bands⌋` ones within a band (0 first).
     probes: Vec<u64>,
-    /// Per band: band value -> `(hash, entry index)` of every entry with that value. The hash
-    /// is kept inline so that rejecting a candidate by distance touches only its bucket.
+    /// Per band: band value -> `(hash, entry position)` of every entry with that value. The
+    /// hash is kept inline so that rejecting a candidate by distance touches only its bucket.
     tables: Vec<BandTable>,
-    entries: Vec<Entry>,
-    cameras: HashMap<String, u32>,
+    /// Entries held, oldest first; `entries[i]` has position `first + i`.
+    entries: VecDeque<Entry>,
+    /// Position of `entries[0]`.
+    first: u64,
+    /// Entries before this position are evicted; they are dropped from `entries` at once,
+    /// or at the next [`NearDupIndex::mark`] when evicted while a mark is open.
+    first_live: u64,
+    /// Whether a mark is open (evictions are logical only).
+    marked: bool,
+    /// Each camera name once, with the number of entries holding it.
+    cameras: HashMap<Arc<str>, u64>,
+    window_secs: Option<i64>,
+    max_entries: usize,
+    /// The latest `received_at` inserted: entries older than it by more than the window go.
+    newest: i64,
 }
 
 impl NearDupIndex {
-    /// An empty index answering queries up to `max_distance` (clamped to 63).
+    /// An empty index answering queries up to `max_distance` (clamped to 63), holding at most
+    /// [`DEFAULT_MAX_ENTRIES`] entries and no time window.
     pub fn new(max_distance: u32) -> Self {
         let max_distance = max_distance.min(63);
         let count = (max_distance + 1).min(MAX_BANDS);
@@ -165,51 +204,140 @@ impl NearDupIndex {
             tables: vec![HashMap::default(); bands.len()],
             bands,
             probes,
-            entries: Vec::new(),
+            entries: VecDeque::new(),
+            first: 0,
+            first_live: 0,
+            marked: false,
             cameras: HashMap::new(),
+            window_secs: None,
+            max_entries: DEFAULT_MAX_ENTRIES,
+            newest: i64::MIN,
         }
+    }
+
+    /// Evicts entries received more than `window_secs` before the latest one inserted: the
+    /// judge's time window, outside which no entry can match a later query (as long as the
+    /// clock does not go back by more than the window).
+    pub fn with_window(mut self, window_secs: Option<i64>) -> Self {
+        self.window_secs = window_secs;
+        self
+    }
+
+    /// Holds at most `max_entries` (at least 1), evicting the oldest.
+    pub fn with_max_entries(mut self, max_entries: usize) -> Self {
+        self.max_entries = max_entries.max(1);
+        self
     }
 
     pub fn max_distance(&self) -> u32 {
         self.max_distance
     }
 
+    /// Live entries (not evicted).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        (self.first + self.entries.len() as u64 - self.first_live) as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    /// Adds an image. Insert in seq order.
+    /// Adds an image, then evicts what falls out of the window or beyond the entry cap.
+    /// Insert in seq order.
     pub fn insert(&mut self, seq: u64, camera: &str, received_at: i64, hash: u64) {
-        let next_camera = self.cameras.len() as u32;
-        let camera = *self.cameras.entry(camera.to_owned()).or_insert(next_camera);
-        let index = u32::try_from(self.entries.len()).expect("fewer than 4 billion images per index");
+        let camera = match self.cameras.get_key_value(camera) {
+            Some((name, _)) => Arc::clone(name),
+            None => Arc::from(camera),
+        };
+        *self.cameras.entry(Arc::clone(&camera)).or_insert(0) += 1;
+        let position = self.first + self.entries.len() as u64;
         for (table, &(shift, mask)) in self.tables.iter_mut().zip(&self.bands) {
-            table.entry((hash >> shift) & mask).or_default().push((hash, index));
+            table.entry((hash >> shift) & mask).or_default().push_back((hash, position));
         }
-        self.entries.push(Entry { seq, camera, received_at });
+        self.entries.push_back(Entry { seq, camera, received_at, hash });
+        self.newest = self.newest.max(received_at);
+        self.evict();
     }
 
-    /// Forgets every entry inserted after the first `len` (a worker that lost a race to
-    /// append its verdicts undoes its batch before catching up with the winner's).
-    pub fn truncate(&mut self, len: usize) {
-        if len >= self.entries.len() {
-            return;
+    fn evict(&mut self) {
+        let end = self.first + self.entries.len() as u64;
+        let horizon = self.window_secs.map(|w| self.newest.saturating_sub(w));
+        while self.first_live < end {
+            let oldest = &self.entries[(self.first_live - self.first) as usize];
+            let too_many = (end - self.first_live) as usize > self.max_entries;
+            let expired = horizon.is_some_and(|h| oldest.received_at < h);
+            if !too_many && !expired {
+                break;
+            }
+            self.first_live += 1;
         }
-        let keep = len as u32;
-        // Entries are pushed in order, so the ones to drop are at the end of every bucket.
-        for table in &mut self.tables {
-            table.retain(|_, bucket| {
-                while bucket.last().is_some_and(|&(_, i)| i >= keep) {
-                    bucket.pop();
+        if !self.marked {
+            self.purge();
+        }
+    }
+
+    /// Drops evicted entries from the entry list, the buckets and the camera table.
+    fn purge(&mut self) {
+        while self.first < self.first_live {
+            let Some(entry) = self.entries.pop_front() else { break };
+            let position = self.first;
+            self.first += 1;
+            for (table, &(shift, mask)) in self.tables.iter_mut().zip(&self.bands) {
+                let key = (entry.hash >> shift) & mask;
+                if let Some(bucket) = table.get_mut(&key) {
+                    // The oldest entry is at the front of each of its buckets.
+                    if bucket.front().is_some_and(|&(_, p)| p == position) {
+                        bucket.pop_front();
+                    }
+                    if bucket.is_empty() {
+                        table.remove(&key);
+                    }
                 }
-                !bucket.is_empty()
-            });
+            }
+            self.release_camera(&entry.camera);
         }
-        self.entries.truncate(len);
+    }
+
+    fn release_camera(&mut self, camera: &Arc<str>) {
+        if let Some(count) = self.cameras.get_mut(camera) {
+            *count -= 1;
+            if *count == 0 {
+                self.cameras.remove(camera);
+            }
+        }
+    }
+
+    /// Starts a batch: what is inserted (and evicted) from here can be undone with
+    /// [`NearDupIndex::rollback`] until the next mark.
+    pub fn mark(&mut self) -> Mark {
+        self.purge();
+        self.marked = true;
+        Mark { end: self.first + self.entries.len() as u64, first_live: self.first_live, newest: self.newest }
+    }
+
+    /// Forgets every entry inserted since `mark` and restores the ones evicted since (a worker
+    /// that lost a race to append its verdicts undoes its batch before catching up with the
+    /// winner's).
+    pub fn rollback(&mut self, mark: Mark) {
+        while self.first + (self.entries.len() as u64) > mark.end {
+            let Some(entry) = self.entries.pop_back() else { break };
+            let position = self.first + self.entries.len() as u64;
+            for (table, &(shift, mask)) in self.tables.iter_mut().zip(&self.bands) {
+                let key = (entry.hash >> shift) & mask;
+                if let Some(bucket) = table.get_mut(&key) {
+                    // The newest entry is at the back of each of its buckets.
+                    if bucket.back().is_some_and(|&(_, p)| p == position) {
+                        bucket.pop_back();
+                    }
+                    if bucket.is_empty() {
+                        table.remove(&key);
+                    }
+                }
+            }
+            self.release_camera(&entry.camera);
+        }
+        self.first_live = mark.first_live.max(self.first);
+        self.newest = mark.newest;
     }
 
     /// The closest matching earlier entry (ties: the lowest seq), if any.
@@ -219,8 +347,8 @@ impl NearDupIndex {
         }
         let camera = match query.scope {
             Scope::All => None,
-            Scope::SameCamera => match self.cameras.get(query.camera) {
-                Some(&id) => Some(id),
+            Scope::SameCamera => match self.cameras.get_key_value(query.camera) {
+                Some((name, _)) => Some(name),
                 None => return Ok(None),
             },
         };
@@ -230,14 +358,14 @@ impl NearDupIndex {
             self.probes.iter().filter(move |&&p| p & !mask == 0).filter_map(move |&p| table.get(&(own ^ p)))
         });
         for candidates in buckets {
-            for &(hash, index) in candidates {
+            for &(hash, position) in candidates {
                 let d = distance(hash, query.hash);
-                if d > query.max_distance {
+                if d > query.max_distance || position < self.first_live {
                     continue;
                 }
-                let entry = &self.entries[index as usize];
+                let entry = &self.entries[(position - self.first) as usize];
                 if entry.seq >= query.before_seq
-                    || camera.is_some_and(|c| c != entry.camera)
+                    || camera.is_some_and(|c| !Arc::ptr_eq(c, &entry.camera))
                     || query.received_since.is_some_and(|t| entry.received_at < t)
                 {
                     continue;

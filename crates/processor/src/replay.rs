@@ -107,7 +107,7 @@ pub fn replay(
 ) -> Result<(Vec<Row>, Summary), WorkerError> {
     let head = ledger.head()?.map_or(0, |h| h.seq);
     let (from, to) = (from.max(1), to.unwrap_or(head).min(head));
-    let mut index = NearDupIndex::new(config.thresholds.near_duplicate_distance);
+    let mut index = NearDupIndex::new(config.thresholds.near_duplicate_distance).with_window(config.window_secs);
     let total = (to + 1).saturating_sub(from) + (from - 1);
     for seq in 1..from {
         let (record, bytes) = ledger.image(seq)?;

@@ -149,7 +149,8 @@ impl Worker {
         let model_sha256 = first.model().sha256().to_ascii_lowercase();
         let checkpoint = ledger.repair_verdict_notes()?.map_or(0, |head| head.event_seq);
         let mut worker = Worker {
-            index: NearDupIndex::new(config.judge.thresholds.near_duplicate_distance),
+            index: NearDupIndex::new(config.judge.thresholds.near_duplicate_distance)
+                .with_window(config.judge.window_secs),
             ledger,
             config,
             classifiers,
@@ -264,7 +265,7 @@ impl Worker {
         let last = head.seq.min(self.next_seq + self.config.batch.max(1) as u64 - 1);
         let events = (self.next_seq..=last).map(|seq| self.load(seq)).collect::<Result<Vec<_>, _>>()?;
         let analyses = self.analyse_all(&events)?;
-        let index_before = self.index.len();
+        let index_before = self.index.mark();
         let mut verdicts = Vec::with_capacity(events.len());
         let mut hashes = Vec::with_capacity(events.len());
         for (event, analysis) in events.iter().zip(analyses) {
@@ -320,7 +321,7 @@ impl Worker {
                 tracing::info!(winner, "another worker appended first; catching up");
                 // Undo this batch in the index, keep what the winner also judged (hashes are
                 // deterministic), hash the rest of what it judged.
-                self.index.truncate(index_before);
+                self.index.rollback(index_before);
                 for (event, (seq, hash)) in events.iter().zip(&hashes) {
                     if *seq > winner {
                         break;
@@ -334,7 +335,7 @@ impl Worker {
                 Ok(0)
             }
             Err(other) => {
-                self.index.truncate(index_before);
+                self.index.rollback(index_before);
                 Err(other.into())
             }
         }

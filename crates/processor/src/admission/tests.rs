@@ -269,6 +269,9 @@ fn rejections_map_to_http_statuses() {
         (Rejection::corrupt("x"), 422),
         (Rejection::TrailingData { extra: 1 }, 422),
         (Rejection::Animated, 422),
+        (Rejection::TooLargeToDecode { width: 1, height: 1, bytes: 2, max: 1 }, 422),
+        (Rejection::TooMuchMetadata { kind: "comments", bytes: 2, max: 1 }, 422),
+        (Rejection::EmbeddedArchive, 422),
     ];
     for (rejection, status) in cases {
         assert_eq!(rejection.http_status(), status, "{rejection}");
@@ -346,7 +349,7 @@ fn admit_never_panics_on_mutated_files() {
         webp(24, 24),
         animated_webp(),
     ];
-    let limits = Limits { max_pixels: 1_000, max_frames: 1 };
+    let limits = Limits { max_pixels: 1_000, max_frames: 1, ..Limits::default() };
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut outcomes = [0usize; 2];
     for round in 0..4_000 {
@@ -391,4 +394,214 @@ fn admit_never_panics_on_mutated_files() {
     }
     // The mutations must exercise both paths, or the test proves little.
     assert!(outcomes[0] > 100 && outcomes[1] > 100, "{outcomes:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile inputs: each was accepted (or took seconds and gigabytes) before admission bounded
+// its work.
+
+/// An EXIF "loop bomb": IFD0 holds `pointers` entries that all point at one child IFD of
+/// `children` entries, and IFD0's next-IFD offset points back at IFD0. A parser that follows
+/// every pointer and the chain stores `pointers × children × 8` entries.
+fn exif_loop_bomb(pointers: u16, children: u16) -> Vec<u8> {
+    let ifd0 = 8u32;
+    let child = ifd0 + 2 + 12 * u32::from(pointers) + 4;
+    let mut tiff = b"II*\0".to_vec();
+    tiff.extend_from_slice(&ifd0.to_le_bytes());
+    tiff.extend_from_slice(&pointers.to_le_bytes());
+    for _ in 0..pointers {
+        tiff.extend_from_slice(&0x8769u16.to_le_bytes()); // ExifIFDPointer
+        tiff.extend_from_slice(&4u16.to_le_bytes()); // LONG
+        tiff.extend_from_slice(&1u32.to_le_bytes());
+        tiff.extend_from_slice(&child.to_le_bytes());
+    }
+    tiff.extend_from_slice(&ifd0.to_le_bytes()); // the chain loops back to IFD0
+    tiff.extend_from_slice(&children.to_le_bytes());
+    for _ in 0..children {
+        tiff.extend_from_slice(&0x9000u16.to_le_bytes()); // ExifVersion
+        tiff.extend_from_slice(&7u16.to_le_bytes()); // UNDEFINED
+        tiff.extend_from_slice(&4u32.to_le_bytes());
+        tiff.extend_from_slice(b"0232");
+    }
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    tiff
+}
+
+/// The whole APP1 segment holds at most 65,533 payload bytes: 2,700 × 2,700 fills it.
+fn jpeg_exif_bomb() -> Vec<u8> {
+    jpeg_with_exif(&exif_loop_bomb(2_700, 2_700))
+}
+
+/// A PNG `eXIf` chunk has no 64 KiB segment limit: 20,000 × 20,000 is 480 KB.
+fn png_exif_bomb() -> Vec<u8> {
+    png_with_chunk_after_ihdr(png_chunk(b"eXIf", &exif_loop_bomb(20_000, 20_000)))
+}
+
+/// A frame header with zero components and a scan header with none: 18 bytes.
+const ZERO_COMPONENT_JPEG: [u8; 18] =
+    [0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x08, 0x08, 0x00, 0x01, 0x00, 0x01, 0x00, 0xFF, 0xDA, 0x00, 0x02, 0xFF, 0xD9];
+
+/// `file` with a segment `marker` holding `payload` inserted right after SOI.
+fn jpeg_with_segment(mut file: Vec<u8>, marker: u8, payload: &[u8]) -> Vec<u8> {
+    let mut segment = vec![0xFF, marker];
+    segment.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+    segment.extend_from_slice(payload);
+    file.splice(2..2, segment);
+    file
+}
+
+/// `file` without its header segments of type `marker` (everything before the first scan).
+fn jpeg_without(file: &[u8], marker: u8) -> Vec<u8> {
+    let mut out = file[..2].to_vec();
+    let mut pos = 2;
+    while file[pos + 1] != 0xDA {
+        let len = usize::from(be16(file, pos + 2));
+        if file[pos + 1] != marker {
+            out.extend_from_slice(&file[pos..pos + 2 + len]);
+        }
+        pos += 2 + len;
+    }
+    out.extend_from_slice(&file[pos..]);
+    out
+}
+
+/// A zip local file header followed by incompressible-looking bytes, as a COM payload.
+fn zip_payload(len: usize) -> Vec<u8> {
+    let mut rng = Rng(7);
+    let mut payload = ZIP_LOCAL_HEADER.to_vec();
+    payload.extend((payload.len()..len).map(|_| rng.next() as u8));
+    payload
+}
+
+fn png_16bit_rgba(width: u32, height: u32) -> Vec<u8> {
+    let image = image::ImageBuffer::<image::Rgba<u16>, _>::from_fn(width, height, |x, y| {
+        image::Rgba([(x * 1000) as u16, (y * 1000) as u16, 7, u16::MAX])
+    });
+    let mut out = Vec::new();
+    image.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).expect("encoding to memory cannot fail");
+    out
+}
+
+/// A PNG header of the given bit depth and colour type (and no real pixels).
+fn png_header_only(width: u32, height: u32, depth: u8, colour: u8) -> Vec<u8> {
+    let mut file = png_claiming(width, height);
+    file[24] = depth;
+    file[25] = colour;
+    let crc = crc32fast::hash(&file[12..29]);
+    file[29..33].copy_from_slice(&crc.to_be_bytes());
+    file
+}
+
+#[test]
+fn an_exif_loop_bomb_is_read_with_bounded_work_and_yields_no_summary() {
+    // Regression: kamadak-exif stored every entry reached through every pointer and around
+    // the IFD chain: 7.7 s and 2.8 GB for the JPEG, an abort asking 6 GiB for the PNG.
+    for (name, tiff) in [("jpeg-sized", exif_loop_bomb(2_700, 2_700)), ("png-sized", exif_loop_bomb(20_000, 20_000))] {
+        let read = read_exif(&tiff);
+        assert!(read.ifds <= 2, "{name}: {} IFDs walked", read.ifds);
+        assert!(read.entries <= 2 * EXIF_MAX_ENTRIES, "{name}: {} entries visited", read.entries);
+        assert_eq!(read.summary, None, "{name}");
+    }
+}
+
+#[test]
+fn images_carrying_an_exif_loop_bomb_are_admitted_quickly_without_exif() {
+    for (name, file) in [("jpeg app1", jpeg_exif_bomb()), ("png exif chunk", png_exif_bomb())] {
+        let started = std::time::Instant::now();
+        let admitted = admit(&file, &Limits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // A sanity bound only, far above the microseconds this takes.
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{name}: {:?}", started.elapsed());
+        assert_eq!(admitted.exif, None, "{name}");
+    }
+}
+
+#[test]
+fn exif_summary_fields_are_found_only_in_ifd0_and_the_exif_ifd() {
+    let tiff = tiff_with("Canon", "EOS R5", "2024:05:01 12:00:00");
+    let read = read_exif(&tiff);
+    assert_eq!(read.ifds, 2);
+    let exif = read.summary.expect("the writer's EXIF has all three");
+    assert_eq!(
+        (exif.make.as_deref(), exif.model.as_deref(), exif.date_time_original.as_deref()),
+        (Some("Canon"), Some("EOS R5"), Some("2024:05:01 12:00:00"))
+    );
+    // An Exif IFD pointer back at IFD0 is not walked twice.
+    let mut looping = b"MM\0*\0\0\0\x08\0\x01".to_vec();
+    looping.extend_from_slice(&[0x87, 0x69, 0, 4, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0]);
+    let read = read_exif(&looping);
+    assert_eq!((read.ifds, read.entries, read.summary), (1, 1, None));
+}
+
+#[test]
+fn structurally_hostile_jpegs_are_rejected_with_a_clear_reason() {
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("18-byte jpeg with zero components", ZERO_COMPONENT_JPEG.to_vec(), "corrupt_image"),
+        ("jpeg without quantisation tables", jpeg_without(&jpeg(32, 32), 0xDB), "corrupt_image"),
+        (
+            "progressive jpeg without huffman tables",
+            {
+                let mut file = jpeg_without(&jpeg(32, 32), 0xC4);
+                let sof = file.windows(2).position(|w| w == [0xFF, 0xC0]).expect("SOF0");
+                file[sof + 1] = 0xC2;
+                file
+            },
+            "corrupt_image",
+        ),
+        (
+            "jpeg with a zip in a comment",
+            jpeg_with_segment(jpeg(32, 32), 0xFE, &zip_payload(2_000)),
+            "embedded_archive",
+        ),
+        (
+            "jpeg with 70 KB of comments",
+            (0..2).fold(jpeg(32, 32), |file, _| jpeg_with_segment(file, 0xFE, &[b' '; 35_000])),
+            "too_much_metadata",
+        ),
+        (
+            "jpeg with a zip spread over application segments",
+            (0..5).fold(jpeg(32, 32), |file, _| jpeg_with_segment(file, 0xEA, &zip_payload(60_000))),
+            "too_much_metadata",
+        ),
+    ];
+    for (name, bytes, code) in cases {
+        match admit(&bytes, &Limits::default()) {
+            Ok(admitted) => panic!("{name}: admitted as {admitted:?}, expected {code}"),
+            Err(rejection) => assert_eq!(rejection.code(), code, "{name}: {rejection}"),
+        }
+    }
+}
+
+#[test]
+fn ordinary_metadata_and_motion_jpeg_frames_are_still_admitted() {
+    let cases = [
+        ("a short comment", jpeg_with_segment(jpeg(32, 32), 0xFE, b"Trail camera 3, 12C")),
+        ("a full comment segment (the benchmark's padding)", jpeg_with_segment(jpeg(32, 32), 0xFE, &[b' '; 65_000])),
+        ("a full-size exif segment", jpeg_with_segment(jpeg(32, 32), 0xE1, &[0; 65_000])),
+        ("baseline without huffman tables (motion-jpeg frame)", jpeg_without(&jpeg(32, 32), 0xC4)),
+    ];
+    for (name, file) in cases {
+        assert!(admit(&file, &Limits::default()).is_ok(), "{name}");
+    }
+}
+
+#[test]
+fn the_decode_budget_counts_channels_and_bytes_per_sample() {
+    // Regression: 7000×7000 is within the 50 MP pixel limit, but as 16-bit RGBA it decodes to
+    // 392 MB (a 381 KB file cost 526 MB per worker thread).
+    let cases = [
+        ("16-bit rgba", png_header_only(7_000, 7_000, 16, 6), Some(392_000_000)),
+        ("8-bit rgba", png_header_only(7_000, 7_000, 8, 6), None),
+        ("16-bit grey", png_header_only(7_000, 7_000, 16, 0), None),
+        ("8-bit palette", png_header_only(7_000, 7_000, 8, 3), None),
+    ];
+    for (name, file, refused) in cases {
+        match (admit(&file, &Limits::default()), refused) {
+            (Err(Rejection::TooLargeToDecode { bytes, .. }), Some(expected)) => assert_eq!(bytes, expected, "{name}"),
+            (Ok(_), None) => {}
+            (other, _) => panic!("{name}: {other:?}"),
+        }
+    }
+    assert!(admit(&png_16bit_rgba(16, 16), &Limits::default()).is_ok(), "small 16-bit images are fine");
+    let tight = Limits { max_decode_bytes: 16 * 16 * 8 - 1, ..Limits::default() };
+    assert_eq!(admit(&png_16bit_rgba(16, 16), &tight).map_err(|e| e.code()), Err("too_large_to_decode"));
 }

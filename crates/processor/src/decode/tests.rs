@@ -85,3 +85,32 @@ fn a_pair_decode_gives_exactly_what_two_separate_decodes_give() {
         assert_eq!((small.dimensions(), large.dimensions()), ((64, 64), (96, 96)), "{name}");
     }
 }
+
+fn png_16bit_rgba(side: u32) -> Vec<u8> {
+    let image = image::ImageBuffer::<image::Rgba<u16>, _>::from_fn(side, side, |x, y| {
+        image::Rgba([(x * 512) as u16, (y * 512) as u16, 9, u16::MAX])
+    });
+    let mut out = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).expect("encoding to memory");
+    out
+}
+
+#[test]
+fn every_decode_path_holds_to_the_decode_budget() {
+    // 64×64 16-bit RGBA is 32 KiB decoded: one byte less is over budget on every path.
+    let bytes = png_16bit_rgba(64);
+    let tight = Limits { max_decode_bytes: 64 * 64 * 8 - 1, ..Limits::default() };
+    assert!(decode_scaled(&bytes, 32, &Limits::default()).is_ok());
+    assert!(matches!(
+        decode_scaled(&bytes, 32, &tight),
+        Err(DecodeError::Rejected(Rejection::TooLargeToDecode { .. }))
+    ));
+    assert!(matches!(decode_full(&bytes, 32, &tight), Err(DecodeError::Rejected(_))));
+    assert!(matches!(decode_scaled_pair(&bytes, 32, 48, &tight), Err(DecodeError::Rejected(_))));
+    // The decoder itself is held to the budget too, should a header understate the size.
+    assert!(matches!(decode_with_image_crate(&bytes, Format::Png, &tight), Err(DecodeError::Image(_))));
+    let jpeg = encode_jpeg(&scene(3, 256, 256), 85);
+    let jpeg_tight = Limits { max_decode_bytes: 256 * 256 * 3 - 1, ..Limits::default() };
+    assert!(matches!(decode_scaled(&jpeg, 16, &jpeg_tight), Err(DecodeError::Rejected(_))));
+    assert!(matches!(decode_jpeg_scaled(&jpeg, 200, 256, 256, &jpeg_tight), Err(DecodeError::Jpeg(_))));
+}

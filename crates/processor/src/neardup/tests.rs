@@ -140,12 +140,75 @@ fn band_probes_are_every_pattern_within_the_radius() {
 }
 
 #[test]
-fn truncating_forgets_later_entries_as_if_never_inserted() {
-    let mut index = index();
-    index.truncate(2);
+fn a_rollback_forgets_later_entries_as_if_never_inserted() {
+    let mut index = NearDupIndex::new(8);
+    index.insert(1, "cam-a", 1_000, 0x0000_0000_0000_0000);
+    index.insert(2, "cam-b", 2_000, 0x0000_0000_0000_00FF);
+    let mark = index.mark();
+    index.insert(3, "cam-a", 3_000, 0xFFFF_FFFF_0000_0000);
+    index.insert(4, "cam-b", 4_000, 0x0000_0000_0000_0001);
+    index.rollback(mark);
     assert_eq!(index.len(), 2);
     assert_eq!(index.find(&query(0x0000_0000_0000_0001)), Ok(Some(Match { seq: 1, distance: 1 })));
     assert_eq!(index.find(&query(0xFFFF_FFFF_0000_0000)), Ok(None));
     index.insert(3, "cam-a", 3_000, 0x0000_0000_0000_0001);
     assert_eq!(index.find(&query(0x0000_0000_0000_0001)), Ok(Some(Match { seq: 3, distance: 0 })));
+}
+
+#[test]
+fn entries_outside_the_window_are_evicted() {
+    let mut index = NearDupIndex::new(8).with_window(Some(100));
+    for seq in 0..1_000u64 {
+        index.insert(seq, "cam-a", seq as i64 * 10, seq.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    }
+    // Received at 9,990: everything received before 9,890 is gone, 9,890..=9,990 stays.
+    assert_eq!(index.len(), 11);
+    assert_eq!(index.entries.len(), 11, "evicted entries are dropped, not only hidden");
+    let bucketed: usize = index.tables[0].values().map(VecDeque::len).sum();
+    assert_eq!(bucketed, 11, "and dropped from the buckets");
+}
+
+#[test]
+fn the_entry_cap_evicts_the_oldest_and_forgets_their_cameras() {
+    let mut index = NearDupIndex::new(8).with_max_entries(100);
+    for seq in 0..10_000u64 {
+        index.insert(seq, &format!("cam-{seq}"), 0, seq.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    }
+    assert_eq!(index.len(), 100);
+    assert_eq!(index.cameras.len(), 100);
+    let newest = 9_999u64.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let oldest = 0u64;
+    assert_eq!(
+        index.find(&Query { max_distance: 0, before_seq: u64::MAX, ..query(newest) }),
+        Ok(Some(Match { seq: 9_999, distance: 0 }))
+    );
+    assert_eq!(index.find(&Query { max_distance: 0, ..query(oldest) }), Ok(None));
+}
+
+#[test]
+fn positions_are_not_limited_to_u32() {
+    // Regression: positions were u32 indices with `expect("fewer than 4 billion")`, so the
+    // worker stopped judging after 2^32 events. Start just below the old limit.
+    let mut index = NearDupIndex::new(8).with_max_entries(4);
+    index.first = u64::from(u32::MAX) - 2;
+    index.first_live = index.first;
+    for seq in 0..10u64 {
+        index.insert(seq, "cam-a", 0, seq);
+    }
+    assert_eq!(index.len(), 4);
+    assert_eq!(index.find(&Query { max_distance: 0, ..query(9) }), Ok(Some(Match { seq: 9, distance: 0 })));
+}
+
+#[test]
+fn a_rollback_restores_what_the_batch_evicted() {
+    let mut index = NearDupIndex::new(8).with_max_entries(2);
+    index.insert(1, "cam-a", 0, 0x0000_0000_0000_0000);
+    index.insert(2, "cam-a", 0, 0xFFFF_0000_0000_0000);
+    let mark = index.mark();
+    index.insert(3, "cam-a", 0, 0x0000_FFFF_0000_0000);
+    index.insert(4, "cam-a", 0, 0x0000_0000_FFFF_0000);
+    assert_eq!(index.find(&query(0)), Ok(None), "seq 1 is evicted by the cap");
+    index.rollback(mark);
+    assert_eq!(index.len(), 2);
+    assert_eq!(index.find(&query(0)), Ok(Some(Match { seq: 1, distance: 0 })), "and back after the rollback");
 }
