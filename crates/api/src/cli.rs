@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (ingest and reads) on a data dir.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Manage cameras (upload tokens).
     Cameras {
         #[command(subcommand)]
@@ -192,7 +192,7 @@ pub enum OutputFormat {
 /// Runs one parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(config) => serve(config).await,
+        Command::Serve(config) => serve(*config).await,
         Command::Cameras { action } => cameras(action).await,
         Command::Tokens { action } => tokens(action).await,
         Command::Push(args) => crate::push::run(args).await,
