@@ -178,7 +178,8 @@ pub fn normalize_captured_at(s: &str) -> Option<String> {
     let parsed = OffsetDateTime::parse(s, &Rfc3339).ok()?;
     let micros = parsed.nanosecond() / 1_000 * 1_000;
     let truncated = parsed.replace_nanosecond(micros).ok()?;
-    let utc = truncated.to_offset(time::UtcOffset::UTC);
+    // `to_offset` panics when UTC leaves the supported range (9999-12-31T23:59:59-23:59).
+    let utc = truncated.checked_to_offset(time::UtcOffset::UTC)?;
     (0..=9999).contains(&utc.year()).then(|| format_timestamp(utc))
 }
 
@@ -403,6 +404,13 @@ mod tests {
         for (camera, ok) in cases {
             assert_eq!(is_valid_camera(camera), ok, "{camera:?}");
         }
+    }
+
+    #[test]
+    fn a_captured_at_whose_utc_leaves_the_calendar_is_refused_not_a_panic() {
+        assert_eq!(normalize_captured_at("9999-12-31T23:59:59-23:59"), None);
+        assert_eq!(normalize_captured_at("0000-01-01T00:00:00+23:59"), None);
+        assert_eq!(normalize_captured_at("9999-12-31T23:59:59Z").as_deref(), Some("9999-12-31T23:59:59Z"));
     }
 
     #[test]

@@ -59,6 +59,24 @@ mod recover;
 mod refs;
 mod seqidx;
 pub mod verdict;
+
+/// Every parser of untrusted ledger bytes in one call, for the fuzz targets in `fuzz/`
+/// (not an API: the parsers stay crate-private).
+#[doc(hidden)]
+pub fn fuzz_parsers(data: &[u8]) {
+    if let Ok(record) = EventRecord::from_json(data) {
+        assert_eq!(record.to_canonical_json(), data, "an accepted event.json is canonical");
+        let _ = record.check_fields();
+    }
+    let _ = Verdict::from_json(data);
+    let _ = format::parse_commit_message(data);
+    let _ = format::parse_tree(data);
+    let _ = format::parse_commit(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = format::normalize_captured_at(text);
+        let _ = format::is_valid_idempotency_key(text);
+    }
+}
 pub mod verify;
 mod windex;
 mod writer;
