@@ -1,4 +1,8 @@
 //! The `camledger` binary: parse, set up tracing, run, map the outcome to an exit code.
+//!
+//! Exit codes: 0 success; 1 the command failed (the error and its causes on stderr, each
+//! once); 2 usage error (clap: unknown flag, missing or invalid value such as a `--server`
+//! without `http://`), before anything runs.
 
 use std::process::ExitCode;
 
@@ -15,14 +19,14 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(camledger_api::cli::EXIT_FAILURE);
         }
     };
     match runtime.block_on(camledger_api::cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", camledger_api::cli::error_message(&e));
+            ExitCode::from(camledger_api::cli::EXIT_FAILURE)
         }
     }
 }

@@ -160,6 +160,7 @@ pub fn default_database_url(data_dir: &Path) -> String {
 }
 
 pub async fn snapshot(data: DataDirArg, database_url: Option<String>, key: BackupKeyArg) -> anyhow::Result<()> {
+    crate::cli::require_ledger_dir(&data)?;
     let key = key.load_or_create(&data.data_dir)?;
     let url = database_url.unwrap_or_else(|| default_database_url(&data.data_dir));
     let store = connect(&url).await?;
