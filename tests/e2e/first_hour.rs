@@ -148,3 +148,54 @@ fn creating_commands_refuse_a_directory_that_holds_something_else() {
         assert_eq!(entries(dir.path()), ["notes.txt"], "{args:?}");
     }
 }
+
+#[tokio::test]
+async fn snapshots_and_restore_default_to_the_database_snapshot_writes() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.upload(jpeg(1)).await.status(), 201);
+    let snapshot = run_in(app.path(), &["snapshot", "--data-dir", app.dir()]);
+    assert!(snapshot.status.success(), "{}", stderr(&snapshot));
+    let key = format!("{}/keys/backup.key", app.dir());
+
+    let listed = run_in(app.path(), &["snapshots", "list", "--data-dir", app.dir()]);
+    let verified = run_in(app.path(), &["snapshots", "verify", "--data-dir", app.dir(), "--backup-key", &key]);
+    let target = tempfile::tempdir().unwrap();
+    let restored_dir = target.path().join("restored");
+    let restored = run_in(
+        app.path(),
+        &["restore", "--data-dir", app.dir(), "--backup-key", &key, "--to", restored_dir.to_str().unwrap()],
+    );
+
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 2, "a header and one snapshot");
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    assert!(restored.status.success(), "{}", stderr(&restored));
+    assert_eq!(seqs_in_git(&restored_dir.join("ledger.git")), vec![1]);
+}
+
+#[test]
+fn snapshots_list_without_a_snapshot_database_fails_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let added = run_in(dir.path(), &["cameras", "add", "cam", "--data-dir", d]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    let before = entries(dir.path());
+
+    let out = run_in(dir.path(), &["snapshots", "list", "--data-dir", d]);
+
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("backups.sqlite"), "{}", stderr(&out));
+    assert_eq!(entries(dir.path()), before);
+}
+
+#[tokio::test]
+async fn a_snapshot_result_is_printed_once() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.upload(jpeg(1)).await.status(), 201);
+
+    let out = run_in(app.path(), &["snapshot", "--data-dir", app.dir()]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("snapshot 1"));
+    assert!(!stderr(&out).contains("snapshot committed"), "{}", stderr(&out));
+}

@@ -45,13 +45,13 @@ pub enum Command {
         #[command(flatten)]
         data: DataDirArg,
         /// First sequence number to print.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, env = "CAMLEDGER_FROM", default_value_t = 1)]
         from: u64,
         /// Print at most this many events.
-        #[arg(long)]
+        #[arg(long, env = "CAMLEDGER_LIMIT")]
         limit: Option<usize>,
         /// Output format.
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
     /// Snapshot the data dir into the snapshot database (incremental after the first).
@@ -76,10 +76,10 @@ pub enum Command {
         #[command(flatten)]
         key: crate::snapshots::ReadKeyArg,
         /// New data dir to create (must not exist or be empty).
-        #[arg(long)]
+        #[arg(long, env = "CAMLEDGER_RESTORE_TO")]
         to: std::path::PathBuf,
         /// Snapshot to restore (default: the latest).
-        #[arg(long)]
+        #[arg(long, env = "CAMLEDGER_RESTORE_SNAPSHOT")]
         snapshot: Option<i64>,
     },
     /// Judge events standalone (no HTTP), writing verdicts, until SIGINT/SIGTERM.
@@ -99,15 +99,15 @@ pub enum Command {
         #[command(flatten)]
         judge: crate::processing::JudgeArgs,
         /// First event to re-judge.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, env = "CAMLEDGER_FROM", default_value_t = 1)]
         from: u64,
         /// Last event to re-judge (default: the head).
-        #[arg(long)]
+        #[arg(long, env = "CAMLEDGER_REPLAY_TO")]
         to: Option<u64>,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
         /// Exit non-zero when any verdict differs.
-        #[arg(long)]
+        #[arg(long, env = "CAMLEDGER_STRICT")]
         strict: bool,
     },
     /// Verify the whole ledger: chain, sequence numbers, event.json and every image's SHA-256.
@@ -135,7 +135,7 @@ pub enum CamerasCommand {
     List {
         #[command(flatten)]
         data: DataDirArg,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
     /// Revoke a camera's token; a running server refuses it from its next request on.
@@ -160,7 +160,7 @@ pub enum TokensCommand {
         /// Name of the holder: 1-64 characters of A-Z a-z 0-9 . _ -
         name: String,
         /// auditor or admin
-        #[arg(long)]
+        #[arg(long, env = "CAMLEDGER_ROLE")]
         role: String,
         #[command(flatten)]
         data: DataDirArg,
@@ -169,14 +169,14 @@ pub enum TokensCommand {
     List {
         #[command(flatten)]
         data: DataDirArg,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
     /// Revoke the token of NAME; a running server refuses it from its next request on.
     Revoke {
         name: String,
         /// camera, auditor or admin; needed only when NAME has active tokens of several kinds.
-        #[arg(long)]
+        #[arg(long, env = "CAMLEDGER_KIND")]
         kind: Option<String>,
         #[command(flatten)]
         data: DataDirArg,
@@ -478,5 +478,28 @@ mod tests {
         for (messages, expected) in cases {
             assert_eq!(join_causes(messages.iter().map(|m| m.to_string())), expected, "{messages:?}");
         }
+    }
+
+    /// Every flag of every command (benchmarks aside) can be set from the environment.
+    #[test]
+    fn every_flag_has_a_camledger_environment_variable() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_positional() || matches!(id, "help" | "version") {
+                    continue;
+                }
+                match arg.get_env().and_then(|e| e.to_str()) {
+                    Some(env) if env.starts_with("CAMLEDGER_") => {}
+                    _ => missing.push(format!("{path} --{id}")),
+                }
+            }
+            for sub in command.get_subcommands().filter(|s| s.get_name() != "bench" && s.get_name() != "help") {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&<Cli as clap::CommandFactory>::command(), "camledger", &mut missing);
+        assert!(missing.is_empty(), "flags without CAMLEDGER_* variables: {missing:#?}");
     }
 }

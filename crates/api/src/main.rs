@@ -6,12 +6,17 @@
 
 use std::process::ExitCode;
 
+use camledger_api::cli::Command;
 use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = camledger_api::cli::Cli::parse();
+    // Commands that print their result on stdout log only warnings by default, so the
+    // result is not repeated as an INFO line (CAMLEDGER_LOG still overrides).
     let default_level = match cli.command {
-        camledger_api::cli::Command::Bench { .. } => "warn",
+        Command::Bench { .. } | Command::Snapshot { .. } | Command::Snapshots { .. } | Command::Restore { .. } => {
+            "warn"
+        }
         _ => "info",
     };
     camledger_api::telemetry::init(cli.log_format, default_level);

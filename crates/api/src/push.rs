@@ -19,13 +19,13 @@ pub struct PushArgs {
     #[arg(long, env = "CAMLEDGER_TOKEN", hide_env_values = true)]
     pub token: String,
     /// Capture time sent as X-Captured-At (RFC 3339).
-    #[arg(long)]
+    #[arg(long, env = "CAMLEDGER_CAPTURED_AT")]
     pub captured_at: Option<String>,
     /// Retries per file after the first attempt (transient failures only).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "CAMLEDGER_RETRIES", default_value_t = 5)]
     pub retries: u32,
     /// Seconds to wait for one answer.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "CAMLEDGER_TIMEOUT_SECS", default_value_t = 30)]
     pub timeout_secs: u64,
     /// Image files to upload, in order.
     #[arg(required = true)]
