@@ -199,3 +199,51 @@ async fn a_snapshot_result_is_printed_once() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("snapshot 1"));
     assert!(!stderr(&out).contains("snapshot committed"), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn replay_finds_onnx_runtime_and_the_embedded_model_from_any_directory() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.upload(jpeg(1)).await.status(), 201);
+    let elsewhere = tempfile::tempdir().unwrap();
+
+    let out = Command::new(BIN)
+        .args(["replay", "--data-dir", app.dir()])
+        .current_dir(elsewhere.path())
+        .env_remove("CAMLEDGER_ORT_DYLIB")
+        .env_remove("CAMLEDGER_MODEL")
+        .output()
+        .unwrap();
+
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn help_shows_no_path_into_the_build_checkout() {
+    let out = run_in(Path::new("/"), &["serve", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(!help.contains(env!("CARGO_MANIFEST_DIR")), "{help}");
+    assert!(!help.contains("[default: vendor/"), "{help}");
+    assert!(!help.contains("default.manifest.json]"), "{help}");
+}
+
+#[tokio::test]
+async fn a_binary_far_from_onnx_runtime_lists_every_place_it_looked() {
+    let app = TestApp::spawn().await;
+    let far = tempfile::tempdir().unwrap();
+    let copy = far.path().join("camledger");
+    std::fs::copy(BIN, &copy).unwrap();
+
+    let out = Command::new(&copy)
+        .args(["replay", "--data-dir", app.dir()])
+        .current_dir(far.path())
+        .env_remove("CAMLEDGER_ORT_DYLIB")
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("--ort-dylib"), "{err}");
+    assert!(err.contains(&far.path().join("libonnxruntime.so").display().to_string()), "{err}");
+    assert!(err.contains("/usr/lib"), "{err}");
+}
