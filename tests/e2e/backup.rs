@@ -166,6 +166,8 @@ fn an_unreachable_database_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = camledger_fails(&["snapshots", "list", "--database-url", "mysql://root@127.0.0.1:1/nope"]);
     assert!(err.contains("snapshot database"), "{err}");
+    // A data dir that holds a ledger (an empty one is refused before the URL is looked at).
+    camledger(&["cameras", "add", "cam", "--data-dir", dir.path().to_str().unwrap()]);
     let err =
         camledger_fails(&["snapshot", "--data-dir", dir.path().to_str().unwrap(), "--database-url", "postgres://x"]);
     assert!(err.contains("mysql://") || err.contains("URL"), "{err}");

@@ -12,6 +12,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod crash_recovery;
+mod first_hour;
 mod hostile_backup;
 mod hostile_clients;
 mod hostile_images;

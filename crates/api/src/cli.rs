@@ -45,13 +45,13 @@ pub enum Command {
         #[command(flatten)]
         data: DataDirArg,
         /// First sequence number to print.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, env = "CAMLEDGER_FROM", default_value_t = 1)]
         from: u64,
         /// Print at most this many events.
-        #[arg(long)]
+        #[arg(long, env = "CAMLEDGER_LIMIT")]
         limit: Option<usize>,
         /// Output format.
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
     /// Snapshot the data dir into the snapshot database (incremental after the first).
@@ -76,10 +76,10 @@ pub enum Command {
         #[command(flatten)]
         key: crate::snapshots::ReadKeyArg,
         /// New data dir to create (must not exist or be empty).
-        #[arg(long)]
+        #[arg(long, env = "CAMLEDGER_RESTORE_TO")]
         to: std::path::PathBuf,
         /// Snapshot to restore (default: the latest).
-        #[arg(long)]
+        #[arg(long, env = "CAMLEDGER_RESTORE_SNAPSHOT")]
         snapshot: Option<i64>,
     },
     /// Judge events standalone (no HTTP), writing verdicts, until SIGINT/SIGTERM.
@@ -99,15 +99,15 @@ pub enum Command {
         #[command(flatten)]
         judge: crate::processing::JudgeArgs,
         /// First event to re-judge.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, env = "CAMLEDGER_FROM", default_value_t = 1)]
         from: u64,
         /// Last event to re-judge (default: the head).
-        #[arg(long)]
+        #[arg(long, env = "CAMLEDGER_REPLAY_TO")]
         to: Option<u64>,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
         /// Exit non-zero when any verdict differs.
-        #[arg(long)]
+        #[arg(long, env = "CAMLEDGER_STRICT")]
         strict: bool,
     },
     /// Verify the whole ledger: chain, sequence numbers, event.json and every image's SHA-256.
@@ -135,7 +135,7 @@ pub enum CamerasCommand {
     List {
         #[command(flatten)]
         data: DataDirArg,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
     /// Revoke a camera's token; a running server refuses it from its next request on.
@@ -160,7 +160,7 @@ pub enum TokensCommand {
         /// Name of the holder: 1-64 characters of A-Z a-z 0-9 . _ -
         name: String,
         /// auditor or admin
-        #[arg(long)]
+        #[arg(long, env = "CAMLEDGER_ROLE")]
         role: String,
         #[command(flatten)]
         data: DataDirArg,
@@ -169,14 +169,14 @@ pub enum TokensCommand {
     List {
         #[command(flatten)]
         data: DataDirArg,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
     /// Revoke the token of NAME; a running server refuses it from its next request on.
     Revoke {
         name: String,
         /// camera, auditor or admin; needed only when NAME has active tokens of several kinds.
-        #[arg(long)]
+        #[arg(long, env = "CAMLEDGER_KIND")]
         kind: Option<String>,
         #[command(flatten)]
         data: DataDirArg,
@@ -187,6 +187,35 @@ pub enum TokensCommand {
 pub enum OutputFormat {
     Text,
     Json,
+}
+
+/// Exit status of a command line that parsed but failed (clap exits 2 on a usage error
+/// itself, before anything runs): 0 success, 1 failure, 2 usage.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// An error and its causes on one line, each message once: `{:#}` would print a cause twice
+/// when an error also interpolates its source (sqlx's "error returned from database: {0}").
+pub fn error_message(e: &anyhow::Error) -> String {
+    join_causes(e.chain().map(ToString::to_string))
+}
+
+/// A std error and its sources on one line, each message once (see [`error_message`]).
+pub(crate) fn std_error_message(e: &(dyn std::error::Error + 'static)) -> String {
+    join_causes(std::iter::successors(Some(e), |e| e.source()).map(ToString::to_string))
+}
+
+fn join_causes(messages: impl Iterator<Item = String>) -> String {
+    let mut out = String::new();
+    for message in messages {
+        if message.is_empty() || out.contains(&message) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&message);
+    }
+    out
 }
 
 /// Runs one parsed command line to completion.
@@ -212,6 +241,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    prepare_ledger_dir(&config.data)?;
     let app = Application::build(config).await?;
     let addr = app.local_addr();
     tracing::info!(%addr, "listening");
@@ -246,16 +276,65 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
+/// What marks a directory as a data dir: the ledger or the camera registry (which
+/// `cameras add` creates before the first `serve`).
+fn holds_ledger(dir: &std::path::Path) -> bool {
+    dir.join("ledger.git").exists() || dir.join(crate::registry::REGISTRY_FILE).exists()
+}
+
+/// For commands that only read or change what exists: the data dir must hold a ledger, so
+/// a mistyped `--data-dir` fails instead of reading (and creating) an empty one.
+pub(crate) fn require_ledger_dir(data: &DataDirArg) -> anyhow::Result<()> {
+    if !holds_ledger(&data.data_dir) {
+        bail!(
+            "{} holds no ledger (no ledger.git or {} inside); check --data-dir",
+            data.data_dir.display(),
+            crate::registry::REGISTRY_FILE
+        );
+    }
+    Ok(())
+}
+
+/// For commands that may start a ledger (`serve`, `cameras add`, `tokens add`): a data dir
+/// that holds one is used; a missing or empty directory becomes a new one (said on
+/// stderr); anything else is refused, since it is most likely a mistyped path.
+pub(crate) fn prepare_ledger_dir(data: &DataDirArg) -> anyhow::Result<()> {
+    let dir = &data.data_dir;
+    if holds_ledger(dir) {
+        return Ok(());
+    }
+    if dir.exists() {
+        let mut entries = std::fs::read_dir(dir).with_context(|| format!("reading data dir {}", dir.display()))?;
+        if entries.next().is_some() {
+            bail!(
+                "{} is not empty and holds no ledger (no ledger.git or {} inside); check --data-dir, \
+                 or give a new or empty directory to start a ledger",
+                dir.display(),
+                crate::registry::REGISTRY_FILE
+            );
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    tracing::info!(data_dir = %dir.display(), "created a new ledger at {}", dir.display());
+    Ok(())
+}
+
+/// Opens the registry of a data dir that already holds a ledger.
 async fn open_registry(data: &DataDirArg) -> anyhow::Result<Registry> {
-    std::fs::create_dir_all(&data.data_dir)
-        .with_context(|| format!("creating data dir {}", data.data_dir.display()))?;
+    require_ledger_dir(data)?;
+    Registry::open(&data.data_dir).await.context("opening the camera registry")
+}
+
+/// Opens the registry, starting a new ledger when the data dir is missing or empty.
+async fn create_registry(data: &DataDirArg) -> anyhow::Result<Registry> {
+    prepare_ledger_dir(data)?;
     Registry::open(&data.data_dir).await.context("opening the camera registry")
 }
 
 async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
     match action {
         CamerasCommand::Add { id, data } => {
-            let registry = open_registry(&data).await?;
+            let registry = create_registry(&data).await?;
             let token = registry.add_camera(&id).await?;
             println!("added camera {id}");
             println!("token (shown once; configure it on the camera): {token}");
@@ -292,7 +371,7 @@ async fn tokens(action: TokensCommand) -> anyhow::Result<()> {
     match action {
         TokensCommand::Add { name, role, data } => {
             let role: Role = role.parse()?;
-            let registry = open_registry(&data).await?;
+            let registry = create_registry(&data).await?;
             let token = registry.add_reader(&name, role).await?;
             println!("added {} token {name}", role.as_str());
             println!("token (shown once): {token}");
@@ -323,6 +402,7 @@ async fn tokens(action: TokensCommand) -> anyhow::Result<()> {
 
 pub(crate) fn open_ledger(data: &DataDirArg) -> anyhow::Result<Ledger> {
     if !data.data_dir.join("ledger.git").exists() {
+        // Also refuses a data dir with only a registry: there is no event log to read yet.
         bail!("{} holds no ledger (no ledger.git inside); check --data-dir", data.data_dir.display());
     }
     Ledger::open(&data.data_dir, LedgerConfig::default())
@@ -381,4 +461,45 @@ async fn verify(data: DataDirArg) -> anyhow::Result<()> {
     })
     .await
     .context("the verify task panicked")?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_in_its_error_message_is_printed_once() {
+        let cases: [(&[&str], &str); 4] = [
+            (&["a"], "a"),
+            (&["opening x", "cannot connect", "refused"], "opening x: cannot connect: refused"),
+            (&["returned: 1049 Unknown database", "1049 Unknown database"], "returned: 1049 Unknown database"),
+            (&["outer", "", "inner"], "outer: inner"),
+        ];
+        for (messages, expected) in cases {
+            assert_eq!(join_causes(messages.iter().map(|m| m.to_string())), expected, "{messages:?}");
+        }
+    }
+
+    /// Every flag of every command (benchmarks aside) can be set from the environment.
+    #[test]
+    fn every_flag_has_a_camledger_environment_variable() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_positional() || matches!(id, "help" | "version") {
+                    continue;
+                }
+                match arg.get_env().and_then(|e| e.to_str()) {
+                    Some(env) if env.starts_with("CAMLEDGER_") => {}
+                    _ => missing.push(format!("{path} --{id}")),
+                }
+            }
+            for sub in command.get_subcommands().filter(|s| s.get_name() != "bench" && s.get_name() != "help") {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&<Cli as clap::CommandFactory>::command(), "camledger", &mut missing);
+        assert!(missing.is_empty(), "flags without CAMLEDGER_* variables: {missing:#?}");
+    }
 }

@@ -132,8 +132,8 @@ impl ServeConfig {
             backup_key: Default::default(),
             workers: Some(0),
             judge: crate::processing::JudgeArgs {
-                ort_dylib: camledger_processor::classifier::DEFAULT_DYLIB.into(),
-                model: crate::processing::DEFAULT_MODEL.into(),
+                ort_dylib: None,
+                model: None,
                 near_duplicate_scope: crate::processing::NearDuplicateScope::All,
                 near_duplicate_window_secs: None,
                 near_duplicate_distance: camledger_processor::verdict::Thresholds::default().near_duplicate_distance,

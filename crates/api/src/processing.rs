@@ -2,24 +2,76 @@
 //! `camledger worker`, and `camledger replay`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use camledger_eventstore::Ledger;
-use camledger_processor::classifier::{Classifier, Model, OnnxRuntime, DEFAULT_DYLIB};
+use camledger_processor::classifier::{Classifier, Manifest, Model, OnnxRuntime, DEFAULT_DYLIB};
 use camledger_processor::judge;
 use camledger_processor::neardup::Scope;
 use camledger_processor::phash::Hasher;
 use camledger_processor::verdict::Thresholds;
 use camledger_processor::worker::{self, Worker, WorkerConfig};
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::OutputFormat;
 use crate::config::DataDirArg;
 
-/// The model shipped with camledger (source builds find it here; deployments set --model).
-pub const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../processor/models/default.manifest.json");
+/// The model shipped with camledger, embedded so that a copied or installed binary judges
+/// without the checkout it was built in (`--model` replaces it).
+const DEFAULT_MANIFEST: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../processor/models/default.manifest.json"));
+const DEFAULT_ONNX: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../processor/models/default.onnx"));
+
+/// The embedded default model, its SHA-256 checked against its manifest as for a file.
+fn embedded_model() -> anyhow::Result<Model> {
+    let manifest: Manifest = serde_json::from_slice(DEFAULT_MANIFEST).context("parsing the embedded model manifest")?;
+    let actual = hex::encode(Sha256::digest(DEFAULT_ONNX));
+    if actual != manifest.sha256.to_ascii_lowercase() {
+        bail!("the embedded model has SHA-256 {actual}, but its manifest says {}", manifest.sha256);
+    }
+    Ok(Model::from_parts(manifest, DEFAULT_ONNX.into())?)
+}
+
+/// Where ONNX Runtime is looked for when neither `--ort-dylib` nor `CAMLEDGER_ORT_DYLIB` is
+/// given: next to the executable, in `vendor/onnxruntime/` of the executable's ancestors
+/// (a source checkout's `target/…/camledger`), then the system library path.
+fn ort_dylib_candidates(exe: Option<&Path>, ld_library_path: Option<&std::ffi::OsStr>) -> Vec<PathBuf> {
+    let versioned = Path::new(DEFAULT_DYLIB).file_name().expect("DEFAULT_DYLIB names a file");
+    let names = [std::ffi::OsStr::new("libonnxruntime.so"), versioned];
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(exe_dir) = exe.and_then(Path::parent) {
+        dirs.push(exe_dir.to_owned());
+        dirs.extend(exe_dir.ancestors().map(|a| a.join("vendor").join("onnxruntime")));
+    }
+    dirs.extend(ld_library_path.into_iter().flat_map(std::env::split_paths).filter(|d| !d.as_os_str().is_empty()));
+    dirs.extend(
+        ["/usr/local/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib", "/lib"]
+            .map(PathBuf::from),
+    );
+    dirs.iter().flat_map(|d| names.iter().map(move |n| d.join(n))).collect()
+}
+
+/// The ONNX Runtime library to load: the explicit one, else the first candidate that exists;
+/// the error lists every place looked at.
+fn find_ort_dylib(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_owned());
+    }
+    let exe = std::env::current_exe().ok();
+    let candidates = ort_dylib_candidates(exe.as_deref(), std::env::var_os("LD_LIBRARY_PATH").as_deref());
+    if let Some(found) = candidates.iter().find(|c| c.is_file()) {
+        return Ok(found.clone());
+    }
+    let looked: Vec<String> = candidates.iter().map(|c| format!("  {}", c.display())).collect();
+    bail!(
+        "ONNX Runtime not found (give --ort-dylib or CAMLEDGER_ORT_DYLIB, run scripts/fetch-onnxruntime, \
+         or start with --workers 0); looked in:\n{}",
+        looked.join("\n")
+    )
+}
 
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
 pub enum NearDuplicateScope {
@@ -42,12 +94,15 @@ pub enum PerceptualHash {
 /// How images are judged.
 #[derive(Clone, Debug, clap::Args)]
 pub struct JudgeArgs {
-    /// ONNX Runtime shared library (from `scripts/fetch-onnxruntime`).
-    #[arg(long, env = "CAMLEDGER_ORT_DYLIB", default_value = DEFAULT_DYLIB)]
-    pub ort_dylib: PathBuf,
-    /// Model manifest (JSON) of the ONNX classifier.
-    #[arg(long, env = "CAMLEDGER_MODEL", default_value = DEFAULT_MODEL)]
-    pub model: PathBuf,
+    /// ONNX Runtime shared library (from `scripts/fetch-onnxruntime`). Default: the first
+    /// found next to the executable, in vendor/onnxruntime/ of the executable's ancestors, or
+    /// on the system library path.
+    #[arg(long, env = "CAMLEDGER_ORT_DYLIB")]
+    pub ort_dylib: Option<PathBuf>,
+    /// Model manifest (JSON) of the ONNX classifier. Default: the model embedded in the
+    /// binary (crates/processor/models/default.manifest.json).
+    #[arg(long, env = "CAMLEDGER_MODEL")]
+    pub model: Option<PathBuf>,
     /// Which earlier images count for near-duplicates.
     #[arg(long, env = "CAMLEDGER_NEAR_DUPLICATE_SCOPE", value_enum, default_value_t = NearDuplicateScope::All)]
     pub near_duplicate_scope: NearDuplicateScope,
@@ -76,10 +131,14 @@ pub(crate) struct Judging {
 impl JudgeArgs {
     /// Loads the runtime and the model and makes `threads` classifiers (one ONNX session each).
     pub(crate) fn load(&self, threads: usize) -> anyhow::Result<Judging> {
-        let runtime = OnnxRuntime::load(&self.ort_dylib).context("loading ONNX Runtime")?;
-        let model = Arc::new(
-            Model::load(&self.model).with_context(|| format!("loading the model manifest {}", self.model.display()))?,
-        );
+        let dylib = find_ort_dylib(self.ort_dylib.as_deref())?;
+        let runtime = OnnxRuntime::load(&dylib).context("loading ONNX Runtime")?;
+        let model = Arc::new(match &self.model {
+            Some(path) => {
+                Model::load(path).with_context(|| format!("loading the model manifest {}", path.display()))?
+            }
+            None => embedded_model()?,
+        });
         let classifiers = worker::classifiers(&runtime, &model, threads).context("creating ONNX sessions")?;
         let mut config = judge::Config::for_model(&model);
         config.scope = match self.near_duplicate_scope {
@@ -187,5 +246,30 @@ fn describe(spam: bool, reasons: &[String]) -> String {
         format!("spam ({})", reasons.join(", "))
     } else {
         "not spam".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn onnx_runtime_is_looked_for_next_to_the_binary_then_in_vendor_then_on_the_system() {
+        let candidates = ort_dylib_candidates(
+            Some(Path::new("/src/camledger/target/release/camledger")),
+            Some(std::ffi::OsStr::new("/opt/ort/lib:")),
+        );
+        let position = |p: &str| candidates.iter().position(|c| c == Path::new(p)).unwrap_or_else(|| panic!("{p}"));
+        let next_to = position("/src/camledger/target/release/libonnxruntime.so");
+        let vendor = position("/src/camledger/vendor/onnxruntime/libonnxruntime.so.1.31.1");
+        let ld_path = position("/opt/ort/lib/libonnxruntime.so");
+        let system = position("/usr/lib/libonnxruntime.so");
+        assert!(next_to < vendor && vendor < ld_path && ld_path < system, "{candidates:#?}");
+    }
+
+    #[test]
+    fn the_embedded_model_matches_its_manifest() {
+        let model = embedded_model().unwrap();
+        assert_eq!(model.sha256(), hex::encode(Sha256::digest(DEFAULT_ONNX)));
     }
 }

@@ -13,23 +13,32 @@ use serde::Deserialize;
 #[derive(Clone, Debug, clap::Args)]
 pub struct PushArgs {
     /// Base URL of the camledger server, e.g. http://127.0.0.1:8080
-    #[arg(long, env = "CAMLEDGER_SERVER")]
+    #[arg(long, env = "CAMLEDGER_SERVER", value_parser = parse_server_url)]
     pub server: String,
     /// Camera token (as printed by `camledger cameras add`).
     #[arg(long, env = "CAMLEDGER_TOKEN", hide_env_values = true)]
     pub token: String,
     /// Capture time sent as X-Captured-At (RFC 3339).
-    #[arg(long)]
+    #[arg(long, env = "CAMLEDGER_CAPTURED_AT")]
     pub captured_at: Option<String>,
     /// Retries per file after the first attempt (transient failures only).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "CAMLEDGER_RETRIES", default_value_t = 5)]
     pub retries: u32,
     /// Seconds to wait for one answer.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "CAMLEDGER_TIMEOUT_SECS", default_value_t = 30)]
     pub timeout_secs: u64,
     /// Image files to upload, in order.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+}
+
+/// A usage error (exit 2) unless `s` is an http:// or https:// URL with a host.
+fn parse_server_url(s: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| format!("{e}: give a URL such as http://127.0.0.1:8080"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{s:?} is not an http:// or https:// URL (e.g. http://127.0.0.1:8080)"));
+    }
+    Ok(s.to_owned())
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,7 +103,7 @@ async fn push_one(client: &reqwest::Client, url: &str, args: &PushArgs, file: &P
                 }
                 format!("{status}: {body}")
             }
-            Err(e) => format!("{e}"),
+            Err(e) => crate::cli::std_error_message(&e),
         };
         if attempt >= args.retries {
             bail!("gave up after {} attempts; last failure: {transient}", attempt + 1);
@@ -103,5 +112,20 @@ async fn push_one(client: &reqwest::Client, url: &str, args: &PushArgs, file: &P
         let backoff = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6)));
         tracing::warn!(file = %file.display(), attempt, error = %transient, "retrying with the same Idempotency-Key");
         tokio::time::sleep(backoff).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_url_needs_an_http_scheme_and_a_host() {
+        for good in ["http://127.0.0.1:8080", "https://cam.example/", "http://[::1]:80"] {
+            assert_eq!(parse_server_url(good).as_deref(), Ok(good));
+        }
+        for bad in ["127.0.0.1:8080", "localhost:8080", "ftp://host/", "http//host", ""] {
+            assert!(parse_server_url(bad).is_err(), "{bad}");
+        }
     }
 }

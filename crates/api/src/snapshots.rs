@@ -10,12 +10,35 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::cli::OutputFormat;
 use crate::config::DataDirArg;
 
-/// The snapshot database.
+/// The snapshot database, for commands that read it (`snapshots …`, `restore`).
 #[derive(Clone, Debug, clap::Args)]
 pub struct DatabaseArg {
     /// Snapshot database: mysql://user:password@host:port/db (production) or sqlite://PATH.
+    /// Default: sqlite://<data-dir>/backups.sqlite, where `snapshot` writes by default.
     #[arg(long, env = "CAMLEDGER_DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Option<String>,
+    /// The data dir whose embedded snapshot database is used when --database-url is not
+    /// given (for `restore`: the source, not the target).
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+impl DatabaseArg {
+    /// The URL to open: the explicit one, else the embedded database of the data dir,
+    /// which must exist (a reading command never creates one).
+    fn url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.database_url {
+            return Ok(url.clone());
+        }
+        let path = default_database_path(&self.data.data_dir);
+        if !path.exists() {
+            bail!(
+                "no snapshot database at {} (take a snapshot with `camledger snapshot`, or give --database-url)",
+                path.display()
+            );
+        }
+        Ok(default_database_url(&self.data.data_dir))
+    }
 }
 
 /// The key that seals snapshots, for commands that write them (`snapshot`, `serve`).
@@ -77,7 +100,7 @@ pub enum SnapshotsCommand {
     List {
         #[command(flatten)]
         db: DatabaseArg,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
     /// Read every chunk back and check every hash and the chain to a full snapshot.
@@ -91,7 +114,8 @@ pub enum SnapshotsCommand {
     },
     /// Delete old snapshots, keeping the newest N and every snapshot they need.
     Prune {
-        #[arg(long)]
+        /// Snapshots to keep, newest first (with every snapshot they need).
+        #[arg(long, env = "CAMLEDGER_KEEP")]
         keep: usize,
         #[command(flatten)]
         db: DatabaseArg,
@@ -156,10 +180,15 @@ fn redact(url: &str) -> String {
 
 /// The embedded default: a SQLite database inside the data dir.
 pub fn default_database_url(data_dir: &Path) -> String {
-    format!("sqlite://{}", data_dir.join("backups.sqlite").display())
+    format!("sqlite://{}", default_database_path(data_dir).display())
+}
+
+fn default_database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("backups.sqlite")
 }
 
 pub async fn snapshot(data: DataDirArg, database_url: Option<String>, key: BackupKeyArg) -> anyhow::Result<()> {
+    crate::cli::require_ledger_dir(&data)?;
     let key = key.load_or_create(&data.data_dir)?;
     let url = database_url.unwrap_or_else(|| default_database_url(&data.data_dir));
     let store = connect(&url).await?;
@@ -189,7 +218,7 @@ pub async fn snapshot(data: DataDirArg, database_url: Option<String>, key: Backu
 pub async fn snapshots(command: SnapshotsCommand) -> anyhow::Result<()> {
     match command {
         SnapshotsCommand::List { db, format } => {
-            let store = connect(&db.database_url).await?;
+            let store = connect(&db.url()?).await?;
             let all = camledger_backup::list(&store).await.context("listing snapshots")?;
             store.close().await;
             match format {
@@ -216,7 +245,7 @@ pub async fn snapshots(command: SnapshotsCommand) -> anyhow::Result<()> {
         }
         SnapshotsCommand::Verify { id, db, key } => {
             let key = key.load()?;
-            let store = connect(&db.database_url).await?;
+            let store = connect(&db.url()?).await?;
             let progress = BarProgress::new();
             let report = camledger_backup::verify(&store, &key, id, &progress).await;
             progress.finish();
@@ -235,7 +264,7 @@ pub async fn snapshots(command: SnapshotsCommand) -> anyhow::Result<()> {
             );
         }
         SnapshotsCommand::Prune { keep, db } => {
-            let store = connect(&db.database_url).await?;
+            let store = connect(&db.url()?).await?;
             let report = camledger_backup::prune(&store, keep).await.context("pruning snapshots")?;
             store.close().await;
             println!("deleted {:?}; kept {:?}", report.deleted, report.kept);
@@ -246,7 +275,7 @@ pub async fn snapshots(command: SnapshotsCommand) -> anyhow::Result<()> {
 
 pub async fn restore(db: DatabaseArg, key: ReadKeyArg, to: PathBuf, snapshot: Option<i64>) -> anyhow::Result<()> {
     let key = key.load()?;
-    let store = connect(&db.database_url).await?;
+    let store = connect(&db.url()?).await?;
     let progress = BarProgress::new();
     let report = camledger_backup::restore(&store, &key, &to, snapshot, &progress).await;
     progress.finish();

@@ -9,12 +9,16 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{MySql, Row, Sqlite, Transaction};
+use sqlx::{ConnectOptions, Connection, MySql, Row, Sqlite, Transaction};
 use tracing::instrument;
 
 use crate::connect;
+
+/// How long the first connection to a MariaDB server may take: a host that drops packets
+/// fails in this time instead of the minutes TCP would wait.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../schema/mysql");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../schema/sqlite");
@@ -123,10 +127,19 @@ impl Store {
         let backend = if url.starts_with("mysql://") || url.starts_with("mariadb://") {
             tracing::Span::current().record("backend", "mysql");
             let url = url.replacen("mariadb://", "mysql://", 1);
+            let options = MySqlConnectOptions::from_str(&url).map_err(connect::Error::Unreachable)?;
+            // One direct connection first: a pool retries a failing connect until its
+            // acquire timeout and then says only "pool timed out", hiding the cause
+            // (refused, DNS, access denied, unknown database).
+            let probe = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
+                .await
+                .map_err(|_| connect::Error::TimedOut { after: CONNECT_TIMEOUT })?
+                .map_err(connect::Error::Unreachable)?;
+            probe.close().await.map_err(connect::Error::Unreachable)?;
             let pool = MySqlPoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(&url)
+                .connect_with(options)
                 .await
                 .map_err(connect::Error::Unreachable)?;
             migrate(&MYSQL_MIGRATIONS, &pool).await?;

@@ -141,6 +141,10 @@ pub mod connect {
         /// and retries at the next interval.
         #[error("cannot connect to the snapshot database")]
         Unreachable(#[source] sqlx::Error),
+        /// The server did not answer a connection attempt in time (a host that drops
+        /// packets). CLI: non-zero exit; `serve` logs it and retries at the next interval.
+        #[error("cannot connect to the snapshot database: no answer within {after:?}")]
+        TimedOut { after: std::time::Duration },
         /// The database was migrated by a newer camledger (it has migration `found`, this
         /// binary knows up to `known`). Refused, never retried: upgrade the binary.
         #[error(
