@@ -6,6 +6,9 @@ use std::process::Command;
 
 use camledger_eventstore::{append, EventRecord, EventWriter, Exif, Ledger, LedgerConfig, NewEvent};
 
+mod common;
+use common::{image, new_event};
+
 fn git(git_dir: &Path, args: &[&str]) -> Vec<u8> {
     let out = Command::new("git").arg("--git-dir").arg(git_dir).args(args).output().expect("git runs");
     assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -18,33 +21,6 @@ fn git_text(git_dir: &Path, args: &[&str]) -> String {
 
 fn fsck(ledger: &Ledger) {
     git(&ledger.git_dir(), &["fsck", "--full", "--strict", "--no-dangling"]);
-}
-
-/// Distinct pseudo-random bytes per `n` (the ledger does not look inside images).
-fn image(n: u64, len: usize) -> Vec<u8> {
-    let mut state = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-fn new_event(camera: &str, bytes: Vec<u8>) -> NewEvent {
-    NewEvent {
-        camera: camera.to_owned(),
-        image: bytes.into(),
-        media_type: "image/jpeg".into(),
-        extension: "jpg".into(),
-        width: 640,
-        height: 480,
-        exif: None,
-        captured_at: None,
-        idempotency_key: None,
-    }
 }
 
 fn keyed(camera: &str, bytes: Vec<u8>, key: &str) -> NewEvent {

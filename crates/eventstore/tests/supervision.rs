@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use camledger_eventstore::{append, Ledger, LedgerConfig, NewEvent};
+
+mod common;
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata};
 
@@ -50,17 +52,7 @@ fn install() {
 }
 
 fn event(n: u64) -> NewEvent {
-    NewEvent {
-        camera: "cam-1".into(),
-        image: vec![n as u8; 100 + n as usize].into(),
-        media_type: "image/jpeg".into(),
-        extension: "jpg".into(),
-        width: 1,
-        height: 1,
-        exif: None,
-        captured_at: None,
-        idempotency_key: None,
-    }
+    common::new_event("cam-1", vec![n as u8; 100 + n as usize])
 }
 
 /// Both scenarios in one test: the panics counter is global to this binary.
