@@ -94,16 +94,7 @@ async fn a_body_over_the_limit_answers_413_without_writing() {
 #[tokio::test]
 async fn a_bad_captured_at_header_is_a_bad_request() {
     let app = TestApp::spawn().await;
-    let response = app
-        .client
-        .post(app.url("/v1/images"))
-        .bearer_auth(&app.camera_token)
-        .header("content-type", "image/jpeg")
-        .header("x-captured-at", "last tuesday")
-        .body(jpeg(1))
-        .send()
-        .await
-        .unwrap();
+    let response = app.upload_captured_at(jpeg(1), "last tuesday").await;
     assert_eq!(response.status(), 400);
     assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_captured_at");
 }

@@ -174,6 +174,19 @@ impl TestApp {
             .expect("sending an upload")
     }
 
+    /// A JPEG upload by the test camera with an `X-Captured-At` header.
+    pub async fn upload_captured_at(&self, bytes: Vec<u8>, captured_at: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/images"))
+            .bearer_auth(&self.camera_token)
+            .header("content-type", "image/jpeg")
+            .header("x-captured-at", captured_at)
+            .body(bytes)
+            .send()
+            .await
+            .expect("an answer, not a reset")
+    }
+
     pub async fn upload(&self, bytes: Vec<u8>) -> reqwest::Response {
         self.upload_as(&self.camera_token.clone(), bytes, "image/jpeg").await
     }

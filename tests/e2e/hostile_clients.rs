@@ -260,16 +260,7 @@ async fn healthz_shows_snapshot_status_only_to_a_reader_token() {
 async fn overflowing_headers_and_numbers_get_a_json_4xx_never_a_reset_or_500() {
     let app = TestApp::spawn().await;
     // X-Captured-At whose UTC value is past year 9999 (panicked the handler).
-    let response = app
-        .client
-        .post(app.url("/v1/images"))
-        .bearer_auth(&app.camera_token)
-        .header("content-type", "image/jpeg")
-        .header("x-captured-at", "9999-12-31T23:59:59-23:59")
-        .body(jpeg(1))
-        .send()
-        .await
-        .expect("an answer, not a reset");
+    let response = app.upload_captured_at(jpeg(1), "9999-12-31T23:59:59-23:59").await;
     assert_eq!(response.status(), 400);
     assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_captured_at");
     assert_eq!(app.upload(jpeg(2)).await.status(), 201);

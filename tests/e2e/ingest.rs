@@ -7,16 +7,7 @@ async fn an_uploaded_image_becomes_an_event_that_stock_git_can_read() {
     let app = TestApp::spawn().await;
     let image = jpeg(1);
 
-    let response = app
-        .client
-        .post(app.url("/v1/images"))
-        .bearer_auth(&app.camera_token)
-        .header("content-type", "image/jpeg")
-        .header("x-captured-at", "2026-11-22T01:02:03+01:00")
-        .body(image.clone())
-        .send()
-        .await
-        .unwrap();
+    let response = app.upload_captured_at(image.clone(), "2026-11-22T01:02:03+01:00").await;
 
     assert_eq!(response.status(), 201);
     let answer: Value = response.json().await.unwrap();
