@@ -58,6 +58,7 @@ pub mod read;
 mod recover;
 mod refs;
 mod seqidx;
+pub mod sign;
 pub mod verdict;
 
 /// Every parser of untrusted ledger bytes in one call, for the fuzz targets in `fuzz/`
@@ -104,6 +105,10 @@ pub struct LedgerConfig {
     /// How long an idempotency key answers a retry with the first answer (default 7 days).
     /// Expired keys are purged from `writer.redb`; the `Idempotency-Key` trailer in git stays.
     pub idempotency_retention: std::time::Duration,
+    /// The ledger's signing key: every commit camledger writes (events, verdicts, notes)
+    /// carries its SSH signature (`gpgsig`, see [`sign`]). `None` writes unsigned commits
+    /// (tests and benchmarks only; the `camledger` binary always signs).
+    pub signing_key: Option<Arc<sign::SigningKey>>,
     /// Fault injection for tests: every fsync after the n-th fails with an I/O error.
     #[doc(hidden)]
     pub fail_fsync_after: Option<u64>,
@@ -120,6 +125,7 @@ impl Default for LedgerConfig {
             max_batch_bytes: 64 << 20,
             max_packs: 64,
             idempotency_retention: std::time::Duration::from_secs(7 * 24 * 3600),
+            signing_key: None,
             fail_fsync_after: None,
             fake_free_space: None,
         }
