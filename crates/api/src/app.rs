@@ -134,8 +134,10 @@ impl Application {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         let data_dir = &config.data.data_dir;
         std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+        let signing_key = config.signing_key.load_or_create(data_dir)?;
         let ledger_config = LedgerConfig {
             node_name: config.node_name(),
+            signing_key: Some(signing_key),
             max_batch: config.max_batch.max(1),
             fail_fsync_after: config.fail_fsync_after,
             idempotency_retention: config.idempotency_retention,
@@ -350,6 +352,7 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .merge(routes::health::router())
         .merge(routes::images::router())
         .merge(routes::events::router())
+        .merge(routes::keys::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         // Bodies are limited by the upload handler itself (with a JSON 413); this only
         // lifts axum's 2 MiB default for the multipart extractor.

@@ -8,6 +8,7 @@
 //!   error type; `listener`: connection cap and idle timeout;
 //! - [`registry`]: cameras and reader tokens in `<data-dir>/camledger.sqlite`;
 //! - [`processing`]: in-process verdict workers, `camledger worker` and `replay`;
+//! - [`keys`]: the ledger's signing key (`--signing-key`) and its history;
 //! - [`snapshots`]: snapshot/restore commands and scheduled snapshots;
 //! - [`push`]: the camera-side uploader; [`bench`]: benchmarks against reference tools.
 
@@ -17,6 +18,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub(crate) mod error;
+pub mod keys;
 pub(crate) mod listener;
 pub mod processing;
 pub mod progress;

@@ -3,3 +3,4 @@
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod images;
+pub(crate) mod keys;
