@@ -307,7 +307,6 @@ pub(crate) fn commit_bytes(
 pub(crate) struct ParsedCommit<'a> {
     pub(crate) tree: ObjectId,
     pub(crate) parents: Vec<ObjectId>,
-    pub(crate) author: &'a str,
     pub(crate) message: &'a [u8],
 }
 
@@ -327,7 +326,9 @@ pub(crate) fn parse_commit(data: &[u8]) -> Option<ParsedCommit<'_>> {
             _ => {}
         }
     }
-    Some(ParsedCommit { tree: tree?, parents, author: author?, message })
+    // An author is required; its value is checked by verification's own strict parser.
+    author?;
+    Some(ParsedCommit { tree: tree?, parents, message })
 }
 
 /// Committer identities go inside `<…>`: refuse anything git would mis-parse.

@@ -85,7 +85,7 @@ mod writer;
 pub use format::{EventRecord, Exif, FormatError, Trailers, EVENTS_REF, FORMAT_VERSION};
 pub use read::{EventHead, StoredEvent};
 pub use verdict::{StoredVerdict, Verdict, VerdictHead, NOTES_REF, VERDICTS_REF};
-pub use verify::VerifyReport;
+pub use verify::{CameraRegistry, VerifyFailure, VerifyOptions, VerifyReport};
 pub use writer::{append, Appended, EventWriter, NewEvent, Unavailable};
 
 /// Configuration of a ledger; `Default` is right for production except `node_name`.
@@ -327,7 +327,11 @@ fn pack_generation(data_dir: &Path) -> u64 {
 
 fn open_repo(git_dir: &Path) -> Result<gix::ThreadSafeRepository, open::Error> {
     // Enough slots for max_packs plus the packs written between two consolidations.
-    let options = gix::open::Options::isolated().object_store_slots(gix::odb::store::init::Slots::Given(1024));
+    // Replacement refs (`refs/replace/*`) would let anyone who can write a ref show another
+    // object under an event's id; the ledger's readers never follow them (`verify` reports them).
+    let options = gix::open::Options::isolated()
+        .object_store_slots(gix::odb::store::init::Slots::Given(1024))
+        .config_overrides(["core.useReplaceRefs=false"]);
     Ok(gix::open_opts(git_dir, options)
         .map_err(|source| open::Error::Git { path: git_dir.to_owned(), source })?
         .into_sync())

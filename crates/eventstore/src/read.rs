@@ -52,9 +52,6 @@ pub struct StoredEvent {
 /// An event commit with everything parsed, and the ids needed to go further.
 pub(crate) struct Loaded {
     pub(crate) stored: StoredEvent,
-    pub(crate) parents: Vec<ObjectId>,
-    pub(crate) tree: Vec<(String, String, ObjectId)>,
-    pub(crate) author: String,
     pub(crate) image_oid: ObjectId,
 }
 
@@ -111,9 +108,6 @@ pub(crate) fn load(repo: &gix::Repository, id: ObjectId) -> Result<Loaded, Error
             record,
             trailers,
         },
-        parents: commit.parents.clone(),
-        author: commit.author.to_owned(),
-        tree,
         image_oid,
     })
 }

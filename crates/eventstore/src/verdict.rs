@@ -553,56 +553,6 @@ impl Ledger {
     }
 }
 
-impl Ledger {
-    /// Walks `refs/heads/verdicts` from its head: one verdict per event from seq 1 up without
-    /// gaps, each naming the right event commit, canonical `verdict.json`, message matching;
-    /// and every event the notes claim to cover carries a note naming its verdict commit.
-    /// Returns the number of verdicts checked; the first failure names the event seq.
-    pub fn verify_verdicts(&self, mut progress: impl FnMut(u64, u64)) -> Result<u64, crate::verify::Error> {
-        let repo = self.repo();
-        let head_err = crate::verify::Error::Head;
-        let Some(mut id) = ref_target(&repo, VERDICTS_REF).map_err(head_err)? else { return Ok(0) };
-        let through = notes_through(&repo, ref_target(&repo, NOTES_REF).map_err(head_err)?).map_err(head_err)?;
-        let mut expected: Option<u64> = None;
-        let mut total = 0;
-        loop {
-            let broken = |seq: u64, what: String| crate::verify::Error::Broken {
-                seq,
-                id: id.to_string(),
-                what: format!("verdict: {what}"),
-            };
-            let (verdict, parent) =
-                load_verdict(&repo, id).map_err(|e| broken(expected.unwrap_or(0), e.to_string()))?;
-            let seq = verdict.event_seq;
-            let total_seq = *expected.get_or_insert(seq);
-            if total == 0 {
-                total = total_seq;
-            }
-            if seq != total_seq {
-                return Err(broken(total_seq, format!("judges event {seq}, its chain position is event {total_seq}")));
-            }
-            verdict.check().map_err(|e| broken(seq, e.to_string()))?;
-            let event = self.id_for_seq(&repo, seq).map_err(|e| broken(seq, format!("judged event: {e}")))?;
-            if ObjectId::from_hex(verdict.event_id.as_bytes()).ok() != Some(event) {
-                return Err(broken(seq, format!("names event commit {}, event {seq} is {event}", verdict.event_id)));
-            }
-            if seq <= through && verdict_from_note(&repo, event).map_err(|e| broken(seq, e.to_string()))? != Some(id) {
-                return Err(broken(seq, "the note on the event does not name this verdict".into()));
-            }
-            progress(total - seq + 1, total);
-            match (parent, seq) {
-                (None, 1) => return Ok(total),
-                (Some(parent), s) if s > 1 => {
-                    id = parent;
-                    expected = Some(s - 1);
-                }
-                (None, s) => return Err(broken(s, "the verdict chain ends before event 1".into())),
-                (Some(_), _) => return Err(broken(1, "the verdict for event 1 has a parent".into())),
-            }
-        }
-    }
-}
-
 fn verdict_from_note(repo: &gix::Repository, event: ObjectId) -> Result<Option<ObjectId>, read::Error> {
     let Some(notes) = ref_target(repo, NOTES_REF)? else { return Ok(None) };
     let data = find(repo, notes, gix::objs::Kind::Commit)?;

@@ -239,6 +239,9 @@ fn commit_as_camera(g: &Path, tree: &str, parent: &str, message: &str, date: &st
         .env("GIT_AUTHOR_NAME", "cam-1")
         .env("GIT_AUTHOR_EMAIL", "cam-1@camera.camledger")
         .env("GIT_AUTHOR_DATE", date)
+        .env("GIT_COMMITTER_NAME", "camledger")
+        .env("GIT_COMMITTER_EMAIL", "camledger.local")
+        .env("GIT_COMMITTER_DATE", date)
         .output()
         .expect("commit-tree");
     assert!(out.status.success());
@@ -348,7 +351,7 @@ async fn verify_reports_the_first_forged_event_precisely() {
         let err = ledger.verify(|_, _| {}).expect_err(name);
         let text = err.to_string();
         assert!(text.contains(expected), "{name}: {text}");
-        assert!(text.contains("event seq"), "{name}: names the event: {text}");
+        assert!(text.contains("FAILED events seq"), "{name}: names the event: {text}");
     }
 }
 

@@ -101,12 +101,21 @@ async fn verify_verdicts_reports_a_verdict_chain_with_a_gap() {
     let git_dir = ledger.git_dir();
     let tree = git(&git_dir, &["rev-parse", "refs/heads/verdicts^{tree}"]);
     let message = git(&git_dir, &["log", "-1", "--format=%B", "refs/heads/verdicts"]);
-    let forged = git(&git_dir, &["commit-tree", tree.trim(), "-p", first.trim(), "-m", message.trim_end()]);
+    // As camledger itself would commit it (same identity, author = committer).
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&git_dir)
+        .args(["commit-tree", tree.trim(), "-p", first.trim(), "-m", message.trim_end()])
+        .envs([("GIT_AUTHOR_NAME", "camledger"), ("GIT_COMMITTER_NAME", "camledger")])
+        .envs([("GIT_AUTHOR_EMAIL", "camledger.local"), ("GIT_COMMITTER_EMAIL", "camledger.local")])
+        .envs([("GIT_AUTHOR_DATE", "1800000000 +0000"), ("GIT_COMMITTER_DATE", "1800000000 +0000")])
+        .output()
+        .expect("git commit-tree");
+    let forged = String::from_utf8(out.stdout).expect("utf8");
     git(&git_dir, &["update-ref", "refs/heads/verdicts", forged.trim()]);
     let err = ledger.verify_verdicts(|_, _| {}).expect_err("the forged head is found");
     assert!(
-        err.to_string().contains("event seq 3")
-            && err.to_string().contains("note on the event does not name this verdict"),
+        err.to_string().contains("verdicts seq 3") && err.to_string().contains("does not agree with this verdict"),
         "{err}"
     );
     // Without notes to compare with, the gap itself is reported.
