@@ -54,6 +54,7 @@ use std::sync::{Arc, Mutex};
 mod durable;
 pub mod format;
 mod pack;
+mod publish;
 pub mod read;
 mod recover;
 mod refs;
