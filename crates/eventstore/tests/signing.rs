@@ -100,6 +100,14 @@ async fn every_event_verdict_and_notes_commit_is_signed_and_stock_git_verifies_i
         assert_eq!(allowed.verify_commit(bytes.as_bytes(), now()), Ok("ledger@camledger"), "{id}");
     }
 
+    // The auditor's one-liner of docs/event-format.md, section 10: every commit is good ("G").
+    let signers = format!("gpg.ssh.allowedSignersFile={}", allowed_path.display());
+    let log = git(
+        &git_dir,
+        &["-c", "gpg.format=ssh", "-c", &signers, "log", "--format=%G?", "refs/heads/events", VERDICTS_REF, NOTES_REF],
+    );
+    assert_eq!(log, "G\n".repeat(commits.len()), "git log %G? shows a good signature on every commit");
+
     // Another key's allowed-signers file: stock git refuses every commit.
     let (stranger, _) = allowed_signers_file(dir.path(), &self::key(dir.path(), "stranger"));
     assert!(commits.iter().all(|id| !git_verifies(&git_dir, &stranger, id)), "signed by the ledger's key only");
