@@ -330,6 +330,7 @@ pub(crate) fn commit_bytes(spec: &CommitSpec<'_>, key: Option<&SigningKey>) -> V
 pub(crate) struct ParsedCommit<'a> {
     pub(crate) tree: ObjectId,
     pub(crate) parents: Vec<ObjectId>,
+    pub(crate) author: &'a str,
     pub(crate) message: &'a [u8],
 }
 
@@ -353,9 +354,7 @@ pub(crate) fn parse_commit(data: &[u8]) -> Option<ParsedCommit<'_>> {
             _ => {}
         }
     }
-    // An author is required; its value is checked by verification's own strict parser.
-    author?;
-    Some(ParsedCommit { tree: tree?, parents, message })
+    Some(ParsedCommit { tree: tree?, parents, author: author?, message })
 }
 
 /// Committer identities go inside `<…>`: refuse anything git would mis-parse.

@@ -308,6 +308,12 @@ fn parse_strict(data: &[u8]) -> Result<StrictCommit<'_>, Fail> {
             format!("header {name:?} is not allowed (only tree, parent, author, committer, gpgsig)"),
         );
     }
+    // The readers (`camledger log`, the API) parse commits leniently: they must see the very
+    // commit checked here, or a header trick could show them something else.
+    let lenient = format::parse_commit(data).ok_or_else(|| header("the readers' parser refuses the commit".into()))?;
+    if lenient.tree != tree || lenient.parents.first() != parent.as_ref() || lenient.author != author {
+        return fail(Rule::Header, "the readers' parser sees another tree, parent or author");
+    }
     Ok(StrictCommit { tree, parent, author, committer, signed, message })
 }
 
@@ -533,12 +539,14 @@ impl Ledger {
                             ));
                         }
                     }
-                    Some(_) => return Err(broken(
-                        Rule::Note,
-                        format!(
+                    Some(_) => {
+                        return Err(broken(
+                            Rule::Note,
+                            format!(
                             "event commit {event} has a note although the notes cover verdicts through {through} only"
                         ),
-                    )),
+                        ))
+                    }
                     None if seq <= through => {
                         return Err(broken(Rule::Note, format!("the note on event commit {event} is missing")));
                     }
