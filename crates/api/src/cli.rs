@@ -112,11 +112,9 @@ pub enum Command {
         #[arg(long, env = "CAMLEDGER_STRICT")]
         strict: bool,
     },
-    /// Verify the whole ledger: chain, sequence numbers, event.json and every image's SHA-256.
-    Verify {
-        #[command(flatten)]
-        data: DataDirArg,
-    },
+    /// Verify everything an auditor relies on: objects, commits, events, verdicts, notes,
+    /// cameras and (with --allowed-signers) every signature; exit 1 at the first failure.
+    Verify(crate::verify::VerifyArgs),
     /// Show the ledger's signing key (the allowed-signers line auditors verify with).
     Keys {
         #[command(subcommand)]
@@ -233,7 +231,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens { action } => tokens(action).await,
         Command::Push(args) => crate::push::run(args).await,
         Command::Log { data, from, limit, format } => log(data, from, limit, format).await,
-        Command::Verify { data } => verify(data).await,
+        Command::Verify(args) => crate::verify::run(args).await,
         Command::Worker { data, key, judge, threads } => {
             crate::processing::worker_command(data, key, judge, threads.unwrap_or_else(crate::config::cores)).await
         }
@@ -464,26 +462,6 @@ async fn log(data: DataDirArg, from: u64, limit: Option<usize>, format: OutputFo
     })
     .await
     .context("the log task panicked")?
-}
-
-async fn verify(data: DataDirArg) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || {
-        let ledger = open_ledger(&data)?;
-        let progress = crate::progress::Bar::new("verifying events");
-        let report = ledger.verify(|done, total| progress.update(done, total));
-        progress.finish();
-        let report = report.context("the ledger failed verification")?;
-        match &report.head {
-            Some(head) => println!(
-                "verified {} events ({} duplicates, {} image bytes hashed); head seq {} commit {}",
-                report.events, report.duplicates, report.image_bytes, head.seq, head.id
-            ),
-            None => println!("verified an empty ledger (no events yet)"),
-        }
-        anyhow::Ok(())
-    })
-    .await
-    .context("the verify task panicked")?
 }
 
 #[cfg(test)]

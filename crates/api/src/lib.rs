@@ -27,6 +27,7 @@ pub mod registry;
 pub(crate) mod routes;
 pub mod snapshots;
 pub mod telemetry;
+pub mod verify;
 
 pub use app::Application;
 pub use config::ServeConfig;

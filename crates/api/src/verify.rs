@@ -1,0 +1,142 @@
+//! `camledger verify`: checks everything an auditor relies on (the rules live in
+//! `camledger_eventstore::verify`), with the allowed-signers file and the camera registry.
+//!
+//! Exit status 0 when the ledger verifies, 1 at the first failure, which is named on stderr as
+//! `verify: FAILED <chain> seq <seq> commit <id>: rule <code>: <detail>` (or as one JSON
+//! object on stdout with `--format json`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use camledger_eventstore::sign::AllowedSigners;
+use camledger_eventstore::verify::{CameraRegistry, Error as Failure, VerifyOptions, VerifyReport};
+
+use crate::cli::OutputFormat;
+use crate::config::DataDirArg;
+
+/// The flags of `camledger verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// Allowed-signers file (as `GET /v1/keys` returns it, or `camledger keys show` prints
+    /// it): every commit must be signed by a key valid at its committer time. Take it from a
+    /// channel the server does not control; without it signatures are not checked.
+    #[arg(long, env = "CAMLEDGER_ALLOWED_SIGNERS")]
+    pub allowed_signers: Option<PathBuf>,
+    /// Output format: text (failure on stderr) or one JSON object on stdout.
+    #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+/// Runs `camledger verify`.
+pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
+    let allowed_signers = match &args.allowed_signers {
+        Some(path) => Some(read_allowed_signers(path)?),
+        None => None,
+    };
+    let cameras = read_cameras(&args.data.data_dir).await?;
+    let options = VerifyOptions { allowed_signers, cameras };
+    let format = args.format;
+    let data = args.data;
+    let (outcome, seconds) = tokio::task::spawn_blocking(move || {
+        let ledger = crate::cli::open_ledger(&data)?;
+        let progress = crate::progress::Bar::new("verifying");
+        let started = std::time::Instant::now();
+        let outcome = ledger.verify_with(&options, |done, total| progress.update(done, total));
+        progress.finish();
+        anyhow::Ok((outcome, started.elapsed().as_secs_f64()))
+    })
+    .await
+    .context("the verify task panicked")??;
+    match format {
+        OutputFormat::Json => println!("{}", json(&outcome)),
+        OutputFormat::Text => match &outcome {
+            Ok(report) => println!("{}", text(report, seconds)),
+            Err(failure) => eprintln!("verify: {failure}"),
+        },
+    }
+    match outcome {
+        Ok(_) => Ok(()),
+        Err(failure) => Err(anyhow::anyhow!("the ledger failed verification (rule {})", failure.rule())),
+    }
+}
+
+fn read_allowed_signers(path: &Path) -> anyhow::Result<AllowedSigners> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading --allowed-signers {}", path.display()))?;
+    let signers = AllowedSigners::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    anyhow::ensure!(!signers.signers.is_empty(), "{} names no key for namespace git", path.display());
+    Ok(signers)
+}
+
+/// The registry's cameras, when the data dir has a registry.
+async fn read_cameras(data_dir: &Path) -> anyhow::Result<Option<CameraRegistry>> {
+    if !data_dir.join(crate::registry::REGISTRY_FILE).exists() {
+        return Ok(None);
+    }
+    let registry = crate::registry::Registry::open(data_dir).await.context("opening the camera registry")?;
+    let listed = registry.list_cameras().await.context("listing the cameras");
+    registry.close().await;
+    let mut cameras = CameraRegistry::default();
+    for camera in listed? {
+        let revoked_at = match &camera.revoked_at {
+            Some(at) => Some(
+                time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                    .with_context(|| format!("camera {}: revoked_at {at:?} is not RFC 3339", camera.id))?,
+            ),
+            None => None,
+        };
+        cameras.insert(&camera.id, revoked_at);
+    }
+    Ok(Some(cameras))
+}
+
+fn text(report: &VerifyReport, seconds: f64) -> String {
+    let head = match &report.head {
+        Some(head) => format!("head seq {} commit {}", head.seq, head.id),
+        None => "an empty ledger (no events yet)".to_owned(),
+    };
+    format!(
+        "verified {} events ({} duplicates, {} image bytes hashed), {} verdicts, notes through event {}, \
+         {} objects re-hashed, {} signatures checked in {seconds:.1} s; {head}",
+        report.events,
+        report.duplicates,
+        report.image_bytes,
+        report.verdicts,
+        report.notes_through,
+        report.objects,
+        report.signatures
+    )
+}
+
+fn json(outcome: &Result<VerifyReport, Failure>) -> serde_json::Value {
+    match outcome {
+        Ok(report) => serde_json::json!({
+            "ok": true,
+            "counts": {
+                "events": report.events,
+                "duplicates": report.duplicates,
+                "image_bytes": report.image_bytes,
+                "verdicts": report.verdicts,
+                "notes_through": report.notes_through,
+                "objects": report.objects,
+                "signatures": report.signatures,
+            },
+            "head": report.head.as_ref().map(|h| serde_json::json!({ "seq": h.seq, "id": h.id })),
+            "verdict_head": report.verdict_head.as_ref().map(|h| serde_json::json!({ "event_seq": h.event_seq, "id": h.id })),
+            "failure": null,
+        }),
+        Err(failure) => serde_json::json!({
+            "ok": false,
+            "counts": null,
+            "failure": {
+                "chain": failure.chain().as_str(),
+                "seq": failure.seq(),
+                "commit": failure.commit(),
+                "rule": failure.rule().as_str(),
+                "detail": failure.detail(),
+            },
+        }),
+    }
+}
