@@ -195,6 +195,18 @@ impl TestApp {
         self.client.get(self.url(path)).bearer_auth(token).send().await.expect("sending a GET")
     }
 
+    /// Waits (up to 30 s) until event `seq` has a verdict; returns it.
+    pub async fn wait_for_verdict(&self, seq: u64) -> Value {
+        for _ in 0..300 {
+            let event = self.get_json(&format!("/v1/events/{seq}")).await;
+            if !event["verdict"].is_null() {
+                return event["verdict"].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("event {seq} got no verdict within 30 s");
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         let response = self.get(path, &self.auditor_token.clone()).await;
         assert_eq!(response.status(), 200, "GET {path}");

@@ -16,17 +16,6 @@ fn flat_black_jpeg() -> Vec<u8> {
     out.into_inner()
 }
 
-async fn wait_for_verdict(app: &TestApp, seq: u64) -> Value {
-    for _ in 0..300 {
-        let event = app.get_json(&format!("/v1/events/{seq}")).await;
-        if !event["verdict"].is_null() {
-            return event["verdict"].clone();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("event {seq} got no verdict within 30 s");
-}
-
 #[tokio::test]
 async fn the_worker_judges_every_upload_and_stock_git_shows_the_verdicts() {
     let app = TestApp::spawn_with(&["--workers", "1", "--model", TINY_MODEL]).await;
@@ -34,9 +23,9 @@ async fn the_worker_judges_every_upload_and_stock_git_shows_the_verdicts() {
     assert_eq!(app.upload(jpeg(1)).await.status(), 200);
     assert_eq!(app.upload(flat_black_jpeg()).await.status(), 201);
 
-    let first = wait_for_verdict(&app, 1).await;
-    let duplicate = wait_for_verdict(&app, 2).await;
-    let blank = wait_for_verdict(&app, 3).await;
+    let first = app.wait_for_verdict(1).await;
+    let duplicate = app.wait_for_verdict(2).await;
+    let blank = app.wait_for_verdict(3).await;
     assert_eq!(first["event_seq"], 1);
     assert_eq!(duplicate["spam"], true);
     assert!(duplicate["reasons"].as_array().unwrap().contains(&Value::from("duplicate")), "{duplicate}");
