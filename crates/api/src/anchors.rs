@@ -221,7 +221,9 @@ impl Anchoring {
             (c.events_seq, &c.events_head, c.verdicts_seq, &c.verdicts_head)
                 == (current.events_seq, &current.events_head, current.verdicts_seq, &current.verdicts_head)
         });
-        if unchanged && !force {
+        // An empty ledger has nothing to anchor until its first event or verdict.
+        let empty = last.is_none() && current.events_seq == 0 && current.verdicts_seq == 0;
+        if (unchanged || empty) && !force {
             return Ok(None);
         }
         let note = current.sign(&self.key);
