@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod anchors;
 mod auth;
 mod backup;
 mod bad_input;

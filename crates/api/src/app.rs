@@ -52,6 +52,8 @@ pub(crate) struct AppState {
     pub(crate) admission_slots: Arc<Semaphore>,
     /// What the last append said about the writer; read by `/readyz`.
     pub(crate) writer_health: WriterHealth,
+    /// Signed checkpoints into the anchor store (`GET /v1/checkpoint`, `/healthz`).
+    pub(crate) anchors: Arc<crate::anchors::Anchoring>,
 }
 
 /// The writer's state as seen from the answers to appends.
@@ -128,6 +130,7 @@ pub struct Application {
     header_timeout: Duration,
     schedule: Option<SnapshotSchedule>,
     judging: Option<crate::processing::Judging>,
+    checkpoint_interval: Duration,
 }
 
 impl Application {
@@ -137,7 +140,7 @@ impl Application {
         let signing_key = config.signing_key.load_or_create(data_dir)?;
         let ledger_config = LedgerConfig {
             node_name: config.node_name(),
-            signing_key: Some(signing_key),
+            signing_key: Some(Arc::clone(&signing_key)),
             max_batch: config.max_batch.max(1),
             fail_fsync_after: config.fail_fsync_after,
             idempotency_retention: config.idempotency_retention,
@@ -158,6 +161,15 @@ impl Application {
                 .context("starting the event writer")?
         };
         let registry = Registry::open(data_dir).await.context("opening the camera registry")?;
+        if config.anchor.is_default() {
+            tracing::warn!(
+                "checkpoints go to sqlite://<data-dir>/anchors.sqlite; in production keep the anchor store outside \
+                 the data dir, on another machine (--anchor-url mysql://…)"
+            );
+        }
+        // Fail at start-up when the anchor store cannot be reached (2 s for MariaDB).
+        let anchors =
+            Arc::new(crate::anchors::Anchoring::open(&config.anchor.url(data_dir), ledger.clone(), signing_key).await?);
         let limits = Limits { max_pixels: config.max_pixels, ..Limits::default() };
         let schedule = match config.snapshot_interval {
             Some(interval) => {
@@ -199,6 +211,7 @@ impl Application {
             max_parts: config.max_parts.max(1),
             admission_slots: Arc::new(Semaphore::new(crate::config::cores().max(2) * 2)),
             writer_health: WriterHealth::default(),
+            anchors,
         });
         let tcp =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -213,6 +226,7 @@ impl Application {
             header_timeout: config.header_timeout(),
             schedule,
             judging,
+            checkpoint_interval: config.checkpoint_interval,
         })
     }
 
@@ -241,6 +255,11 @@ impl Application {
                 s.store.close().await;
             })
         });
+        let checkpoints = {
+            let anchors = Arc::clone(&self.state.anchors);
+            let snapshots = self.state.snapshots.clone();
+            tokio::spawn(anchors.run(self.checkpoint_interval, snapshots, stop_background.clone()))
+        };
         let worker = self.judging.map(|judging| {
             let (ledger, stop) = (self.state.ledger.clone(), stop_background.clone());
             tokio::spawn(async move {
@@ -289,7 +308,11 @@ impl Application {
                 tracing::warn!("the snapshot scheduler did not stop within the grace period");
             }
         }
+        let _ = checkpoints.await;
         self.state.writer.clone().shutdown().await;
+        // The last checkpoint covers the writer's last batch and the worker's last verdicts.
+        self.state.anchors.checkpoint_logged(false, "shutdown").await;
+        self.state.anchors.close().await;
         self.state.registry.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -353,6 +376,7 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .merge(routes::images::router())
         .merge(routes::events::router())
         .merge(routes::keys::router())
+        .merge(routes::checkpoint::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         // Bodies are limited by the upload handler itself (with a JSON 413); this only
         // lifts axum's 2 MiB default for the multipart extractor.

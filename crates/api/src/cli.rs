@@ -63,6 +63,13 @@ pub enum Command {
         database_url: Option<String>,
         #[command(flatten)]
         key: crate::snapshots::BackupKeyArg,
+        /// With the ledger's signing key at hand, a checkpoint goes into the anchor store too.
+        #[command(flatten)]
+        anchor: crate::anchors::AnchorArg,
+        #[command(flatten)]
+        signing_key: crate::keys::SigningKeyArg,
+        #[command(flatten)]
+        node: crate::config::NodeNameArg,
     },
     /// List, verify or prune stored snapshots.
     Snapshots {
@@ -115,6 +122,22 @@ pub enum Command {
     /// Verify everything an auditor relies on: objects, commits, events, verdicts, notes,
     /// cameras and (with --allowed-signers) every signature; exit 1 at the first failure.
     Verify(crate::verify::VerifyArgs),
+    /// Write a signed checkpoint of the ledger into the anchor store now.
+    Checkpoint {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[command(flatten)]
+        anchor: crate::anchors::AnchorArg,
+        #[command(flatten)]
+        key: crate::keys::SigningKeyArg,
+        #[command(flatten)]
+        node: crate::config::NodeNameArg,
+    },
+    /// List anchored checkpoints, or verify the ledger against them.
+    Checkpoints {
+        #[command(subcommand)]
+        action: crate::anchors::CheckpointsCommand,
+    },
     /// Show the ledger's signing key (the allowed-signers line auditors verify with).
     Keys {
         #[command(subcommand)]
@@ -239,7 +262,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay { data, judge, from, to, format, strict } => {
             crate::processing::replay_command(data, judge, from, to, format, strict).await
         }
-        Command::Snapshot { data, database_url, key } => crate::snapshots::snapshot(data, database_url, key).await,
+        Command::Snapshot { data, database_url, key, anchor, signing_key, node } => {
+            crate::snapshots::snapshot(data.clone(), database_url, key).await?;
+            if let Some(stored) = crate::anchors::checkpoint_after_snapshot(&data, &anchor, &signing_key, &node).await?
+            {
+                println!("anchored checkpoint {} at events seq {}", stored.id, stored.checkpoint.events_seq);
+            }
+            Ok(())
+        }
+        Command::Checkpoint { data, anchor, key, node } => {
+            crate::anchors::checkpoint_command(data, anchor, key, node).await
+        }
+        Command::Checkpoints { action } => crate::anchors::checkpoints_command(action).await,
         Command::Snapshots { action } => crate::snapshots::snapshots(action).await,
         Command::Restore { db, key, to, snapshot } => crate::snapshots::restore(db, key, to, snapshot).await,
         Command::Bench { which } => crate::bench::run(which).await,

@@ -90,6 +90,14 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub signing_key: crate::keys::SigningKeyArg,
 
+    #[command(flatten)]
+    pub anchor: crate::anchors::AnchorArg,
+
+    /// Write a signed checkpoint into the anchor store this often when a head moved (also
+    /// with every scheduled snapshot and at shutdown), e.g. 60s, 5m.
+    #[arg(long, env = "CAMLEDGER_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub checkpoint_interval: Duration,
+
     /// In-process judging threads writing verdicts (0 turns judging off; default: the number
     /// of cores). With 0 no ONNX Runtime library is needed.
     #[arg(long, env = "CAMLEDGER_WORKERS")]
@@ -101,6 +109,30 @@ pub struct ServeConfig {
     /// Fault injection for durability tests: every fsync after the N-th fails.
     #[arg(long, env = "CAMLEDGER_FAIL_FSYNC_AFTER", hide = true)]
     pub fail_fsync_after: Option<u64>,
+}
+
+/// `--node-name` of the commands that write checkpoints outside `serve`: the origin of a
+/// ledger's checkpoints is `camledger/<node-name>`, so it must be the one `serve` uses.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct NodeNameArg {
+    /// The ledger's node name, as given to `serve` (default: the host name, as `serve` has it).
+    #[arg(long, env = "CAMLEDGER_NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+impl NodeNameArg {
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(hostname)
+    }
+}
+
+/// The host name (`/etc/hostname`), or `localhost`: the default node name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// The number of cores this process may use.
@@ -134,6 +166,8 @@ impl ServeConfig {
             idempotency_retention: Duration::from_secs(7 * 86400),
             backup_key: Default::default(),
             signing_key: Default::default(),
+            anchor: Default::default(),
+            checkpoint_interval: Duration::from_secs(60),
             workers: Some(0),
             judge: crate::processing::JudgeArgs {
                 ort_dylib: None,

@@ -12,6 +12,7 @@
 //! - [`snapshots`]: snapshot/restore commands and scheduled snapshots;
 //! - [`push`]: the camera-side uploader; [`bench`]: benchmarks against reference tools.
 
+pub mod anchors;
 pub mod app;
 pub(crate) mod auth;
 pub mod bench;

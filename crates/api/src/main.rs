@@ -14,9 +14,12 @@ fn main() -> ExitCode {
     // Commands that print their result on stdout log only warnings by default, so the
     // result is not repeated as an INFO line (CAMLEDGER_LOG still overrides).
     let default_level = match cli.command {
-        Command::Bench { .. } | Command::Snapshot { .. } | Command::Snapshots { .. } | Command::Restore { .. } => {
-            "warn"
-        }
+        Command::Bench { .. }
+        | Command::Snapshot { .. }
+        | Command::Snapshots { .. }
+        | Command::Restore { .. }
+        | Command::Checkpoint { .. }
+        | Command::Checkpoints { .. } => "warn",
         _ => "info",
     };
     camledger_api::telemetry::init(cli.log_format, default_level);

@@ -74,6 +74,7 @@ mod pipe;
 mod plan;
 mod stream;
 
+pub mod anchor;
 pub mod key;
 pub mod list;
 pub mod prune;
@@ -82,6 +83,7 @@ pub mod schedule;
 pub mod snapshot;
 pub mod verify;
 
+pub use anchor::{AnchorError, AnchorStore, StoredCheckpoint};
 pub use db::Store;
 pub use git::GitError;
 pub use key::BackupKey;

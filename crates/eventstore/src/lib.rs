@@ -54,6 +54,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub mod checkpoint;
 mod durable;
 pub mod format;
 mod pack;

@@ -32,6 +32,7 @@ async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resu
     });
     if Caller::optional(&headers, &state).await.is_some_and(|c| c.camera_scope().is_none()) {
         body["snapshots"] = json!(state.snapshots.as_ref().map(|s| s.borrow().clone()));
+        body["checkpoints"] = json!(state.anchors.status_snapshot());
     }
     Ok(Json(body))
 }
