@@ -43,7 +43,8 @@ const UPLOADS: [(u64, bool); 20] = [
 ];
 
 /// The shared base ledger: `data/` (the data dir), `ledger_ed25519` (the signing key, outside
-/// it), `allowed_signers` (what the auditor trusts), `tokens` (camera and auditor token).
+/// it), `anchors.sqlite` (the anchor store, outside it), `allowed_signers` (what the auditor
+/// trusts), `tokens` (camera and auditor token).
 struct Base {
     root: PathBuf,
 }
@@ -57,13 +58,20 @@ impl Base {
         self.root.join("allowed_signers")
     }
 
-    /// A fresh copy of the data dir for one case.
+    /// A fresh copy of the data dir and the anchor store for one case.
     fn copy(&self) -> Case {
         let dir = tempfile::tempdir().expect("a temp dir");
         let data = dir.path().join("data");
         let status = Command::new("cp").arg("-a").arg(self.data()).arg(&data).status().expect("running cp");
         assert!(status.success(), "copying the base ledger");
-        Case { _dir: dir, data }
+        for suffix in ["", "-wal", "-shm"] {
+            let from = self.root.join(format!("anchors.sqlite{suffix}"));
+            if from.exists() {
+                std::fs::copy(&from, dir.path().join(format!("anchors.sqlite{suffix}"))).expect("copying anchors");
+            }
+        }
+        let anchor_url = format!("sqlite://{}", dir.path().join("anchors.sqlite").display());
+        Case { _dir: dir, data, anchor_url }
     }
 }
 
@@ -99,7 +107,20 @@ async fn build_base(root: &Path) {
     let key_path = root.join("ledger_ed25519");
     SigningKey::generate(&key_path, "ledger").expect("a signing key");
     let key = key_path.to_str().expect("utf-8 path");
-    let mut app = TestApp::spawn_with(&["--workers", "1", "--model", TINY_MODEL, "--signing-key", key]).await;
+    let anchors = format!("sqlite://{}", root.join("anchors.sqlite").display());
+    let mut app = TestApp::spawn_with(&[
+        "--workers",
+        "1",
+        "--model",
+        TINY_MODEL,
+        "--signing-key",
+        key,
+        "--anchor-url",
+        &anchors,
+        "--checkpoint-interval",
+        "1s",
+    ])
+    .await;
     let second_camera = app.add_camera("cam-2");
     let first_camera = app.camera_token.clone();
     for (half, uploads) in UPLOADS.chunks(10).enumerate() {
@@ -128,6 +149,8 @@ fn last_line(text: &str) -> String {
 struct Case {
     _dir: tempfile::TempDir,
     data: PathBuf,
+    /// The copy of the base's anchor store (outside the data dir).
+    anchor_url: String,
 }
 
 /// What `camledger verify --format json` said.
@@ -147,11 +170,19 @@ impl Case {
         self.data.join("ledger.git")
     }
 
-    fn verify(&self, allowed_signers: Option<&Path>) -> Verdict {
+    /// `camledger verify` as the auditor runs it: with the allowed signers and the anchor store.
+    fn verify_audited(&self) -> Verdict {
+        self.verify(Some(&base().allowed_signers()), true)
+    }
+
+    fn verify(&self, allowed_signers: Option<&Path>, anchored: bool) -> Verdict {
         let mut command = Command::new(BIN);
         command.args(["verify", "--format", "json", "--data-dir"]).arg(&self.data).env("CAMLEDGER_LOG", "warn");
         if let Some(file) = allowed_signers {
             command.arg("--allowed-signers").arg(file);
+        }
+        if anchored {
+            command.args(["--anchor-url", &self.anchor_url]);
         }
         let out = command.output().expect("running camledger verify");
         let json: Value = serde_json::from_slice(&out.stdout)
@@ -317,12 +348,12 @@ fn attacker_key() -> SigningKey {
     SigningKey::generate(&dir.path().join("attacker"), "attacker").expect("a key")
 }
 
-/// `verify` with the allowed signers fails with `rule`; without them it fails with
-/// `unsigned_rule`, or passes when `None` (nothing inside the repository can tell).
+/// `verify` with the allowed signers and the anchor store fails with `rule`; with neither it
+/// fails with `unsigned_rule`, or passes when `None` (nothing inside the repository can tell).
 fn assert_caught(name: &str, case: &Case, rule: &str, unsigned_rule: Option<&str>) {
-    let signed = case.verify(Some(&base().allowed_signers()));
+    let signed = case.verify_audited();
     assert!(!signed.ok && signed.rule() == rule, "{name}: expected rule {rule}, verify said {}", signed.json);
-    let unsigned = case.verify(None);
+    let unsigned = case.verify(None, false);
     match unsigned_rule {
         Some(expected) => assert!(
             !unsigned.ok && unsigned.rule() == expected,
@@ -336,8 +367,9 @@ fn assert_caught(name: &str, case: &Case, rule: &str, unsigned_rule: Option<&str
 #[test]
 fn the_untouched_ledger_passes_verify_and_stock_git() {
     let case = base().copy();
-    let verified = case.verify(Some(&base().allowed_signers()));
+    let verified = case.verify_audited();
     assert!(verified.ok, "{}", verified.json);
+    assert!(verified.json["counts"]["checkpoints"].as_u64() >= Some(2), "{}", verified.json);
     let counts = &verified.json["counts"];
     assert_eq!((counts["events"].as_u64(), counts["verdicts"].as_u64()), (Some(20), Some(20)), "{counts}");
     assert_eq!(counts["duplicates"], 1);
@@ -559,7 +591,7 @@ fn camera_registry_tamperings_are_found() {
             std::fs::copy(&from, case.data.join(format!("camledger.sqlite{suffix}"))).expect("copying the registry");
         }
     }
-    let verified = case.verify(Some(&base().allowed_signers()));
+    let verified = case.verify_audited();
     assert!(!verified.ok && verified.rule() == "camera-unknown", "{}", verified.json);
     assert_eq!(verified.json["failure"]["seq"], 18, "the newest event of cam-2: {}", verified.json);
 
@@ -579,7 +611,7 @@ fn camera_registry_tamperings_are_found() {
             .expect("revoking cam-2 in the past");
         pool.close().await;
     });
-    let verified = case.verify(Some(&base().allowed_signers()));
+    let verified = case.verify_audited();
     assert!(!verified.ok && verified.rule() == "camera-revoked", "{}", verified.json);
 }
 
@@ -633,6 +665,24 @@ fn deleted_and_reordered_events_are_found() {
 }
 
 #[test]
+fn a_consistent_rollback_is_found_only_by_the_anchored_checkpoints() {
+    // Every ref back to the end of the first verdict write (event 10): a ledger that was
+    // really like this, signed by the real key, only older than the latest checkpoint.
+    let case = base().copy();
+    let forge = case.forge(None);
+    let events = forge.chain("refs/heads/events");
+    let verdicts = forge.chain("refs/heads/verdicts");
+    let notes = forge.git(&["log", "--format=%H %(trailers:key=Verdicts-Through,valueonly)", "refs/notes/verdicts"]);
+    let at_ten = notes.lines().find(|l| l.ends_with(" 10")).expect("a notes commit through event 10");
+    forge.set_ref("refs/heads/events", &events[9]);
+    forge.set_ref("refs/heads/verdicts", &verdicts[9]);
+    forge.set_ref("refs/notes/verdicts", at_ten.split(' ').next().expect("an id"));
+    assert_caught("consistent rollback", &case, "rollback", None);
+    let verified = case.verify_audited();
+    assert_eq!(verified.json["failure"]["chain"], "anchors", "{}", verified.json);
+}
+
+#[test]
 fn a_self_consistent_rewrite_is_found_only_by_its_signatures() {
     for attacker in [None, Some(attacker_key())] {
         let signed = attacker.is_some();
@@ -653,7 +703,7 @@ fn a_self_consistent_rewrite_is_found_only_by_its_signatures() {
         forge.git(&["update-ref", "-d", "refs/notes/verdicts"]);
         let name = if signed { "rewrite signed by the attacker" } else { "unsigned rewrite" };
         assert_caught(name, &case, "signature", None);
-        let verified = case.verify(Some(&base().allowed_signers()));
+        let verified = case.verify_audited();
         let detail = verified.json["failure"]["detail"].as_str().unwrap_or_default().to_owned();
         let expected = if signed { "is not in the allowed signers" } else { "the commit is not signed" };
         assert!(detail.contains(expected), "{name}: {detail}");
@@ -668,8 +718,12 @@ async fn a_ledger_regenerated_by_camledger_with_another_key_is_found() {
     for (n, _) in UPLOADS.iter().filter(|(n, _)| *n != 7) {
         assert!(app.upload(jpeg(*n)).await.status().is_success());
     }
-    let case = Case { _dir: tempfile::tempdir().expect("a temp dir"), data: app.path().to_owned() };
-    let verified = case.verify(Some(&base().allowed_signers()));
+    let case = Case { data: app.path().to_owned(), ..base().copy() };
+    let verified = case.verify_audited();
     assert!(!verified.ok && verified.rule() == "signature", "{}", verified.json);
-    assert!(case.verify(None).ok, "consistent without the allowed signers");
+    assert!(case.verify(None, false).ok, "consistent without the allowed signers and the anchors");
+    // The anchored checkpoints alone, their signatures checked against the keys the attacker's
+    // data dir lists, name it too.
+    let anchored = case.verify(None, true);
+    assert!(!anchored.ok && anchored.rule() == "checkpoint", "{}", anchored.json);
 }

@@ -63,6 +63,8 @@ pub enum Chain {
     Events,
     Verdicts,
     Notes,
+    /// The checkpoints in the anchor store (`camledger verify --anchor-url`).
+    Anchors,
 }
 
 impl Chain {
@@ -72,6 +74,7 @@ impl Chain {
             Chain::Events => "events",
             Chain::Verdicts => "verdicts",
             Chain::Notes => "notes",
+            Chain::Anchors => "anchors",
         }
     }
 }
@@ -126,6 +129,13 @@ pub enum Rule {
     Note,
     /// The commit is unsigned, or its signature is invalid, unknown or outside its window.
     Signature,
+    /// An anchored checkpoint is malformed, unsigned by an allowed key, or does not extend
+    /// the one before it.
+    Checkpoint,
+    /// The ledger is behind an anchored checkpoint.
+    Rollback,
+    /// A chain holds another commit at an anchored checkpoint's seq: rewritten or regenerated.
+    Rewritten,
 }
 
 impl Rule {
@@ -151,6 +161,9 @@ impl Rule {
             Rule::Notes => "notes",
             Rule::Note => "note",
             Rule::Signature => "signature",
+            Rule::Checkpoint => "checkpoint",
+            Rule::Rollback => "rollback",
+            Rule::Rewritten => "rewritten",
         }
     }
 }
@@ -180,6 +193,9 @@ pub struct VerifyReport {
     pub objects: u64,
     /// Commit signatures verified (0 without allowed signers).
     pub signatures: u64,
+    /// The node name every commit's committer carries (`None` for an empty ledger): the
+    /// checkpoints' origin is `camledger/<node>`.
+    pub node: Option<String>,
 }
 
 /// Why verification failed: the first failure met, named precisely.
@@ -494,12 +510,8 @@ impl Ledger {
             let mut head_time = None;
             loop {
                 let mut objects = Objects { repo: &repo, read: 0 };
-                let seq_hint = expected.unwrap_or(0);
-                let checked = check_verdict(&mut objects, &mut commits, id, expected, &ids).map_err(at(
-                    Chain::Verdicts,
-                    seq_hint,
-                    id.to_string(),
-                ))?;
+                let checked = check_verdict(&mut objects, &mut commits, id, expected, &ids)
+                    .map_err(|(seq, failure)| at(Chain::Verdicts, seq, id.to_string())(failure))?;
                 let seq = checked.verdict.event_seq;
                 let broken = |rule: Rule, what: String| Error::Broken {
                     chain: Chain::Verdicts,
@@ -602,6 +614,7 @@ impl Ledger {
             notes_through: through,
             objects: objects_read,
             signatures: commits.signatures,
+            node: commits.node,
         })
     }
 }
@@ -793,12 +806,26 @@ fn note_summary(note: &[u8]) -> String {
     String::from_utf8_lossy(note).lines().next().unwrap_or_default().to_owned()
 }
 
+/// Checks one verdict commit; a failure comes with the event seq it stands for (the chain
+/// position, or what `verdict.json` says for the head).
 fn check_verdict(
     objects: &mut Objects<'_>,
     commits: &mut Commits<'_>,
     id: ObjectId,
     expected: Option<u64>,
     events: &[ObjectId],
+) -> Result<CheckedVerdict, (u64, Fail)> {
+    let mut seq = expected.unwrap_or(0);
+    check_verdict_at(objects, commits, id, expected, events, &mut seq).map_err(|failure| (seq, failure))
+}
+
+fn check_verdict_at(
+    objects: &mut Objects<'_>,
+    commits: &mut Commits<'_>,
+    id: ObjectId,
+    expected: Option<u64>,
+    events: &[ObjectId],
+    seq_out: &mut u64,
 ) -> Result<CheckedVerdict, Fail> {
     let data = objects.get(id, gix::objs::Kind::Commit)?;
     let commit = parse_strict(&data)?;
@@ -818,6 +845,9 @@ fn check_verdict(
     let verdict = Verdict::from_json(&objects.get(json_id, gix::objs::Kind::Blob)?)
         .map_err(|e| (Rule::Record, format!("verdict.json: {e}")))?;
     let seq = verdict.event_seq;
+    if expected.is_none() {
+        *seq_out = seq;
+    }
     if let Some(expected) = expected {
         if seq != expected {
             return fail(Rule::Verdict, format!("judges event {seq}, its chain position is event {expected}"));
