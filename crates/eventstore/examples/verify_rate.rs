@@ -66,8 +66,8 @@ async fn main() {
             .map(|s| Verdict {
                 event_seq: s,
                 event_id: ledger.event(s).expect("event").id,
-                spam: s % 7 == 0,
-                reasons: if s % 7 == 0 { vec!["classifier".into()] } else { Vec::new() },
+                spam: s.is_multiple_of(7),
+                reasons: if s.is_multiple_of(7) { vec!["classifier".into()] } else { Vec::new() },
                 scores: [("classifier".to_owned(), (s % 1000) as f64 / 1000.0)].into_iter().collect(),
                 near_duplicate_of: None,
                 model_sha256: "ab".repeat(32),
