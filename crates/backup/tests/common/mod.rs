@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use camledger_eventstore::{Ledger, LedgerConfig, NewEvent};
+use camledger_eventstore::{Ledger, LedgerConfig, NewEvent, Verdict};
 
 /// A database on the local MariaDB, dropped on drop.
 pub struct MariaDb {
@@ -161,49 +161,29 @@ pub fn git(data_dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// Add a verdict commit on `refs/heads/verdicts` and a note on the events tip with the
-/// stock git CLI, the way a processor would.
+/// Judge every event not judged yet, up to the head, as the processor does: real verdict
+/// commits on `refs/heads/verdicts` and their notes (`Ledger::append_verdicts`), so that the
+/// restore's proof (`Ledger::verify`, which checks verdicts and notes) holds. `text`: `spam`
+/// or `ok`.
 pub fn add_verdict(data_dir: &Path, text: &str) {
-    let events_tip = git(data_dir, &["rev-parse", "refs/heads/events"]);
-    let ledger_git = data_dir.join("ledger.git");
-    let verdict_file = ledger_git.join("verdict.tmp.json");
-    std::fs::write(&verdict_file, format!("{{\"event\":\"{events_tip}\",\"verdict\":\"{text}\"}}"))
-        .expect("write a temp file");
-    let blob = git(data_dir, &["hash-object", "-w", verdict_file.to_str().expect("utf-8 path")]);
-    std::fs::remove_file(&verdict_file).expect("remove the temp file");
-    let tree = {
-        let mut child = Command::new("git")
-            .arg("--git-dir")
-            .arg(&ledger_git)
-            .arg("mktree")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("git is installed");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(format!("100644 blob {blob}\tverdict.json\n").as_bytes())
-            .expect("write to git mktree");
-        let out = child.wait_with_output().expect("git mktree runs");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    let parent = Command::new("git")
-        .arg("--git-dir")
-        .arg(&ledger_git)
-        .args(["rev-parse", "--verify", "-q", "refs/heads/verdicts"])
-        .output()
-        .expect("git is installed");
-    let parent = String::from_utf8_lossy(&parent.stdout).trim().to_owned();
-    let mut args = vec!["commit-tree", tree.as_str(), "-m", text];
-    if !parent.is_empty() {
-        args.extend(["-p", parent.as_str()]);
-    }
-    let commit = git(data_dir, &args);
-    git(data_dir, &["update-ref", "refs/heads/verdicts", &commit]);
-    git(data_dir, &["notes", "--ref=verdicts", "add", "-f", "-m", text, &events_tip]);
+    let ledger = Ledger::open(data_dir, LedgerConfig::default()).expect("open the ledger");
+    let from = ledger.verdict_head().expect("read the verdict head").map_or(1, |h| h.event_seq + 1);
+    let head = ledger.head().expect("read the head").map_or(0, |h| h.seq);
+    let spam = text == "spam";
+    let verdicts: Vec<Verdict> = (from..=head)
+        .map(|seq| Verdict {
+            event_seq: seq,
+            event_id: ledger.event(seq).expect("read the event").id,
+            spam,
+            reasons: if spam { vec!["classifier".into()] } else { Vec::new() },
+            scores: Default::default(),
+            near_duplicate_of: None,
+            model_sha256: "ab".repeat(32),
+            processor_version: "test-1".into(),
+            perceptual_hash: None,
+        })
+        .collect();
+    ledger.append_verdicts(&verdicts).expect("append the verdicts");
 }
 
 /// Every ref and its value, as stock git lists them.
