@@ -52,6 +52,8 @@ pub(crate) struct AppState {
     pub(crate) admission_slots: Arc<Semaphore>,
     /// What the last append said about the writer; read by `/readyz`.
     pub(crate) writer_health: WriterHealth,
+    /// Clones over git smart HTTP (`/git/ledger.git`).
+    pub(crate) git: routes::git::GitService,
 }
 
 /// The writer's state as seen from the answers to appends.
@@ -185,6 +187,7 @@ impl Application {
             config.max_inflight_bytes <= Semaphore::MAX_PERMITS && u32::try_from(config.max_body_bytes).is_ok(),
             "--max-inflight-bytes or --max-body-bytes is too large"
         );
+        let git = routes::git::GitService::new(&config, ledger.git_dir());
         let state = Arc::new(AppState {
             ledger,
             writer,
@@ -197,6 +200,7 @@ impl Application {
             max_parts: config.max_parts.max(1),
             admission_slots: Arc::new(Semaphore::new(crate::config::cores().max(2) * 2)),
             writer_health: WriterHealth::default(),
+            git,
         });
         let tcp =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -350,6 +354,7 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .merge(routes::health::router())
         .merge(routes::images::router())
         .merge(routes::events::router())
+        .merge(routes::git::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         // Bodies are limited by the upload handler itself (with a JSON 413); this only
         // lifts axum's 2 MiB default for the multipart extractor.

@@ -4,9 +4,15 @@
 //! timeout, a client that stops sending mid-body holds its connection forever. A connection
 //! that cannot get a slot waits in the kernel's accept backlog.
 //!
-//! The idle timer restarts with every byte, so it cannot stop a client that trickles: the
+//! The idle timer restarts with every byte read, so it cannot stop a client that trickles: the
 //! absolute header deadline is hyper's (`--header-timeout-secs`, set in `app::serve`), and
 //! bodies are bounded by the request deadline.
+//!
+//! It also restarts with every [`WRITE_PROGRESS`] bytes written: a client reading a long
+//! response (a git clone) sends nothing, and hyper polls the connection for reads while it
+//! writes, so a read-only timer cut every clone that took longer than the idle timeout. A
+//! client that reads less than that per idle period (a slow-read attack, or one that stopped
+//! reading) is still dropped.
 
 use std::future::Future;
 use std::io;
@@ -20,6 +26,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+
+/// Bytes written that count as activity, like one byte read (about 1 KiB/s at the default
+/// 60 s idle timeout). Small answers fit in the socket buffers and never need it.
+const WRITE_PROGRESS: usize = 64 * 1024;
 
 pub(crate) struct CappedListener {
     inner: TcpListener,
@@ -71,11 +81,29 @@ pub(crate) struct GuardedStream {
     _permit: OwnedSemaphorePermit,
     idle_timeout: Duration,
     deadline: Pin<Box<Sleep>>,
+    /// Bytes written since the idle timer last restarted.
+    written: usize,
 }
 
 impl GuardedStream {
     fn new(inner: TcpStream, permit: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
-        Self { inner, _permit: permit, idle_timeout, deadline: Box::pin(tokio::time::sleep(idle_timeout)) }
+        Self { inner, _permit: permit, idle_timeout, deadline: Box::pin(tokio::time::sleep(idle_timeout)), written: 0 }
+    }
+
+    fn restart_idle_timer(&mut self) {
+        self.written = 0;
+        let next = Instant::now() + self.idle_timeout;
+        self.deadline.as_mut().reset(next);
+    }
+
+    fn wrote(&mut self, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = result {
+            self.written += n;
+            if self.written >= WRITE_PROGRESS {
+                self.restart_idle_timer();
+            }
+        }
+        result
     }
 }
 
@@ -83,8 +111,7 @@ impl AsyncRead for GuardedStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
-                let next = Instant::now() + self.idle_timeout;
-                self.deadline.as_mut().reset(next);
+                self.restart_idle_timer();
                 Poll::Ready(result)
             }
             Poll::Pending => match self.deadline.as_mut().poll(cx) {
@@ -99,7 +126,8 @@ impl AsyncRead for GuardedStream {
 
 impl AsyncWrite for GuardedStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(result)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -115,7 +143,8 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(result)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -1,5 +1,6 @@
 //! One module per resource, each exposing `router()`.
 
 pub(crate) mod events;
+pub(crate) mod git;
 pub(crate) mod health;
 pub(crate) mod images;
