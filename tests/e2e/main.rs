@@ -13,6 +13,7 @@ mod concurrency;
 mod crash;
 mod crash_recovery;
 mod first_hour;
+mod git_clone;
 mod hostile_backup;
 mod hostile_clients;
 mod hostile_images;

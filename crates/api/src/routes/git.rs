@@ -89,9 +89,9 @@ impl GitService {
         }
     }
 
-    /// `git upload-pack --stateless-rpc` on the ledger, with a clean environment and the
-    /// configuration that hides everything but the served refs.
-    fn upload_pack(&self, advertise: bool) -> Command {
+    /// `git` with a cleared environment: the server's `PATH`, no system or global config, no
+    /// replace objects, never a prompt.
+    fn git(&self) -> Command {
         let mut command = Command::new("git");
         command
             .env_clear()
@@ -101,7 +101,46 @@ impl GitService {
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_NO_REPLACE_OBJECTS", "1")
-            .env("GIT_TERMINAL_PROMPT", "0");
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .kill_on_drop(true);
+        command
+    }
+
+    /// The first want that is not a commit in the ledger, if any.
+    ///
+    /// Needed because upload-pack's own check, for stateless (HTTP) requests, asks
+    /// `rev-list` whether the wants are reachable from the advertised refs, and rev-list
+    /// lists only commits: a blob or tree wanted by id passes unchecked. Measured: a loose
+    /// blob that no ref reaches was served to a raw protocol v0 request. A commit is then
+    /// checked by git itself (reachable from an advertised ref, or `not our ref`).
+    async fn first_non_commit(&self, wants: &[String]) -> Result<Option<String>, ApiError> {
+        let mut child = self
+            .git()
+            .arg("--git-dir")
+            .arg(&self.git_dir)
+            .args(["cat-file", "--batch-check=%(objecttype)"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(ApiError::internal)?;
+        let mut stdin = child.stdin.take().ok_or_else(|| ApiError::internal(anyhow::anyhow!("no stdin")))?;
+        let input = wants.iter().map(|w| format!("{w}\n")).collect::<String>();
+        let writer = tokio::spawn(async move { stdin.write_all(input.as_bytes()).await });
+        let output = tokio::time::timeout(ADVERTISE_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| ApiError::internal(anyhow::anyhow!("git cat-file took over 30 s")))?
+            .map_err(ApiError::internal)?;
+        let _ = writer.await;
+        let types = String::from_utf8_lossy(&output.stdout);
+        let mut types = types.lines();
+        Ok(wants.iter().find(|_| types.next() != Some("commit")).cloned())
+    }
+
+    /// `git upload-pack --stateless-rpc` on the ledger, with a clean environment and the
+    /// configuration that hides everything but the served refs.
+    fn upload_pack(&self, advertise: bool) -> Command {
+        let mut command = self.git();
         // Later hideRefs entries win, and command-line entries come after the repository's.
         let mut config = vec!["uploadpack.hideRefs=refs/".to_owned()];
         config.extend(SERVED_REFS.iter().map(|r| format!("uploadpack.hideRefs=!{r}")));
@@ -129,7 +168,6 @@ impl GitService {
             .arg(&self.git_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             // Its own group, so that killing it also kills the `git pack-objects` it runs.
             .process_group(0);
         command
@@ -281,7 +319,7 @@ async fn upload_pack(
     tokio::spawn(supervise(child, stderr, deadline, stop.clone(), slot, exit_tx));
     let mut running = Running {
         stdout: ReaderStream::with_capacity(stdout, RESPONSE_CHUNK),
-        pump: Some(AbortOnDropHandle::new(tokio::spawn(pump(body, stdin, gzip, git.max_request_bytes)))),
+        pump: Some(AbortOnDropHandle::new(tokio::spawn(pump(Arc::clone(&state), body, stdin, gzip)))),
         exit: Some(exit_rx),
         _stop: stop.drop_guard(),
     };
@@ -309,13 +347,18 @@ async fn upload_pack(
     let first = match first {
         Some(Ok(bytes)) => bytes,
         Some(Err(e)) => return Err(ApiError::internal(e).into()),
-        // git ended without a word: a request without wants, or a failure (the reason is
-        // logged with its stderr).
+        // git ended without a word: a request without wants, or one it refused (a protocol
+        // error: a v2 command, garbage). Its stderr is logged, not sent.
         None => {
             return match running.finish().await {
                 Outcome::Exited(status) if status.success() => {
                     Ok(git_response("application/x-git-upload-pack-result", Body::empty()))
                 }
+                Outcome::Exited(_) => Err(ApiError::bad_request(
+                    "invalid_git_request",
+                    "git upload-pack refused the request (only protocol v0/v1 is served)",
+                )
+                .into()),
                 outcome => {
                     Err(ApiError::internal(anyhow::anyhow!("git upload-pack answered nothing: {outcome:?}")).into())
                 }
@@ -402,8 +445,11 @@ impl Running {
 /// Streams the request body into git's stdin, gunzipping when asked, and refuses more than
 /// `max` bytes (compressed or not). Returns the bytes given to git. Git closing its stdin
 /// early is not the client's fault: git has answered (or failed, which is logged) already.
-async fn pump(body: Body, mut stdin: ChildStdin, gzip: bool, max: usize) -> Result<usize, ApiError> {
+async fn pump(state: Arc<AppState>, body: Body, mut stdin: ChildStdin, gzip: bool) -> Result<usize, ApiError> {
+    let max = state.git.max_request_bytes;
     let mut stream = body.into_data_stream();
+    // The request is held back until its want section is in and checked.
+    let mut held: Option<Vec<u8>> = Some(Vec::new());
     let mut gunzip = gzip.then(|| flate2::write::GzDecoder::new(Capped { buf: Vec::new(), left: max }));
     let (mut received, mut given) = (0usize, 0usize);
     let bad_gzip = || ApiError::bad_request("invalid_gzip", "the request body is not valid gzip");
@@ -434,21 +480,78 @@ async fn pump(body: Body, mut stdin: ChildStdin, gzip: bool, max: usize) -> Resu
             }
             None => break,
         };
+        let piece: Bytes = match held.as_mut() {
+            None => piece,
+            Some(buffer) => {
+                buffer.extend_from_slice(&piece);
+                match want_section(buffer) {
+                    None => continue,
+                    Some(wants) => {
+                        if let Some(id) = state.git.first_non_commit(&wants).await? {
+                            return Err(not_our_ref(&id));
+                        }
+                        held.take().unwrap_or_default().into()
+                    }
+                }
+            }
+        };
         given += piece.len();
         if stdin.write_all(&piece).await.is_err() {
             return Ok(given);
         }
     }
     if let Some(decoder) = gunzip {
-        let rest = decoder.finish().map_err(gunzip_error)?.buf;
+        let mut rest = decoder.finish().map_err(gunzip_error)?.buf;
+        if let Some(mut buffer) = held.take() {
+            buffer.append(&mut rest);
+            if let Some(wants) = want_section(&buffer) {
+                if let Some(id) = state.git.first_non_commit(&wants).await? {
+                    return Err(not_our_ref(&id));
+                }
+            }
+            rest = buffer;
+        }
         given += rest.len();
         if stdin.write_all(&rest).await.is_err() {
             return Ok(given);
         }
     }
+    // A request that ended before its want section did: git refuses it as incomplete.
+    if let Some(buffer) = held {
+        given += buffer.len();
+        let _ = stdin.write_all(&buffer).await;
+    }
     // Dropping stdin closes it: git sees the end of the request.
     let _ = stdin.shutdown().await;
     Ok(given)
+}
+
+fn not_our_ref(id: &str) -> ApiError {
+    ApiError::forbidden(format!("not our ref {id}: only commits reachable from {} are served", SERVED_REFS.join(", ")))
+}
+
+/// The object ids wanted by a protocol v0 request, once its want section (the pkt-lines
+/// before the first flush) is complete; `None` while more bytes are needed. A malformed
+/// section yields the wants seen so far: git refuses the rest itself.
+fn want_section(bytes: &[u8]) -> Option<Vec<String>> {
+    let mut wants = Vec::new();
+    let mut at = 0;
+    loop {
+        let length = bytes.get(at..at + 4)?;
+        let length = std::str::from_utf8(length).ok().and_then(|l| usize::from_str_radix(l, 16).ok());
+        match length {
+            Some(0) => return Some(wants),
+            Some(n @ 4..) => {
+                let line = bytes.get(at + 4..at + n)?;
+                if let Some(id) = line.strip_prefix(b"want ").and_then(|rest| rest.get(..40)) {
+                    wants.push(String::from_utf8_lossy(id).into_owned());
+                }
+                at += n;
+            }
+            // A delimiter (v2) or garbage: not a v0 want section.
+            _ => return Some(wants),
+        }
+    }
 }
 
 /// A gunzip sink that fails with `FileTooLarge` past its allowance, so a gzip bomb stops
@@ -558,6 +661,22 @@ mod tests {
         assert_eq!(service(&uri), Some("git-receive-pack"));
         let uri: Uri = "/git/ledger.git/info/refs".parse().unwrap();
         assert_eq!(service(&uri), None);
+    }
+
+    #[test]
+    fn the_want_section_ends_at_the_first_flush() {
+        let a = "a".repeat(40);
+        let b = "b".repeat(40);
+        let request = format!(
+            "{}{}0000{}",
+            pkt_line(&format!("want {a} side-band-64k\n")),
+            pkt_line(&format!("want {b}\n")),
+            pkt_line("done\n")
+        );
+        assert_eq!(want_section(request.as_bytes()), Some(vec![a.clone(), b]));
+        assert_eq!(want_section(&request.as_bytes()[..30]), None, "more bytes are needed");
+        assert_eq!(want_section(b"0014command=fetch\n0001"), Some(vec![]));
+        assert_eq!(want_section(b"zzzz"), Some(vec![]));
     }
 
     #[test]
