@@ -321,6 +321,7 @@ async fn upload_pack(
         stdout: ReaderStream::with_capacity(stdout, RESPONSE_CHUNK),
         pump: Some(AbortOnDropHandle::new(tokio::spawn(pump(Arc::clone(&state), body, stdin, gzip)))),
         exit: Some(exit_rx),
+        cancel: stop.clone(),
         _stop: stop.drop_guard(),
     };
     // Answer once git has said something (or the request is in and git is done): a request
@@ -336,9 +337,14 @@ async fn upload_pack(
                     }
                     Ok(Err(e)) => {
                         tracing::Span::current().record("outcome", "refused");
+                        // Git is gone (and its slot free) before the client reads the answer.
+                        running.kill().await;
                         return Err(e.into());
                     }
-                    Err(e) => return Err(ApiError::internal(e).into()),
+                    Err(e) => {
+                        running.kill().await;
+                        return Err(ApiError::internal(e).into());
+                    }
                 }
             }
             chunk = running.stdout.next() => break chunk,
@@ -401,6 +407,7 @@ struct Running {
     exit: Option<oneshot::Receiver<Outcome>>,
     /// Dropping the response cancels this, and the supervisor kills git.
     _stop: DropGuard,
+    cancel: CancellationToken,
 }
 
 impl Running {
@@ -431,6 +438,12 @@ impl Running {
                 }
             }
         }
+    }
+
+    /// Kills git and waits until it is gone.
+    async fn kill(&mut self) {
+        self.cancel.cancel();
+        self.finish().await;
     }
 
     /// Waits for the supervisor's verdict on the child (stdout has closed).
