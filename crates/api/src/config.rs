@@ -39,7 +39,7 @@ pub struct ServeConfig {
     #[arg(long, env = "CAMLEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
-    /// Seconds a connection may stay silent inside a request body before it is closed.
+    /// Seconds a connection may stay silent (nothing read or written) before it is closed.
     #[arg(long, env = "CAMLEDGER_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
 
