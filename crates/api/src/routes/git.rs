@@ -688,7 +688,8 @@ mod tests {
         );
         assert_eq!(want_section(request.as_bytes()), Some(vec![a.clone(), b]));
         assert_eq!(want_section(&request.as_bytes()[..30]), None, "more bytes are needed");
-        assert_eq!(want_section(b"0014command=fetch\n0001"), Some(vec![]));
+        let v2 = format!("{}0001{}0000", pkt_line("command=fetch\n"), pkt_line(&format!("want {a}\n")));
+        assert_eq!(want_section(v2.as_bytes()), Some(vec![]), "v2 ends the section at its delimiter");
         assert_eq!(want_section(b"zzzz"), Some(vec![]));
     }
 
