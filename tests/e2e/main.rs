@@ -18,5 +18,6 @@ mod hostile_clients;
 mod hostile_images;
 mod ingest;
 mod reading;
+mod signing_keys;
 mod tokens;
 mod verdicts;
