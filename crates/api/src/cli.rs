@@ -439,15 +439,22 @@ async fn log(data: DataDirArg, from: u64, limit: Option<usize>, format: OutputFo
         for event in ledger.events_from(from.max(1)).take(limit.unwrap_or(usize::MAX)) {
             let event = event?;
             let r = &event.record;
+            let verdict = ledger.verdict(r.seq)?;
             match format {
                 OutputFormat::Json => {
-                    writeln!(out, "{}", serde_json::json!({ "id": event.id, "event": r }))?;
+                    let verdict = verdict.map_or(serde_json::Value::Null, |v| crate::routes::events::verdict_json(&v));
+                    writeln!(out, "{}", serde_json::json!({ "id": event.id, "event": r, "verdict": verdict }))?;
                 }
                 OutputFormat::Text => {
                     let duplicate = r.duplicate_of.map_or(String::new(), |d| format!(" duplicate_of={d}"));
+                    let verdict = match verdict {
+                        None => "pending".to_owned(),
+                        Some(v) if v.verdict.spam => format!("spam:{}", v.verdict.reasons.join(",")),
+                        Some(_) => "ok".to_owned(),
+                    };
                     writeln!(
                         out,
-                        "{:>8} {} {} {} {} {}x{} {}{duplicate}",
+                        "{:>8} {} {} {} {} {}x{} {} verdict={verdict}{duplicate}",
                         r.seq,
                         &event.id[..12.min(event.id.len())],
                         r.received_at,
