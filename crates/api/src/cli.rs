@@ -249,7 +249,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    prepare_ledger_dir(&config.data)?;
     let app = Application::build(config).await?;
     let addr = app.local_addr();
     tracing::info!(%addr, "listening");
