@@ -18,6 +18,7 @@ mod hostile_clients;
 mod hostile_images;
 mod ingest;
 mod reading;
+mod readme;
 mod signing_keys;
 mod tokens;
 mod verdicts;
