@@ -155,6 +155,13 @@ impl TestApp {
         self.start();
     }
 
+    /// Stops the server (SIGTERM) and starts it again with `extra_args` instead of its own.
+    pub fn restart_with(&mut self, extra_args: &[&str]) {
+        assert!(self.signal("-TERM").success(), "the server stops cleanly");
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        self.start();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

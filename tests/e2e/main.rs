@@ -19,5 +19,7 @@ mod hostile_clients;
 mod hostile_images;
 mod ingest;
 mod reading;
+mod readme;
+mod signing_keys;
 mod tokens;
 mod verdicts;

@@ -134,10 +134,31 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        // Everything that can be checked without the data dir is checked first: a wrong flag
+        // or a missing library must not leave a new, empty ledger behind.
+        anyhow::ensure!(
+            config.max_inflight_bytes >= config.max_body_bytes,
+            "--max-inflight-bytes ({}) must be at least --max-body-bytes ({})",
+            config.max_inflight_bytes,
+            config.max_body_bytes
+        );
+        anyhow::ensure!(
+            config.max_inflight_bytes <= Semaphore::MAX_PERMITS && u32::try_from(config.max_body_bytes).is_ok(),
+            "--max-inflight-bytes or --max-body-bytes is too large"
+        );
+        let workers = config.workers();
+        let judging = if workers > 0 {
+            Some(config.judge.load(workers).context("in-process judging (--workers 0 turns it off)")?)
+        } else {
+            None
+        };
+        config.signing_key.check_given()?;
+        crate::cli::prepare_ledger_dir(&config.data)?;
         let data_dir = &config.data.data_dir;
-        std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+        let signing_key = config.signing_key.load_or_create(data_dir)?;
         let ledger_config = LedgerConfig {
             node_name: config.node_name(),
+            signing_key: Some(signing_key),
             max_batch: config.max_batch.max(1),
             fail_fsync_after: config.fail_fsync_after,
             idempotency_retention: config.idempotency_retention,
@@ -171,22 +192,6 @@ impl Application {
             }
             None => None,
         };
-        let workers = config.workers();
-        let judging = if workers > 0 {
-            Some(config.judge.load(workers).context("in-process judging (--workers 0 turns it off)")?)
-        } else {
-            None
-        };
-        anyhow::ensure!(
-            config.max_inflight_bytes >= config.max_body_bytes,
-            "--max-inflight-bytes ({}) must be at least --max-body-bytes ({})",
-            config.max_inflight_bytes,
-            config.max_body_bytes
-        );
-        anyhow::ensure!(
-            config.max_inflight_bytes <= Semaphore::MAX_PERMITS && u32::try_from(config.max_body_bytes).is_ok(),
-            "--max-inflight-bytes or --max-body-bytes is too large"
-        );
         let git = routes::git::GitService::new(&config, ledger.git_dir());
         let state = Arc::new(AppState {
             ledger,
@@ -355,6 +360,7 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .merge(routes::images::router())
         .merge(routes::events::router())
         .merge(routes::git::router())
+        .merge(routes::keys::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         // Bodies are limited by the upload handler itself (with a JSON 413); this only
         // lifts axum's 2 MiB default for the multipart extractor.

@@ -87,6 +87,8 @@ pub enum Command {
         #[command(flatten)]
         data: DataDirArg,
         #[command(flatten)]
+        key: crate::keys::SigningKeyArg,
+        #[command(flatten)]
         judge: crate::processing::JudgeArgs,
         /// Judging threads (one ONNX session each); default: the number of cores.
         #[arg(long, env = "CAMLEDGER_WORKER_THREADS")]
@@ -114,6 +116,11 @@ pub enum Command {
     Verify {
         #[command(flatten)]
         data: DataDirArg,
+    },
+    /// Show the ledger's signing key (the allowed-signers line auditors verify with).
+    Keys {
+        #[command(subcommand)]
+        action: crate::keys::KeysCommand,
     },
     /// Benchmarks that print ratios against a reference run on the same machine.
     Bench {
@@ -227,9 +234,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Push(args) => crate::push::run(args).await,
         Command::Log { data, from, limit, format } => log(data, from, limit, format).await,
         Command::Verify { data } => verify(data).await,
-        Command::Worker { data, judge, threads } => {
-            crate::processing::worker_command(data, judge, threads.unwrap_or_else(crate::config::cores)).await
+        Command::Worker { data, key, judge, threads } => {
+            crate::processing::worker_command(data, key, judge, threads.unwrap_or_else(crate::config::cores)).await
         }
+        Command::Keys { action } => crate::keys::run(action),
         Command::Replay { data, judge, from, to, format, strict } => {
             crate::processing::replay_command(data, judge, from, to, format, strict).await
         }
@@ -241,7 +249,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    prepare_ledger_dir(&config.data)?;
     let app = Application::build(config).await?;
     let addr = app.local_addr();
     tracing::info!(%addr, "listening");
@@ -401,12 +408,27 @@ async fn tokens(action: TokensCommand) -> anyhow::Result<()> {
 }
 
 pub(crate) fn open_ledger(data: &DataDirArg) -> anyhow::Result<Ledger> {
+    open_ledger_with(data, LedgerConfig::default())
+}
+
+/// Opens an existing ledger for a command that writes commits, signing with `key`.
+pub(crate) fn open_signing_ledger(data: &DataDirArg, key: &crate::keys::SigningKeyArg) -> anyhow::Result<Ledger> {
+    ensure_ledger_git(data)?;
+    let signing_key = Some(key.load_or_create(&data.data_dir)?);
+    open_ledger_with(data, LedgerConfig { signing_key, ..LedgerConfig::default() })
+}
+
+fn ensure_ledger_git(data: &DataDirArg) -> anyhow::Result<()> {
     if !data.data_dir.join("ledger.git").exists() {
         // Also refuses a data dir with only a registry: there is no event log to read yet.
         bail!("{} holds no ledger (no ledger.git inside); check --data-dir", data.data_dir.display());
     }
-    Ledger::open(&data.data_dir, LedgerConfig::default())
-        .with_context(|| format!("opening the ledger in {}", data.data_dir.display()))
+    Ok(())
+}
+
+fn open_ledger_with(data: &DataDirArg, config: LedgerConfig) -> anyhow::Result<Ledger> {
+    ensure_ledger_git(data)?;
+    Ledger::open(&data.data_dir, config).with_context(|| format!("opening the ledger in {}", data.data_dir.display()))
 }
 
 async fn log(data: DataDirArg, from: u64, limit: Option<usize>, format: OutputFormat) -> anyhow::Result<()> {
@@ -416,15 +438,22 @@ async fn log(data: DataDirArg, from: u64, limit: Option<usize>, format: OutputFo
         for event in ledger.events_from(from.max(1)).take(limit.unwrap_or(usize::MAX)) {
             let event = event?;
             let r = &event.record;
+            let verdict = ledger.verdict(r.seq)?;
             match format {
                 OutputFormat::Json => {
-                    writeln!(out, "{}", serde_json::json!({ "id": event.id, "event": r }))?;
+                    let verdict = verdict.map_or(serde_json::Value::Null, |v| crate::routes::events::verdict_json(&v));
+                    writeln!(out, "{}", serde_json::json!({ "id": event.id, "event": r, "verdict": verdict }))?;
                 }
                 OutputFormat::Text => {
                     let duplicate = r.duplicate_of.map_or(String::new(), |d| format!(" duplicate_of={d}"));
+                    let verdict = match verdict {
+                        None => "pending".to_owned(),
+                        Some(v) if v.verdict.spam => format!("spam:{}", v.verdict.reasons.join(",")),
+                        Some(_) => "ok".to_owned(),
+                    };
                     writeln!(
                         out,
-                        "{:>8} {} {} {} {} {}x{} {}{duplicate}",
+                        "{:>8} {} {} {} {} {}x{} {} verdict={verdict}{duplicate}",
                         r.seq,
                         &event.id[..12.min(event.id.len())],
                         r.received_at,

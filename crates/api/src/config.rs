@@ -87,6 +87,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub backup_key: crate::snapshots::BackupKeyArg,
 
+    #[command(flatten)]
+    pub signing_key: crate::keys::SigningKeyArg,
+
     /// In-process judging threads writing verdicts (0 turns judging off; default: the number
     /// of cores). With 0 no ONNX Runtime library is needed.
     #[arg(long, env = "CAMLEDGER_WORKERS")]
@@ -143,6 +146,7 @@ impl ServeConfig {
             snapshot_interval: None,
             idempotency_retention: Duration::from_secs(7 * 86400),
             backup_key: Default::default(),
+            signing_key: Default::default(),
             workers: Some(0),
             judge: crate::processing::JudgeArgs {
                 ort_dylib: None,

@@ -168,8 +168,13 @@ pub(crate) async fn run_worker(ledger: Ledger, judging: Judging, stop: Cancellat
 }
 
 /// `camledger worker`: judge events standalone until SIGINT/SIGTERM.
-pub async fn worker_command(data: DataDirArg, judge: JudgeArgs, threads: usize) -> anyhow::Result<()> {
-    let ledger = crate::cli::open_ledger(&data)?;
+pub async fn worker_command(
+    data: DataDirArg,
+    key: crate::keys::SigningKeyArg,
+    judge: JudgeArgs,
+    threads: usize,
+) -> anyhow::Result<()> {
+    let ledger = crate::cli::open_signing_ledger(&data, &key)?;
     let judging = judge.load(threads.max(1))?;
     let stop = CancellationToken::new();
     let signal = {

@@ -4,3 +4,4 @@ pub(crate) mod events;
 pub(crate) mod git;
 pub(crate) mod health;
 pub(crate) mod images;
+pub(crate) mod keys;

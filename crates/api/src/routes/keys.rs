@@ -1,0 +1,30 @@
+//! `GET /v1/keys`: the allowed-signers file of every key that signed this ledger, with
+//! `valid-after`/`valid-before` across rotations, for `git verify-commit` and
+//! `camledger verify --allowed-signers`. Any valid token may read it (public keys only).
+//! Auditors compare it with the fingerprint they pinned out of band: the file lives in the
+//! data dir (see `crate::keys`).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new().route("/v1/keys", get(keys))
+}
+
+async fn keys(_caller: Caller, State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    let data_dir = state.ledger.data_dir().to_owned();
+    let history = tokio::task::spawn_blocking(move || crate::keys::read_history(&data_dir))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], history.to_text()))
+}
