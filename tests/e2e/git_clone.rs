@@ -140,7 +140,7 @@ async fn wait_for_verdicts(app: &TestApp, last_seq: u64) {
 }
 
 #[tokio::test]
-async fn an_auditor_clone_has_exactly_the_servers_three_refs_and_is_fsck_clean() {
+async fn an_auditor_clone_has_exactly_the_servers_refs_is_fsck_clean_and_verifies_signatures() {
     let app = TestApp::spawn_with(&["--workers", "1", "--model", TINY_MODEL]).await;
     for n in 0..3 {
         assert_eq!(app.upload(jpeg(n)).await.status(), 201);
@@ -157,6 +157,29 @@ async fn an_auditor_clone_has_exactly_the_servers_three_refs_and_is_fsck_clean()
     assert_fsck_clean(&mirror);
     let log = git(&mirror, &["log", "--notes=verdicts", "refs/heads/events"]);
     assert_eq!(log.matches("Notes (verdicts):").count(), 3, "stock git shows every verdict: {log}");
+
+    // Every commit of the clone (events, verdicts, notes) verifies with stock git against
+    // the allowed-signers file the server publishes; against an empty one, none does.
+    let keys = app.get("/v1/keys", &app.auditor_token).await;
+    assert_eq!(keys.status(), 200);
+    let signers = work.path().join("allowed_signers");
+    std::fs::write(&signers, keys.text().await.unwrap()).unwrap();
+    let commits = git(&mirror, &["rev-list", "--all"]);
+    let commits: Vec<&str> = commits.lines().collect();
+    for ledger_ref in ["refs/heads/verdicts", "refs/notes/verdicts"] {
+        let own = git(&mirror, &["rev-list", ledger_ref, "--not", "refs/heads/events"]);
+        assert!(!own.trim().is_empty(), "{ledger_ref} has commits of its own to verify");
+    }
+    let verify = |signers: &Path| {
+        let allowed = format!("gpg.ssh.allowedSignersFile={}", signers.display());
+        let args = [&["-c", "gpg.format=ssh", "-c", &allowed, "verify-commit"][..], &commits].concat();
+        git_client(&mirror, &args)
+    };
+    let verified = verify(&signers);
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+    let nobody = work.path().join("nobody");
+    std::fs::write(&nobody, "").unwrap();
+    assert!(!verify(&nobody).status.success(), "verification must depend on the published keys");
 }
 
 #[tokio::test]
@@ -398,7 +421,10 @@ async fn oversized_requests_and_gzip_bombs_get_413_and_a_busy_server_503() {
     assert_eq!(served.status(), 200);
     assert!(contains(&served.bytes().await.unwrap(), b"PACK"));
 
-    // One fetch whose request never ends holds the only slot: the next one is told to wait.
+    // One fetch whose request never ends holds the only slot (once the fetches above have
+    // given theirs back): the next one is told to wait.
+    let info_refs = "/git/ledger.git/info/refs?service=git-upload-pack";
+    wait_for_a_free_slot(&app, info_refs).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
     tx.send(Ok([pkt(&format!("want {events}\n")), b"0000".to_vec()].concat())).await.unwrap();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
@@ -414,30 +440,28 @@ async fn oversized_requests_and_gzip_bombs_get_413_and_a_busy_server_503() {
                 .await;
         }
     });
-    let info_refs = "/git/ledger.git/info/refs?service=git-upload-pack";
-    let mut busy = None;
-    for _ in 0..100 {
-        let answer = app.get(info_refs, &app.auditor_token).await;
-        if answer.status() == 503 {
-            busy = Some(answer);
-            break;
-        }
+    let start = Instant::now();
+    while git_processes_in(&app.git_dir()).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the holder's git upload-pack never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let busy = busy.expect("a 503 while the slot is held");
+    let busy = app.get(info_refs, &app.auditor_token).await;
+    assert_eq!(busy.status(), 503);
     assert!(busy.headers().contains_key("retry-after"));
     assert_eq!(busy.json::<Value>().await.unwrap()["error"], "busy");
     // The holder goes away: its git is killed and the slot is free again.
     holder.abort();
     drop(tx);
     wait_until_no_git_in(&app.git_dir(), Duration::from_secs(10)).await;
-    let mut status = 0;
+    wait_for_a_free_slot(&app, info_refs).await;
+}
+
+async fn wait_for_a_free_slot(app: &TestApp, info_refs: &str) {
     for _ in 0..100 {
-        status = app.get(info_refs, &app.auditor_token).await.status().as_u16();
-        if status == 200 {
-            break;
+        if app.get(info_refs, &app.auditor_token).await.status() == 200 {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(status, 200);
+    panic!("the git slot stayed taken for 5 s");
 }
