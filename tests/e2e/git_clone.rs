@@ -194,6 +194,17 @@ async fn the_token_also_works_as_the_basic_password_so_urls_and_credential_helpe
     // HEAD is refs/heads/events: a working clone checks out the newest event.
     assert!(checkout.join("event.json").exists());
     assert_eq!(git(&checkout.join(".git"), &["rev-parse", "HEAD"]), app.git(&["rev-parse", "refs/heads/events"]));
+
+    // A later fetch negotiates with what the clone has and brings the new events.
+    for n in 2..40 {
+        assert_eq!(app.upload(jpeg(n)).await.status(), 201);
+    }
+    git_client_ok(&checkout, &["fetch", "origin"]);
+    assert_eq!(
+        git(&checkout.join(".git"), &["rev-parse", "refs/remotes/origin/events"]),
+        app.git(&["rev-parse", "refs/heads/events"])
+    );
+    assert_fsck_clean(&checkout.join(".git"));
 }
 
 #[tokio::test]
@@ -454,6 +465,24 @@ async fn oversized_requests_and_gzip_bombs_get_413_and_a_busy_server_503() {
     drop(tx);
     wait_until_no_git_in(&app.git_dir(), Duration::from_secs(10)).await;
     wait_for_a_free_slot(&app, info_refs).await;
+}
+
+#[tokio::test]
+async fn a_fetch_past_git_timeout_secs_is_ended_and_its_git_killed() {
+    let app = TestApp::spawn_with(&["--git-timeout-secs", "1"]).await;
+    assert_eq!(app.upload(jpeg(1)).await.status(), 201);
+    let events = app.git(&["rev-parse", "refs/heads/events"]).trim().to_owned();
+    // Wants, then nothing more: git waits for the rest of the request until it is killed.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    tx.send(Ok([pkt(&format!("want {events}\n")), b"0000".to_vec()].concat())).await.unwrap();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let start = Instant::now();
+    let answer = post_upload_pack(&app, &[], reqwest::Body::wrap_stream(stream)).await;
+    assert_eq!(answer.status(), 408);
+    assert_eq!(answer.json::<Value>().await.unwrap()["error"], "request_timeout");
+    assert!(start.elapsed() < Duration::from_secs(10), "ended after {:?}", start.elapsed());
+    assert!(git_processes_in(&app.git_dir()).is_empty(), "{:?}", git_processes_in(&app.git_dir()));
+    drop(tx);
 }
 
 async fn wait_for_a_free_slot(app: &TestApp, info_refs: &str) {

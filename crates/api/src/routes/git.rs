@@ -365,7 +365,13 @@ async fn upload_pack(
                     "git upload-pack refused the request (only protocol v0/v1 is served)",
                 )
                 .into()),
-                outcome => {
+                Outcome::TimedOut => Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!("the fetch did not finish within {} s", state.git.timeout.as_secs()),
+                )
+                .into()),
+                outcome @ (Outcome::ClientGone | Outcome::Lost) => {
                     Err(ApiError::internal(anyhow::anyhow!("git upload-pack answered nothing: {outcome:?}")).into())
                 }
             };
