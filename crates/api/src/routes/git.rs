@@ -14,12 +14,15 @@
 //!   a fetch of a hidden object *by id* succeeds whatever `hideRefs` says, while v0 refuses
 //!   any want not reachable from an advertised ref (all `uploadpack.allow*SHA1InWant` are
 //!   forced off on the command line, which overrides the repository's config);
+//! - every want must be a commit (checked with `git cat-file` before the request reaches
+//!   upload-pack), because upload-pack's reachability check for stateless requests only
+//!   sees commits and served a blob no ref reaches;
 //! - git runs with a cleared environment (no `GIT_DIR`, no system or global config, no
 //!   hooks, no replace objects), in its own process group.
 //!
 //! Costs are bounded: at most `--git-max-concurrent` upload-packs (503 `busy` beyond), a
 //! request body of at most `--git-max-request-bytes` after gunzip (413), and
-//! `--git-timeout-secs` for the whole exchange. A client that goes away (or stops reading
+//! `--git-timeout-secs` for the whole exchange (408 if git had not answered yet). A client that goes away (or stops reading
 //! past the listener's idle timeout) drops the response, which kills the process group.
 //! git's stderr is logged (bounded), never sent to the client. `git-receive-pack` is 403:
 //! events enter the ledger only through `POST /v1/images`.
