@@ -22,8 +22,9 @@
 //!
 //! Costs are bounded: at most `--git-max-concurrent` upload-packs (503 `busy` beyond), a
 //! request body of at most `--git-max-request-bytes` after gunzip (413), and
-//! `--git-timeout-secs` for the whole exchange (408 if git had not answered yet). A client that goes away (or stops reading
-//! past the listener's idle timeout) drops the response, which kills the process group.
+//! `--git-timeout-secs` for the whole exchange (408 if git had not answered yet). A client
+//! that goes away (or stops reading past the listener's idle timeout) drops the response,
+//! which kills the process group.
 //! git's stderr is logged (bounded), never sent to the client. `git-receive-pack` is 403:
 //! events enter the ledger only through `POST /v1/images`.
 
