@@ -250,36 +250,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
+    // Handlers first: a SIGTERM sent as soon as the line below is read must stop the server
+    // gracefully, not kill it with the default action.
+    let shutdown = shutdown_signal();
     let addr = app.local_addr();
     tracing::info!(%addr, "listening");
     // Scripts and tests read this line to find the port when listening on port 0.
     println!("camledger listening on http://{addr}");
     std::io::stdout().flush().context("writing to stdout")?;
-    app.run(shutdown_signal()).await
+    app.run(shutdown).await
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind: SignalKind, name: &'static str| match signal(kind) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for {name}");
+            None
         }
     };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let (interrupt, terminate) =
+        (listen(SignalKind::interrupt(), "SIGINT"), listen(SignalKind::terminate(), "SIGTERM"));
+    async move {
+        let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+        };
+        tokio::select! {
+            _ = wait(interrupt) => {},
+            _ = wait(terminate) => {},
         }
-    };
-    tokio::select! {
-        _ = interrupt => {},
-        _ = terminate => {},
     }
 }
 
