@@ -4,7 +4,7 @@
 //! Objects are serialised by hand rather than through `gix-object` so that the exact bytes
 //! that `docs/event-format.md` specifies are visible in one place, and verification can
 //! rebuild and compare them byte for byte. Every commit and tree camledger writes is built by
-//! [`commit_bytes`] and [`tree_bytes`]; the commit is signed there when the ledger has a key.
+//! `commit_bytes` and `tree_bytes`; the commit is signed there when the ledger has a key.
 
 use gix::ObjectId;
 use serde::{Deserialize, Serialize};

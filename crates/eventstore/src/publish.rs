@@ -156,3 +156,78 @@ pub(crate) fn publish(ledger: &Ledger, publication: &Publication<'_>) -> Result<
 fn unmoved(git_dir: &std::path::Path, edits: &[refs::Edit<'_>]) -> bool {
     edits.iter().all(|edit| refs::read(git_dir, edit.name).is_ok_and(|found| found == edit.expected))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{self, CommitSpec};
+    use crate::LedgerConfig;
+
+    const REF: &str = "refs/heads/test";
+
+    /// An empty tree and a commit of it saying `message`: the objects and the commit id.
+    fn commit(message: &str) -> (Vec<PackEntry>, ObjectId) {
+        let tree = pack::encode(pack::Kind::Tree, &[]).expect("tree");
+        let who = format::committer("node", 1_700_000_000);
+        let spec = CommitSpec { tree: tree.oid, parent: None, author: &who, committer: &who, message };
+        let commit = pack::encode(pack::Kind::Commit, &format::commit_bytes(&spec, None)).expect("commit");
+        let id = commit.oid;
+        (vec![tree, commit], id)
+    }
+
+    fn publish_one(
+        ledger: &Ledger,
+        message: &str,
+        expected: Option<ObjectId>,
+        holder: Holder,
+    ) -> Result<ObjectId, Error> {
+        let (objects, id) = commit(message);
+        let edits = [refs::Edit { name: REF, new: id, expected }];
+        publish(ledger, &Publication { objects: &objects, edits: &edits, also_sync: &[], holder }).map(|()| id)
+    }
+
+    fn value(ledger: &Ledger) -> Option<ObjectId> {
+        refs::read(&ledger.git_dir(), REF).expect("ref reads")
+    }
+
+    #[test]
+    fn a_stale_expectation_is_a_conflict_and_moves_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path(), LedgerConfig::default()).expect("opens");
+        let first = publish_one(&ledger, "first\n", None, Holder::EventWriter).expect("publishes");
+        let stale = publish_one(&ledger, "second\n", None, Holder::EventWriter);
+        assert!(matches!(stale, Err(Error::Conflict { found: Some(f), .. }) if f == first), "{stale:?}");
+        assert_eq!(value(&ledger), Some(first));
+        publish_one(&ledger, "second\n", Some(first), Holder::EventWriter).expect("the right expectation publishes");
+    }
+
+    #[test]
+    fn a_ref_lock_is_respected_by_the_event_writer_and_cleared_by_git_writers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path(), LedgerConfig::default()).expect("opens");
+        let first = publish_one(&ledger, "first\n", None, Holder::EventWriter).expect("publishes");
+        let lock = ledger.git_dir().join(format!("{REF}.lock"));
+        std::fs::write(&lock, "").expect("someone's lock");
+        let locked = publish_one(&ledger, "second\n", Some(first), Holder::EventWriter);
+        assert!(matches!(locked, Err(Error::NotPublished(_))), "{locked:?}");
+        assert_eq!(value(&ledger), Some(first));
+        // A git writer holds git-writers.lock: a lock on its ref is a crashed writer's.
+        let second = publish_one(&ledger, "second\n", Some(first), Holder::GitWriters).expect("publishes");
+        assert_eq!(value(&ledger), Some(second));
+        assert!(!lock.exists());
+    }
+
+    #[test]
+    fn after_a_failed_fsync_every_publication_is_refused_as_unknown() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = LedgerConfig { fail_fsync_after: Some(0), ..LedgerConfig::default() };
+        // The repository is created outside the fault injection, then opened with it.
+        drop(Ledger::open(dir.path(), LedgerConfig::default()).expect("creates"));
+        let ledger = Ledger::open(dir.path(), config).expect("opens");
+        let failed = publish_one(&ledger, "first\n", None, Holder::GitWriters);
+        assert!(matches!(failed, Err(Error::Unknown(_))), "{failed:?}");
+        assert_eq!(value(&ledger), None, "nothing moved");
+        let again = publish_one(&ledger, "first\n", None, Holder::GitWriters);
+        assert!(matches!(again, Err(Error::Unknown(_))), "refused until restart: {again:?}");
+    }
+}
