@@ -280,3 +280,49 @@ fn git_stdin(git_dir: &Path, args: &[&str], input: &str) -> String {
     assert!(out.status.success(), "git {args:?} failed");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+fn audit(repo: &Path, key: &LedgerKey, checkpoint: &Path) -> std::process::Output {
+    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/audit-ledger"))
+        .arg("--repo")
+        .arg(repo)
+        .args(["--allowed-signers", &key.allowed_signers()])
+        .arg("--checkpoint")
+        .arg(checkpoint)
+        // Commit signatures are checked by `camledger verify` and the signing tests.
+        .arg("--skip-commit-signatures")
+        .output()
+        .expect("running scripts/audit-ledger")
+}
+
+#[tokio::test]
+async fn the_auditor_script_passes_a_clone_and_names_a_rolled_back_one() {
+    let (key, db) = (LedgerKey::create(), TestDatabase::create());
+    let app = serve_anchored(&key, &db.url()).await;
+    for n in 0..8 {
+        assert_eq!(app.upload(jpeg(n)).await.status(), 201);
+    }
+    let checkpoint = checkpoint_at(&app, 8).await;
+    let work = tempfile::tempdir().unwrap();
+    let note = work.path().join("checkpoint.json");
+    std::fs::write(&note, checkpoint.to_string()).unwrap();
+    let clone = work.path().join("clone.git");
+    let cloned = Command::new("git").args(["clone", "-q", "--mirror"]).arg(app.git_dir()).arg(&clone).status().unwrap();
+    assert!(cloned.success());
+
+    let passed = audit(&clone, &key, &note);
+    let report = String::from_utf8_lossy(&passed.stdout);
+    assert!(passed.status.success(), "{report}");
+    assert!(report.contains("seq 1..8") && report.contains("signed by an allowed key"), "{report}");
+
+    let stranger = LedgerKey::create();
+    let forged = audit(&clone, &stranger, &note);
+    assert!(!forged.status.success());
+    assert!(String::from_utf8_lossy(&forged.stdout).contains("no signature by a key in the allowed-signers file"));
+
+    let third = git(&clone, &["rev-list", "--reverse", "refs/heads/events"]).lines().nth(2).unwrap().to_owned();
+    git(&clone, &["update-ref", "refs/heads/events", &third]);
+    let rolled_back = audit(&clone, &key, &note);
+    let report = String::from_utf8_lossy(&rolled_back.stdout);
+    assert!(!rolled_back.status.success(), "{report}");
+    assert!(report.contains("ends at seq 3, the checkpoint says seq 8: the ledger was rolled back"), "{report}");
+}
