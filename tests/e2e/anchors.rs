@@ -326,3 +326,52 @@ async fn the_auditor_script_passes_a_clone_and_names_a_rolled_back_one() {
     assert!(!rolled_back.status.success(), "{report}");
     assert!(report.contains("ends at seq 3, the checkpoint says seq 8: the ledger was rolled back"), "{report}");
 }
+
+fn listed(url: &str) -> Vec<u64> {
+    let json: Vec<Value> =
+        serde_json::from_str(&camledger(&["checkpoints", "list", "--anchor-url", url, "--format", "json"])).unwrap();
+    json.iter().map(|c| c["events_seq"].as_u64().unwrap()).collect()
+}
+
+/// Serves with an hour between interval checkpoints: every checkpoint the test sees comes
+/// from a snapshot or the shutdown (the first tick finds the ledger empty and writes none).
+async fn serve_without_interval_checkpoints(key: &LedgerKey, url: &str, extra: &[&str]) -> TestApp {
+    let key_path = key.key();
+    let mut args = vec!["--signing-key", &key_path, "--anchor-url", url, "--checkpoint-interval", "1h"];
+    args.extend_from_slice(extra);
+    TestApp::spawn_with(&args).await
+}
+
+#[tokio::test]
+async fn the_last_batch_is_checkpointed_at_shutdown() {
+    let key = LedgerKey::create();
+    let store_dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", store_dir.path().join("anchors.sqlite").display());
+    let mut app = serve_without_interval_checkpoints(&key, &url, &[]).await;
+    for n in 0..3 {
+        assert_eq!(app.upload(jpeg(n)).await.status(), 201);
+    }
+    assert_eq!(app.get("/v1/checkpoint", &app.auditor_token).await.status(), 404, "none before shutdown");
+
+    assert!(app.signal("-TERM").success());
+
+    assert_eq!(listed(&url), [3]);
+}
+
+#[tokio::test]
+async fn every_snapshot_writes_a_checkpoint() {
+    let key = LedgerKey::create();
+    let store_dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", store_dir.path().join("anchors.sqlite").display());
+    let mut app = serve_without_interval_checkpoints(&key, &url, &["--snapshot-interval", "1s"]).await;
+    assert_eq!(app.upload(jpeg(1)).await.status(), 201);
+    checkpoint_at(&app, 1).await;
+    assert_eq!(app.upload(jpeg(2)).await.status(), 201);
+    checkpoint_at(&app, 2).await;
+    app.signal("-TERM");
+
+    let out = camledger(&["snapshot", "--data-dir", app.dir(), "--anchor-url", &url, "--signing-key", &key.key()]);
+    assert!(out.contains("anchored checkpoint"), "{out}");
+    let seqs = listed(&url);
+    assert_eq!(seqs[seqs.len() - 2..], [2, 2], "camledger snapshot wrote one more at the same heads: {seqs:?}");
+}

@@ -370,6 +370,9 @@ pub async fn checkpoint_command(
     node: crate::config::NodeNameArg,
 ) -> anyhow::Result<()> {
     crate::cli::require_ledger_dir(&data)?;
+    if !data.data_dir.join("ledger.git").exists() {
+        bail!("{} holds no ledger.git yet: nothing to checkpoint", data.data_dir.display());
+    }
     let key = Arc::new(key.load_existing(&data.data_dir)?);
     let ledger = Ledger::open(
         &data.data_dir,
