@@ -375,3 +375,53 @@ async fn every_snapshot_writes_a_checkpoint() {
     let seqs = listed(&url);
     assert_eq!(seqs[seqs.len() - 2..], [2, 2], "camledger snapshot wrote one more at the same heads: {seqs:?}");
 }
+
+#[tokio::test]
+async fn checkpoints_cover_the_verdicts_and_a_rolled_back_verdict_chain_is_named() {
+    let (key, db) = (LedgerKey::create(), TestDatabase::create());
+    let key_path = key.key();
+    let url = db.url();
+    let mut app = TestApp::spawn_with(&[
+        "--signing-key",
+        &key_path,
+        "--checkpoint-interval",
+        "1s",
+        "--anchor-url",
+        &url,
+        "--workers",
+        "1",
+        "--model",
+        TINY_MODEL,
+    ])
+    .await;
+    for n in 0..3 {
+        assert_eq!(app.upload(jpeg(n)).await.status(), 201);
+    }
+    let mut checkpoint = checkpoint_at(&app, 3).await;
+    for _ in 0..100 {
+        if checkpoint["verdicts_seq"] == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        checkpoint = app.get_json("/v1/checkpoint").await;
+    }
+    assert_eq!(checkpoint["verdicts_seq"], 3, "{checkpoint}");
+    assert_eq!(checkpoint["verdicts_head"], app.git(&["rev-parse", "refs/heads/verdicts"]).trim());
+    app.signal("-TERM");
+    let work = tempfile::tempdir().unwrap();
+    let note = work.path().join("checkpoint.txt");
+    std::fs::write(&note, checkpoint["note"].as_str().unwrap()).unwrap();
+    let passed = audit(&app.git_dir(), &key, &note);
+    assert!(passed.status.success(), "{}", String::from_utf8_lossy(&passed.stdout));
+    assert!(String::from_utf8_lossy(&passed.stdout).contains("verdicts seq 3"));
+
+    let first_verdict = app.git(&["rev-list", "--reverse", "refs/heads/verdicts"]).lines().next().unwrap().to_owned();
+    app.git(&["update-ref", "refs/heads/verdicts", &first_verdict]);
+
+    let out = verify(app.dir(), &db.url(), &key);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("verdicts chain is behind"), "{}", stderr(&out));
+    let audited = audit(&app.git_dir(), &key, &note);
+    let report = String::from_utf8_lossy(&audited.stdout);
+    assert!(!audited.status.success() && report.contains("the verdicts were rolled back"), "{report}");
+}
