@@ -425,3 +425,22 @@ async fn checkpoints_cover_the_verdicts_and_a_rolled_back_verdict_chain_is_named
     let report = String::from_utf8_lossy(&audited.stdout);
     assert!(!audited.status.success() && report.contains("the verdicts were rolled back"), "{report}");
 }
+
+#[test]
+fn serve_refuses_to_start_when_the_anchor_store_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0", "--workers", "0"])
+        .args(["--anchor-url", "mysql://root@127.0.0.1:1/anchors"])
+        .env("CAMLEDGER_LOG", "error")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(took < Duration::from_secs(3), "took {took:?}: {err}");
+    assert!(err.contains("opening the anchor store mysql://root@127.0.0.1:1/anchors"), "{err}");
+    assert!(err.to_lowercase().contains("connection refused") && !err.contains("snapshot"), "{err}");
+}
