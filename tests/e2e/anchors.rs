@@ -444,3 +444,25 @@ fn serve_refuses_to_start_when_the_anchor_store_does_not_answer() {
     assert!(err.contains("opening the anchor store mysql://root@127.0.0.1:1/anchors"), "{err}");
     assert!(err.to_lowercase().contains("connection refused") && !err.contains("snapshot"), "{err}");
 }
+
+#[tokio::test]
+async fn serve_on_a_rolled_back_ledger_keeps_serving_and_shows_the_refusal_to_readers() {
+    let (key, db) = (LedgerKey::create(), TestDatabase::create());
+    let mut app = anchored_ledger(&key, &db).await;
+    let ids = events(&app);
+    app.git(&["update-ref", "refs/heads/events", &ids[2]]);
+
+    app.start();
+
+    let healthz = app.get_json("/healthz").await;
+    let error = healthz["checkpoints"]["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("does not match its latest anchored checkpoint") && error.contains("rollback"), "{healthz}");
+    let anonymous: Value = app.client.get(app.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert!(anonymous.get("checkpoints").is_none(), "only readers see checkpoint errors: {anonymous}");
+    assert_eq!(app.upload(jpeg(50)).await.status(), 201, "uploads go on");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let healthz = app.get_json("/healthz").await;
+    let error = healthz["checkpoints"]["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("does not extend the previous one"), "{healthz}");
+    assert_eq!(listed(&db.url()).last(), Some(&8), "nothing that does not extend is anchored");
+}
