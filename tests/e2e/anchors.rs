@@ -282,14 +282,17 @@ fn git_stdin(git_dir: &Path, args: &[&str], input: &str) -> String {
 }
 
 fn audit(repo: &Path, key: &LedgerKey, checkpoint: &Path) -> std::process::Output {
+    audit_with(repo, key, checkpoint, &[])
+}
+
+fn audit_with(repo: &Path, key: &LedgerKey, checkpoint: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/audit-ledger"))
         .arg("--repo")
         .arg(repo)
         .args(["--allowed-signers", &key.allowed_signers()])
         .arg("--checkpoint")
         .arg(checkpoint)
-        // Commit signatures are checked by `camledger verify` and the signing tests.
-        .arg("--skip-commit-signatures")
+        .args(extra)
         .output()
         .expect("running scripts/audit-ledger")
 }
@@ -312,10 +315,14 @@ async fn the_auditor_script_passes_a_clone_and_names_a_rolled_back_one() {
     let passed = audit(&clone, &key, &note);
     let report = String::from_utf8_lossy(&passed.stdout);
     assert!(passed.status.success(), "{report}");
-    assert!(report.contains("seq 1..8") && report.contains("signed by an allowed key"), "{report}");
+    assert!(report.contains("seq 1..8") && report.contains("ok: 8 event commit signatures"), "{report}");
+    assert!(report.contains("signed by an allowed key"), "{report}");
 
     let stranger = LedgerKey::create();
     let forged = audit(&clone, &stranger, &note);
+    assert!(!forged.status.success());
+    assert!(String::from_utf8_lossy(&forged.stdout).contains("seq 1 commit"), "the first commit's signature fails");
+    let forged = audit_with(&clone, &stranger, &note, &["--skip-commit-signatures"]);
     assert!(!forged.status.success());
     assert!(String::from_utf8_lossy(&forged.stdout).contains("no signature by a key in the allowed-signers file"));
 

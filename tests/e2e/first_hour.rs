@@ -247,3 +247,25 @@ async fn a_binary_far_from_onnx_runtime_lists_every_place_it_looked() {
     assert!(err.contains(&far.path().join("libonnxruntime.so").display().to_string()), "{err}");
     assert!(err.contains("/usr/lib"), "{err}");
 }
+
+#[test]
+fn serve_with_a_bad_flag_or_a_missing_library_creates_no_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("new-ledger");
+    let data = data.to_str().unwrap();
+    let attempts: [&[&str]; 3] = [
+        &["--max-inflight-bytes", "1"],
+        &["--workers", "1", "--ort-dylib", "/nonexistent/libonnxruntime.so"],
+        &["--signing-key", "/nonexistent/ledger_ed25519"],
+    ];
+    for flags in attempts {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data])
+            .args(flags)
+            .env_remove("CAMLEDGER_ORT_DYLIB")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {}", stderr(&out));
+        assert!(!Path::new(data).exists(), "{flags:?} left {data} behind");
+    }
+}

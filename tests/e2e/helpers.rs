@@ -155,8 +155,20 @@ impl TestApp {
         self.start();
     }
 
+    /// Stops the server (SIGTERM) and starts it again with `extra_args` instead of its own.
+    pub fn restart_with(&mut self, extra_args: &[&str]) {
+        assert!(self.signal("-TERM").success(), "the server stops cleanly");
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        self.start();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `127.0.0.1:PORT`, for raw TCP clients.
+    pub fn host_port(&self) -> &str {
+        self.base.trim_start_matches("http://")
     }
 
     pub fn add_camera(&self, id: &str) -> String {
@@ -232,6 +244,32 @@ impl Drop for TestApp {
 
 pub fn git(git_dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git").arg("--git-dir").arg(git_dir).args(args).output().expect("running git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs stock git as a client would (in `dir`), cut off from the user's and the system's
+/// configuration and never prompting; the caller checks the outcome.
+pub fn git_client(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_DIR")
+        .output()
+        .expect("running git")
+}
+
+/// [`git_client`] that must succeed; returns its stdout.
+pub fn git_client_ok(dir: &Path, args: &[&str]) -> String {
+    let out = git_client(dir, args);
     assert!(
         out.status.success(),
         "git {args:?} failed: {}{}",

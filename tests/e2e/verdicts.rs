@@ -98,6 +98,36 @@ async fn the_worker_judges_every_upload_and_stock_git_shows_the_verdicts() {
 }
 
 #[tokio::test]
+async fn the_event_list_and_camledger_log_show_each_verdict_or_that_it_is_pending() {
+    let app = TestApp::spawn_with(&["--workers", "1", "--model", TINY_MODEL]).await;
+    assert_eq!(app.upload(jpeg(1)).await.status(), 201);
+    assert_eq!(app.upload(flat_black_jpeg()).await.status(), 201);
+    wait_for_verdict(&app, 2).await;
+
+    let list = app.get_json("/v1/events").await;
+    let verdicts: Vec<&Value> = list["events"].as_array().unwrap().iter().map(|e| &e["verdict"]).collect();
+    assert_eq!(verdicts.len(), 2);
+    assert_eq!(verdicts[0]["event_seq"], 1);
+    assert_eq!(verdicts[1]["spam"], true, "{list}");
+    assert!(verdicts[1]["reasons"].as_array().unwrap().contains(&Value::from("blank")), "{list}");
+
+    let text = camledger(&["log", "--data-dir", app.dir()]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[1].contains("verdict=spam:") && lines[1].contains("blank"), "{text}");
+    let json = camledger(&["log", "--data-dir", app.dir(), "--format", "json"]);
+    let second: Value = serde_json::from_str(json.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(second["verdict"]["spam"], true);
+
+    // A new upload is listed before it is judged: its verdict is null / pending, never missing.
+    let mut app = app;
+    app.restart_with(&["--workers", "0"]);
+    assert_eq!(app.upload(jpeg(3)).await.status(), 201);
+    let third = app.get_json("/v1/events?after=2").await;
+    assert!(third["events"][0]["verdict"].is_null(), "{third}");
+    assert!(camledger(&["log", "--data-dir", app.dir(), "--from", "3"]).contains("verdict=pending"));
+}
+
+#[tokio::test]
 async fn a_missing_onnx_runtime_is_a_clear_error_and_workers_zero_needs_none() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)

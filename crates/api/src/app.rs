@@ -54,6 +54,8 @@ pub(crate) struct AppState {
     pub(crate) writer_health: WriterHealth,
     /// Signed checkpoints into the anchor store (`GET /v1/checkpoint`, `/healthz`).
     pub(crate) anchors: Arc<crate::anchors::Anchoring>,
+    /// Clones over git smart HTTP (`/git/ledger.git`).
+    pub(crate) git: routes::git::GitService,
 }
 
 /// The writer's state as seen from the answers to appends.
@@ -135,8 +137,27 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        // Everything that can be checked without the data dir is checked first: a wrong flag
+        // or a missing library must not leave a new, empty ledger behind.
+        anyhow::ensure!(
+            config.max_inflight_bytes >= config.max_body_bytes,
+            "--max-inflight-bytes ({}) must be at least --max-body-bytes ({})",
+            config.max_inflight_bytes,
+            config.max_body_bytes
+        );
+        anyhow::ensure!(
+            config.max_inflight_bytes <= Semaphore::MAX_PERMITS && u32::try_from(config.max_body_bytes).is_ok(),
+            "--max-inflight-bytes or --max-body-bytes is too large"
+        );
+        let workers = config.workers();
+        let judging = if workers > 0 {
+            Some(config.judge.load(workers).context("in-process judging (--workers 0 turns it off)")?)
+        } else {
+            None
+        };
+        config.signing_key.check_given()?;
+        crate::cli::prepare_ledger_dir(&config.data)?;
         let data_dir = &config.data.data_dir;
-        std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
         let signing_key = config.signing_key.load_or_create(data_dir)?;
         let ledger_config = LedgerConfig {
             node_name: config.node_name(),
@@ -183,22 +204,7 @@ impl Application {
             }
             None => None,
         };
-        let workers = config.workers();
-        let judging = if workers > 0 {
-            Some(config.judge.load(workers).context("in-process judging (--workers 0 turns it off)")?)
-        } else {
-            None
-        };
-        anyhow::ensure!(
-            config.max_inflight_bytes >= config.max_body_bytes,
-            "--max-inflight-bytes ({}) must be at least --max-body-bytes ({})",
-            config.max_inflight_bytes,
-            config.max_body_bytes
-        );
-        anyhow::ensure!(
-            config.max_inflight_bytes <= Semaphore::MAX_PERMITS && u32::try_from(config.max_body_bytes).is_ok(),
-            "--max-inflight-bytes or --max-body-bytes is too large"
-        );
+        let git = routes::git::GitService::new(&config, ledger.git_dir());
         let state = Arc::new(AppState {
             ledger,
             writer,
@@ -212,6 +218,7 @@ impl Application {
             admission_slots: Arc::new(Semaphore::new(crate::config::cores().max(2) * 2)),
             writer_health: WriterHealth::default(),
             anchors,
+            git,
         });
         let tcp =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -375,6 +382,7 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .merge(routes::health::router())
         .merge(routes::images::router())
         .merge(routes::events::router())
+        .merge(routes::git::router())
         .merge(routes::keys::router())
         .merge(routes::checkpoint::router())
         .fallback(|| async { ApiError::not_found("no such route") })

@@ -52,6 +52,59 @@ impl Caller {
     }
 }
 
+/// A reader (auditor or admin) authenticated by `Authorization: Bearer <token>` or by the
+/// token as the password of `Authorization: Basic` (any user name): git sends Basic when the
+/// token comes from a credential helper or the URL. Only the git routes accept Basic, so the
+/// JSON API keeps one way in.
+#[derive(Clone, Debug)]
+pub(crate) struct GitReader;
+
+impl FromRequestParts<Arc<AppState>> for GitReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized(
+                "an auditor token is needed: Authorization: Bearer <token>, or the token as the Basic password",
+            )
+        })?;
+        let token = bearer_or_basic_password(header).ok_or_else(|| {
+            ApiError::unauthorized(
+                "the Authorization header must be 'Bearer <token>' or Basic with the token as password",
+            )
+        })?;
+        let principal = state
+            .registry
+            .authenticate(&token)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
+        tracing::Span::current().record("principal", principal.name.as_str());
+        match principal.role {
+            Role::Auditor | Role::Admin => Ok(GitReader),
+            Role::Camera => {
+                Err(ApiError::forbidden("a camera token cannot clone the ledger; use an auditor or admin token"))
+            }
+        }
+    }
+}
+
+/// The token in `Bearer <token>`, or the password in `Basic base64(user:password)`.
+fn bearer_or_basic_password(header: &axum::http::HeaderValue) -> Option<String> {
+    use base64::Engine as _;
+    let value = header.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    let token = if scheme.eq_ignore_ascii_case("bearer") {
+        rest.trim().to_owned()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+        let (_user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+        password.to_owned()
+    } else {
+        return None;
+    };
+    (!token.is_empty()).then_some(token)
+}
+
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
@@ -74,5 +127,33 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             }
             None => Err(ApiError::unauthorized("unknown or revoked token")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_or_basic_password;
+    use axum::http::HeaderValue;
+
+    fn token(header: &str) -> Option<String> {
+        bearer_or_basic_password(&HeaderValue::from_str(header).unwrap())
+    }
+
+    #[test]
+    fn the_token_is_the_bearer_value_or_the_basic_password() {
+        assert_eq!(token("Bearer aud_123").as_deref(), Some("aud_123"));
+        // base64("auditor:aud_123")
+        assert_eq!(token("Basic YXVkaXRvcjphdWRfMTIz").as_deref(), Some("aud_123"));
+        // base64(":aud_123"): git sends an empty user name when the URL has none.
+        assert_eq!(token("Basic OmF1ZF8xMjM=").as_deref(), Some("aud_123"));
+    }
+
+    #[test]
+    fn an_empty_password_or_garbage_is_no_token() {
+        // base64("auditor:")
+        assert_eq!(token("Basic YXVkaXRvcjo="), None);
+        assert_eq!(token("Basic not base64!"), None);
+        assert_eq!(token("Bearer "), None);
+        assert_eq!(token("Digest abc"), None);
     }
 }

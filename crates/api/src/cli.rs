@@ -283,38 +283,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    prepare_ledger_dir(&config.data)?;
     let app = Application::build(config).await?;
+    // Handlers first: a SIGTERM sent as soon as the line below is read must stop the server
+    // gracefully, not kill it with the default action.
+    let shutdown = shutdown_signal();
     let addr = app.local_addr();
     tracing::info!(%addr, "listening");
     // Scripts and tests read this line to find the port when listening on port 0.
     println!("camledger listening on http://{addr}");
     std::io::stdout().flush().context("writing to stdout")?;
-    app.run(shutdown_signal()).await
+    app.run(shutdown).await
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind: SignalKind, name: &'static str| match signal(kind) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for {name}");
+            None
         }
     };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let (interrupt, terminate) =
+        (listen(SignalKind::interrupt(), "SIGINT"), listen(SignalKind::terminate(), "SIGTERM"));
+    async move {
+        let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+        };
+        tokio::select! {
+            _ = wait(interrupt) => {},
+            _ = wait(terminate) => {},
         }
-    };
-    tokio::select! {
-        _ = interrupt => {},
-        _ = terminate => {},
     }
 }
 
@@ -473,15 +479,22 @@ async fn log(data: DataDirArg, from: u64, limit: Option<usize>, format: OutputFo
         for event in ledger.events_from(from.max(1)).take(limit.unwrap_or(usize::MAX)) {
             let event = event?;
             let r = &event.record;
+            let verdict = ledger.verdict(r.seq)?;
             match format {
                 OutputFormat::Json => {
-                    writeln!(out, "{}", serde_json::json!({ "id": event.id, "event": r }))?;
+                    let verdict = verdict.map_or(serde_json::Value::Null, |v| crate::routes::events::verdict_json(&v));
+                    writeln!(out, "{}", serde_json::json!({ "id": event.id, "event": r, "verdict": verdict }))?;
                 }
                 OutputFormat::Text => {
                     let duplicate = r.duplicate_of.map_or(String::new(), |d| format!(" duplicate_of={d}"));
+                    let verdict = match verdict {
+                        None => "pending".to_owned(),
+                        Some(v) if v.verdict.spam => format!("spam:{}", v.verdict.reasons.join(",")),
+                        Some(_) => "ok".to_owned(),
+                    };
                     writeln!(
                         out,
-                        "{:>8} {} {} {} {} {}x{} {}{duplicate}",
+                        "{:>8} {} {} {} {} {}x{} {} verdict={verdict}{duplicate}",
                         r.seq,
                         &event.id[..12.min(event.id.len())],
                         r.received_at,

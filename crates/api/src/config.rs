@@ -39,7 +39,7 @@ pub struct ServeConfig {
     #[arg(long, env = "CAMLEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
-    /// Seconds a connection may stay silent inside a request body before it is closed.
+    /// Seconds a connection may stay silent (nothing read or written) before it is closed.
     #[arg(long, env = "CAMLEDGER_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
 
@@ -105,6 +105,19 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub judge: crate::processing::JudgeArgs,
+
+    /// Most `git upload-pack` processes serving clones and fetches at once; more answer 503
+    /// with Retry-After.
+    #[arg(long, env = "CAMLEDGER_GIT_MAX_CONCURRENT", default_value_t = 4)]
+    pub git_max_concurrent: usize,
+
+    /// Largest git fetch request body in bytes (wants and haves, after gunzip); more answer 413.
+    #[arg(long, env = "CAMLEDGER_GIT_MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub git_max_request_bytes: usize,
+
+    /// Seconds one clone or fetch may take in all before its `git upload-pack` is killed.
+    #[arg(long, env = "CAMLEDGER_GIT_TIMEOUT_SECS", default_value_t = 3600)]
+    pub git_timeout_secs: u64,
 
     /// Fault injection for durability tests: every fsync after the N-th fails.
     #[arg(long, env = "CAMLEDGER_FAIL_FSYNC_AFTER", hide = true)]
@@ -177,6 +190,9 @@ impl ServeConfig {
                 near_duplicate_distance: camledger_processor::verdict::Thresholds::default().near_duplicate_distance,
                 perceptual_hash: crate::processing::PerceptualHash::default(),
             },
+            git_max_concurrent: 4,
+            git_max_request_bytes: 16 * 1024 * 1024,
+            git_timeout_secs: 3600,
             fail_fsync_after: None,
         }
     }

@@ -62,6 +62,15 @@ impl SigningKeyArg {
         Ok(Arc::new(key))
     }
 
+    /// Fails when `--signing-key` names a file that is not a usable key (checked before
+    /// anything touches the data dir).
+    pub fn check_given(&self) -> anyhow::Result<()> {
+        match &self.signing_key {
+            Some(path) => SigningKey::load(path).map(drop).context("reading --signing-key"),
+            None => Ok(()),
+        }
+    }
+
     /// For commands that only show the key: the one given, or the data dir's; never creates.
     pub fn load_existing(&self, data_dir: &Path) -> anyhow::Result<SigningKey> {
         match &self.signing_key {

@@ -60,6 +60,11 @@ impl Fsync {
     /// journalling filesystem can share one journal commit). Every one of them runs; the first
     /// error is returned, so a caller acts only once all of them succeeded.
     pub(crate) fn concurrently<const N: usize>(&self, jobs: [&SyncJob<'_>; N]) -> io::Result<()> {
+        self.concurrently_all(&jobs)
+    }
+
+    /// [`Fsync::concurrently`] for a number of jobs known only at run time.
+    pub(crate) fn concurrently_all(&self, jobs: &[&SyncJob<'_>]) -> io::Result<()> {
         std::thread::scope(|scope| {
             let Some((last, rest)) = jobs.split_last() else { return Ok(()) };
             let handles: Vec<_> = rest.iter().map(|job| scope.spawn(move || job(self))).collect();

@@ -3,11 +3,14 @@
 //!
 //! Objects are serialised by hand rather than through `gix-object` so that the exact bytes
 //! that `docs/event-format.md` specifies are visible in one place, and verification can
-//! rebuild and compare them byte for byte.
+//! rebuild and compare them byte for byte. Every commit and tree camledger writes is built by
+//! `commit_bytes` and `tree_bytes`; the commit is signed there when the ledger has a key.
 
 use gix::ObjectId;
 use serde::{Deserialize, Serialize};
 use time::{format_description::well_known::Rfc3339, macros::format_description, OffsetDateTime};
+
+use crate::sign::SigningKey;
 
 /// Version of the on-git format written by this crate (`format_version` in `event.json`).
 pub const FORMAT_VERSION: u32 = 1;
@@ -247,16 +250,24 @@ pub(crate) fn parse_commit_message(message: &[u8]) -> Option<Trailers> {
     (commit_message(&t).as_bytes() == message).then_some(t)
 }
 
-/// Git tree bytes for an event: `event.json` then the image (git sorts entries by name; `e` < `i`).
-pub(crate) fn tree_bytes(event_json: ObjectId, image_name: &str, image: ObjectId) -> Vec<u8> {
+/// Git tree bytes from `(mode, name, id)` entries, in the order given: the caller lists them
+/// in git's tree order. Every tree camledger writes (event trees, `verdict.json` trees, notes
+/// fanout trees) is built here.
+pub(crate) fn tree_bytes<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str, ObjectId)>) -> Vec<u8> {
     let mut out = Vec::with_capacity(2 * (7 + 12 + 20));
-    for (name, id) in [("event.json", event_json), (image_name, image)] {
-        out.extend_from_slice(b"100644 ");
+    for (mode, name, id) in entries {
+        out.extend_from_slice(mode.as_bytes());
+        out.push(b' ');
         out.extend_from_slice(name.as_bytes());
         out.push(0);
         out.extend_from_slice(id.as_bytes());
     }
     out
+}
+
+/// Git tree bytes for an event: `event.json` then the image (git sorts entries by name; `e` < `i`).
+pub(crate) fn event_tree_bytes(event_json: ObjectId, image_name: &str, image: ObjectId) -> Vec<u8> {
+    tree_bytes([("100644", "event.json", event_json), ("100644", image_name, image)])
 }
 
 /// Parses a tree into `(mode, name, id)` entries.
@@ -283,23 +294,35 @@ pub(crate) fn author(camera: &str, seconds: i64) -> String {
     format!("{camera} <{camera}@camera.camledger> {seconds} +0000")
 }
 
-/// Git commit bytes of an event.
-pub(crate) fn commit_bytes(
-    tree: ObjectId,
-    parent: Option<ObjectId>,
-    camera: &str,
-    node_name: &str,
-    seconds: i64,
-    message: &str,
-) -> Vec<u8> {
-    let mut out = format!("tree {tree}\n");
-    if let Some(parent) = parent {
+/// The committer (and, for verdict and notes commits, author) line value of a ledger node.
+pub(crate) fn committer(node_name: &str, seconds: i64) -> String {
+    format!("camledger <{node_name}> {seconds} +0000")
+}
+
+/// What a commit says; [`commit_bytes`] turns it into bytes.
+pub(crate) struct CommitSpec<'a> {
+    pub(crate) tree: ObjectId,
+    pub(crate) parent: Option<ObjectId>,
+    /// Identity and time, e.g. [`author`] or [`committer`].
+    pub(crate) author: &'a str,
+    pub(crate) committer: &'a str,
+    pub(crate) message: &'a str,
+}
+
+/// The bytes of every commit camledger writes (events, verdicts, notes): `tree`, `parent`
+/// (if any), `author`, `committer`, then, when the ledger has a key, the `gpgsig` SSH
+/// signature of those unsigned bytes as the last header (`docs/event-format.md`,
+/// "Signatures"). The commit id is the hash of these bytes, signature included.
+pub(crate) fn commit_bytes(spec: &CommitSpec<'_>, key: Option<&SigningKey>) -> Vec<u8> {
+    let mut out = format!("tree {}\n", spec.tree);
+    if let Some(parent) = spec.parent {
         out.push_str(&format!("parent {parent}\n"));
     }
-    out.push_str(&format!("author {}\n", author(camera, seconds)));
-    out.push_str(&format!("committer camledger <{node_name}> {seconds} +0000\n\n"));
-    out.push_str(message);
-    out.into_bytes()
+    out.push_str(&format!("author {}\ncommitter {}\n\n{}", spec.author, spec.committer, spec.message));
+    match key {
+        Some(key) => key.sign_commit(out.as_bytes()),
+        None => out.into_bytes(),
+    }
 }
 
 /// The parts of a commit this crate needs, parsed strictly enough for verification.
@@ -319,6 +342,10 @@ pub(crate) fn parse_commit(data: &[u8]) -> Option<ParsedCommit<'_>> {
     let mut parents = Vec::new();
     let mut author = None;
     for line in headers.lines() {
+        if line.starts_with(' ') {
+            // A continuation line of a multi-line header (the `gpgsig` signature).
+            continue;
+        }
         let (key, value) = line.split_once(' ')?;
         match key {
             "tree" => tree = Some(ObjectId::from_hex(value.as_bytes()).ok()?),
@@ -474,5 +501,28 @@ mod tests {
         for (s, ok) in cases {
             assert_eq!(parse_timestamp(s).is_some(), ok, "{s}");
         }
+    }
+
+    #[test]
+    fn a_signed_commit_parses_to_the_same_fields_as_the_unsigned_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = SigningKey::generate(&dir.path().join("key"), "test").expect("key");
+        let (author, committer) = (author("cam-1", 1_700_000_000), committer("node", 1_700_000_000));
+        let spec = CommitSpec {
+            tree: ObjectId::from_bytes_or_panic(&[1; 20]),
+            parent: Some(ObjectId::from_bytes_or_panic(&[2; 20])),
+            author: &author,
+            committer: &committer,
+            message: "Event 2 from cam-1\n\nSeq: 2\n",
+        };
+        let unsigned = commit_bytes(&spec, None);
+        let signed = commit_bytes(&spec, Some(&key));
+        let text = String::from_utf8(signed.clone()).expect("ascii");
+        let committer_at = text.find("\ncommitter ").expect("committer");
+        assert!(text[committer_at..]
+            .starts_with(&format!("\ncommitter {committer}\ngpgsig -----BEGIN SSH SIGNATURE-----\n")));
+        assert_eq!(crate::sign::split_signed_commit(&signed).0, unsigned, "the signed payload is the unsigned commit");
+        let (a, b) = (parse_commit(&unsigned).expect("unsigned"), parse_commit(&signed).expect("signed"));
+        assert_eq!((a.tree, &a.parents, a.author, a.message), (b.tree, &b.parents, b.author, b.message));
     }
 }

@@ -11,6 +11,9 @@
 //! - `seqidx.rs`, `windex.rs`: the derived indexes (`seq.idx`, `writer.redb`), rebuilt from git.
 //! - `durable.rs`: the single fsync gate (fault injection goes through it).
 //! - `refs.rs`: ref updates with git's lock protocol, the lock file fsynced before the rename.
+//! - `publish.rs`: the one durable publish path (pack, ref compare-and-swap, fsyncs) that event,
+//!   verdict and notes commits all take; every commit is built (and signed, when the ledger
+//!   has a key) by `format::commit_bytes`.
 //! - `recover.rs`: what a crash leaves (stale ref locks, temporary and index-less packs),
 //!   removed when the writer starts; `docs/design.md`, "Hardening: crashes and the writer".
 //! - [`verify`]: walks the chain from the head and reports the first failure precisely.
@@ -55,6 +58,7 @@ pub mod checkpoint;
 mod durable;
 pub mod format;
 mod pack;
+mod publish;
 pub mod read;
 mod recover;
 mod refs;

@@ -86,25 +86,15 @@ pub(crate) fn read(git_dir: &Path, name: &str) -> io::Result<Option<ObjectId>> {
 }
 
 /// Moves every ref of `edits` (in order) if all of them still hold their expected values:
-/// lock all, write and fsync each lock file, check the old values, rename each into place,
-/// then `sync_dirs` with the refs' directories (the caller fsyncs them, possibly alongside its
-/// own fsyncs). On `Err` before the first rename nothing changed.
+/// lock all and write each lock file, then `sync_locks` with all lock files (the caller fsyncs
+/// them, possibly alongside its own fsyncs that must complete before any ref moves), check the
+/// old values, rename each into place, then `sync_dirs` with the refs' directories. On `Err`
+/// before the first rename nothing changed; `Conflict` is always returned before it.
 pub(crate) fn update(
     git_dir: &Path,
     edits: &[Edit<'_>],
     fsync: &Fsync,
-    sync_dirs: impl FnOnce(&[PathBuf]) -> io::Result<()>,
-) -> Result<(), Error> {
-    update_with(git_dir, edits, fsync, |lock| fsync.file(lock), sync_dirs)
-}
-
-/// [`update`], with the caller fsyncing the (single) lock file through `sync_lock`, e.g.
-/// concurrently with other fsyncs that must complete before the ref moves.
-pub(crate) fn update_with(
-    git_dir: &Path,
-    edits: &[Edit<'_>],
-    fsync: &Fsync,
-    sync_lock: impl Fn(&File) -> io::Result<()>,
+    sync_locks: impl FnOnce(&[&File]) -> io::Result<()>,
     sync_dirs: impl FnOnce(&[PathBuf]) -> io::Result<()>,
 ) -> Result<(), Error> {
     let mut locks = Vec::with_capacity(edits.len());
@@ -125,9 +115,9 @@ pub(crate) fn update_with(
         };
         let guard = Lock { path: lock, held: true };
         file.write_all(format!("{}\n", edit.new).as_bytes())?;
-        sync_lock(&file)?;
-        locks.push((guard, path, dir));
+        locks.push((guard, file, path, dir));
     }
+    sync_locks(&locks.iter().map(|(_, file, _, _)| file).collect::<Vec<_>>())?;
     for edit in edits {
         let found = read(git_dir, edit.name)?;
         if found != edit.expected {
@@ -135,7 +125,7 @@ pub(crate) fn update_with(
         }
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
-    for (lock, path, dir) in &mut locks {
+    for (lock, _, path, dir) in &mut locks {
         fs::rename(&lock.path, &*path)?;
         lock.held = false;
         if !dirs.contains(dir) {
@@ -156,7 +146,13 @@ mod tests {
 
     fn move_ref(git_dir: &Path, new: ObjectId, expected: Option<ObjectId>, fsync: &Fsync) -> Result<(), Error> {
         let edit = Edit { name: "refs/heads/events", new, expected };
-        update(git_dir, &[edit], fsync, |dirs| dirs.iter().try_for_each(|d| fsync.dir(d)))
+        update(
+            git_dir,
+            &[edit],
+            fsync,
+            |locks| locks.iter().try_for_each(|l| fsync.file(l)),
+            |dirs| dirs.iter().try_for_each(|d| fsync.dir(d)),
+        )
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub enum KeyError {
 /// The ledger's ed25519 signing key (an OpenSSH private key file).
 pub struct SigningKey {
     key: PrivateKey,
+    /// The same key, expanded once: building it per signature doubled the cost of signing
+    /// (measured 49–56 µs per commit through `PrivateKey::sign`).
+    dalek: ed25519_dalek::SigningKey,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -59,10 +62,17 @@ impl SigningKey {
         if key.is_encrypted() {
             return Err(KeyError::Encrypted { path: path.to_owned() });
         }
-        if key.algorithm() != ssh_key::Algorithm::Ed25519 {
-            return Err(KeyError::NotEd25519 { path: path.to_owned(), algorithm: key.algorithm().to_string() });
+        SigningKey::from_private(key).map_err(|algorithm| KeyError::NotEd25519 { path: path.to_owned(), algorithm })
+    }
+
+    fn from_private(key: PrivateKey) -> Result<SigningKey, String> {
+        match key.key_data() {
+            ssh_key::private::KeypairData::Ed25519(pair) => {
+                let dalek = ed25519_dalek::SigningKey::from(&pair.private);
+                Ok(SigningKey { key, dalek })
+            }
+            _ => Err(key.algorithm().to_string()),
         }
-        Ok(SigningKey { key })
     }
 
     /// Creates a new key at `path` (mode 0600, parent directories 0700); fails if it exists.
@@ -81,7 +91,7 @@ impl SigningKey {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(create)?;
         }
-        Ok(SigningKey { key })
+        Ok(SigningKey::from_private(key).expect("a generated key is ed25519"))
     }
 
     /// Loads the key at `path`, or creates it when no file is there; says which.
@@ -115,27 +125,24 @@ impl SigningKey {
 
     /// The raw 32-byte ed25519 public key (for signed notes).
     pub fn ed25519_public(&self) -> [u8; 32] {
-        match self.public_key().key_data() {
-            ssh_key::public::KeyData::Ed25519(key) => key.0,
-            _ => unreachable!("SigningKey::load accepts ed25519 keys only"),
-        }
+        self.dalek.verifying_key().to_bytes()
     }
 
     /// A raw ed25519 signature of `message` (for signed notes: checkpoints).
     pub fn sign_raw(&self, message: &[u8]) -> [u8; 64] {
         use ed25519_dalek::Signer as _;
-        match self.key.key_data() {
-            ssh_key::private::KeypairData::Ed25519(pair) => {
-                ed25519_dalek::SigningKey::from(&pair.private).sign(message).to_bytes()
-            }
-            _ => unreachable!("SigningKey::load accepts ed25519 keys only"),
-        }
+        self.dalek.sign(message).to_bytes()
     }
 
     /// The armored SSH signature (`-----BEGIN SSH SIGNATURE-----` …) of `payload` in
     /// namespace `git`.
     pub fn sign_armored(&self, payload: &[u8]) -> String {
-        let sig = self.key.sign(GIT_NAMESPACE, HashAlg::Sha512, payload).expect("ed25519 signing cannot fail");
+        // What `PrivateKey::sign` does, with the expanded key kept in `self`.
+        let signed = SshSig::signed_data(GIT_NAMESPACE, HashAlg::Sha512, payload).expect("a non-empty namespace");
+        let signature = ssh_key::Signature::new(ssh_key::Algorithm::Ed25519, self.sign_raw(&signed).to_vec())
+            .expect("an ed25519 signature has 64 bytes");
+        let sig = SshSig::new(self.public_key().key_data().clone(), GIT_NAMESPACE, HashAlg::Sha512, signature)
+            .expect("a non-empty namespace");
         sig.to_pem(LineEnding::LF).expect("an SSH signature always encodes")
     }
 

@@ -4,7 +4,7 @@
 //!
 //! - One verdict commit per judged event, in event-seq order with no gaps (verdict `k` judges
 //!   event `k`), so the verdict head is the processors' checkpoint.
-//! - Both refs move in one gix ref transaction, each with a compare-and-swap: two workers
+//! - Both refs move in one ref transaction (`publish.rs`), each with a compare-and-swap: two workers
 //!   racing for the same events cannot both win; the loser gets [`Error::Conflict`] with the
 //!   new head and continues from there.
 //! - The notes tree uses a fixed 2/2/36 fanout (`ab/cd/ef01…`), so a batch rewrites only the
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::format::{self, is_sha256_hex};
 use crate::pack::{self, PackEntry};
 use crate::read::{self, find};
-use crate::Ledger;
+use crate::{publish, Ledger};
 
 /// The ref of verdict commits.
 pub const VERDICTS_REF: &str = "refs/heads/verdicts";
@@ -323,32 +323,11 @@ fn insert_notes(
         }
     }
     // Names within one level have equal length, so byte order is git's tree order.
-    let mut bytes = Vec::with_capacity(entries.len() * 60);
-    for (name, (mode, id)) in &entries {
-        bytes.extend_from_slice(mode.as_bytes());
-        bytes.push(b' ');
-        bytes.extend_from_slice(name.as_bytes());
-        bytes.push(0);
-        bytes.extend_from_slice(id.as_bytes());
-    }
+    let bytes = format::tree_bytes(entries.iter().map(|(name, (mode, id))| (mode.as_str(), name.as_str(), *id)));
     let entry = pack::encode(pack::Kind::Tree, &bytes).map_err(Error::Storage)?;
     let id = entry.oid;
     out.push(entry);
     Ok(id)
-}
-
-fn signature(node: &str, seconds: i64) -> String {
-    format!("camledger <{node}> {seconds} +0000")
-}
-
-fn commit(tree: ObjectId, parent: Option<ObjectId>, node: &str, seconds: i64, message: &str) -> Vec<u8> {
-    let mut out = format!("tree {tree}\n");
-    if let Some(parent) = parent {
-        out.push_str(&format!("parent {parent}\n"));
-    }
-    let sig = signature(node, seconds);
-    out.push_str(&format!("author {sig}\ncommitter {sig}\n\n{message}"));
-    out.into_bytes()
 }
 
 impl Ledger {
@@ -412,6 +391,12 @@ impl Ledger {
     /// Durable (pack and refs fsynced) when it returns.
     #[tracing::instrument(skip_all, fields(first = verdicts.first().map(|v| v.event_seq), count = verdicts.len()))]
     pub fn append_verdicts(&self, verdicts: &[Verdict]) -> Result<Option<VerdictHead>, Error> {
+        if self.fsync().has_failed() {
+            // As the event writer: after a failed fsync nothing read from disk is trusted.
+            return Err(Error::Storage(std::io::Error::other(
+                "an fsync failed earlier: the state on disk is unknown until restart",
+            )));
+        }
         let repo = self.repo();
         let old_verdicts = ref_target(&repo, VERDICTS_REF)?;
         let old_notes = ref_target(&repo, NOTES_REF)?;
@@ -461,18 +446,21 @@ impl Ledger {
             return Ok(old_verdicts.map(|id| VerdictHead { event_seq: checkpoint, id: id.to_string() }));
         }
 
-        let node = self.config().node_name.clone();
         let seconds = time::OffsetDateTime::now_utc().unix_timestamp();
+        let identity = format::committer(&self.config().node_name, seconds);
+        let key = self.config().signing_key.as_deref();
+        // Verdict and notes commits: author = committer = the node, signed like event commits.
+        let commit = |tree: ObjectId, parent: Option<ObjectId>, message: &str| {
+            let spec = format::CommitSpec { tree, parent, author: &identity, committer: &identity, message };
+            pack::encode(pack::Kind::Commit, &format::commit_bytes(&spec, key)).map_err(Error::Storage)
+        };
         let mut entries: Vec<PackEntry> = Vec::new();
         let mut parent = old_verdicts;
         for verdict in verdicts {
             let json = pack::encode(pack::Kind::Blob, &verdict.to_canonical_json()).map_err(Error::Storage)?;
-            let mut tree_bytes = b"100644 verdict.json\0".to_vec();
-            tree_bytes.extend_from_slice(json.oid.as_bytes());
+            let tree_bytes = format::tree_bytes([("100644", "verdict.json", json.oid)]);
             let tree = pack::encode(pack::Kind::Tree, &tree_bytes).map_err(Error::Storage)?;
-            let commit =
-                pack::encode(pack::Kind::Commit, &commit(tree.oid, parent, &node, seconds, &verdict.commit_message()))
-                    .map_err(Error::Storage)?;
+            let commit = commit(tree.oid, parent, &verdict.commit_message())?;
             parent = Some(commit.oid);
             notes.push((verdict.clone(), commit.oid));
             entries.extend([json, tree, commit]);
@@ -497,46 +485,27 @@ impl Ledger {
         let notes_tree = insert_notes(&repo, base_tree, &items, 0, &mut entries)?;
         let last_seq = notes.last().map_or(checkpoint, |(v, _)| v.event_seq);
         let message = format!("Notes for verdicts through event {last_seq}\n\nVerdicts-Through: {last_seq}\n");
-        let notes_commit = pack::encode(pack::Kind::Commit, &commit(notes_tree, old_notes, &node, seconds, &message))
-            .map_err(Error::Storage)?;
+        let notes_commit = commit(notes_tree, old_notes, &message)?;
         let new_notes = notes_commit.oid;
         entries.push(notes_commit);
 
-        // One pack for everything, then both refs in one transaction. Both under the
-        // git-writers lock, so that the event writer's start (which removes what crashed
+        // One pack for everything, then both refs in one transaction, verdicts first (a crash
+        // between the two renames leaves notes behind, which the next append repairs). Under
+        // the git-writers lock, so that the event writer's start (which removes what crashed
         // writers left behind) never mistakes this pack or these ref locks for leftovers.
-        let lock = crate::recover::git_writers_lock(self.data_dir()).and_then(|file| file.lock().map(|()| file));
-        let _lock = lock.map_err(Error::Storage)?;
-        let git_dir = self.git_dir();
-        // Holding the lock, a verdict ref lock is surely a crashed verdict writer's.
-        for name in [VERDICTS_REF, NOTES_REF] {
-            let stale = git_dir.join(format!("{name}.lock"));
-            if stale.exists() {
-                tracing::warn!(file = %stale.display(), "removing a verdict ref lock left by a crash");
-                let _ = std::fs::remove_file(&stale);
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        entries.retain(|e| seen.insert(e.oid));
-        let pack_dir = git_dir.join("objects").join("pack");
-        let fsync = self.fsync();
-        let count = u32::try_from(entries.len()).map_err(|e| Error::Storage(std::io::Error::other(e)))?;
-        let mut writer = pack::PackWriter::create(&pack_dir, count).map_err(Error::Storage)?;
-        for entry in &entries {
-            writer.add(entry.oid, entry.crc32, &entry.bytes).map_err(Error::Storage)?;
-        }
-        writer.finish(fsync).map_err(Error::Storage)?;
-
-        // Refs fsynced before they are renamed into place (see `refs.rs`), verdicts first:
-        // a crash between the two leaves notes behind, which the next append repairs.
         let edits = [
             crate::refs::Edit { name: VERDICTS_REF, new: new_verdicts, expected: old_verdicts },
             crate::refs::Edit { name: NOTES_REF, new: new_notes, expected: old_notes },
         ];
-        let moved = crate::refs::update(&git_dir, &edits, fsync, |dirs| dirs.iter().try_for_each(|dir| fsync.dir(dir)));
-        match moved {
+        let publication = publish::Publication {
+            objects: &entries,
+            edits: &edits,
+            also_sync: &[],
+            holder: publish::Holder::GitWriters,
+        };
+        match publish::publish(self, &publication) {
             Ok(()) => {}
-            Err(crate::refs::Error::Conflict { .. }) => return Err(Error::Conflict { head: self.verdict_head()? }),
+            Err(publish::Error::Conflict { .. }) => return Err(Error::Conflict { head: self.verdict_head()? }),
             Err(e) => return Err(Error::Storage(std::io::Error::other(e))),
         }
         let head = VerdictHead {

@@ -21,13 +21,13 @@ use sha2::Digest as _;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
-use crate::durable::Fsync;
 use crate::format::{self, EventRecord, Exif, Trailers, EVENTS_REF, FORMAT_VERSION};
 use crate::pack::{self, PackEntry};
 use crate::seqidx::SeqIndex;
+use crate::sign::SigningKey;
 use crate::windex::{self, BatchUpdate, WriterIndex};
 use crate::{open, Ledger};
-use crate::{read, recover, refs};
+use crate::{publish, read, recover, refs};
 
 /// Errors of [`EventWriter::append`].
 pub mod append {
@@ -357,7 +357,7 @@ fn open_state(ledger: &Ledger, health: &Arc<Health>) -> Result<Writer, open::Err
     let (wake, sleeper) = std::sync::mpsc::sync_channel(1);
     let activity = Arc::new(Activity::default());
     let consolidator = {
-        let (ledger, pack_dir, activity) = (ledger.clone(), pack_dir.clone(), Arc::clone(&activity));
+        let (ledger, pack_dir, activity) = (ledger.clone(), pack_dir, Arc::clone(&activity));
         let (health, index) = (Arc::clone(health), Arc::clone(&index));
         let span = tracing::info_span!("pack_consolidator");
         std::thread::Builder::new()
@@ -371,7 +371,6 @@ fn open_state(ledger: &Ledger, health: &Arc<Health>) -> Result<Writer, open::Err
     Ok(Writer {
         consolidator: Some((wake, consolidator)),
         activity,
-        pack_dir,
         ledger: ledger.clone(),
         repo,
         head,
@@ -575,7 +574,6 @@ fn catch_up_index(
 struct Writer {
     ledger: Ledger,
     repo: gix::Repository,
-    pack_dir: PathBuf,
     head: Option<(u64, ObjectId)>,
     /// `received_at` of the head: the clock is clamped to it so times never go backwards
     /// along the chain, even if the system clock does.
@@ -877,6 +875,7 @@ impl Writer {
         let seconds = now.unix_timestamp();
         let unix_now = u64::try_from(seconds).unwrap_or(0);
         let node_name = self.ledger.config().node_name.clone();
+        let key = self.ledger.config().signing_key.clone();
 
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut written: Vec<Written> = Vec::new();
@@ -925,7 +924,8 @@ impl Writer {
                 },
             };
             let seq = next_seq;
-            match build_event(&event, seq, parent, duplicate_of, &received_at, seconds, &node_name) {
+            let node = Node { name: &node_name, key: key.as_deref() };
+            match build_event(&event, seq, parent, duplicate_of, &received_at, seconds, node) {
                 Ok((objects, commit_id)) => {
                     if duplicate_of.is_none() && in_pack.insert(event.blob.oid) {
                         entries.push(event.blob);
@@ -1006,8 +1006,8 @@ impl Writer {
         })
     }
 
-    /// Pack -> ref (CAS) -> fsync ref -> seq.idx -> redb. Poisons the writer on any failed
-    /// fsync and on any failure once the ref may have moved.
+    /// seq.idx -> publish (pack, ref CAS, fsyncs) -> redb. Poisons the writer on any failed
+    /// fsync, on a ref moved behind its back, and on any failure once the ref may have moved.
     fn commit_batch(
         &mut self,
         entries: &[PackEntry],
@@ -1015,38 +1015,13 @@ impl Writer {
         received: time::OffsetDateTime,
     ) -> Result<(), append::Error> {
         let ledger = self.ledger.clone();
-        let fsync = ledger.fsync();
         let last = written.last().expect("commit_batch is only called with new events");
         let poison = |this: &mut Self, e: std::io::Error| {
             this.poison(e.to_string());
             append::Error::Unavailable
         };
 
-        // 1. The pack: invisible until renamed, so a failure here changes nothing.
-        let count = u32::try_from(entries.len()).map_err(|e| append::Error::storage(std::io::Error::other(e)))?;
-        let write_pack = || -> std::io::Result<PathBuf> {
-            let mut writer = pack::PackWriter::create(&self.pack_dir, count)?;
-            for entry in entries {
-                writer.add(entry.oid, entry.crc32, &entry.bytes)?;
-            }
-            // The pack directory is fsynced below, together with the ref's lock file.
-            writer.finish_unsynced_dir(fsync)
-        };
-        if let Err(e) = write_pack() {
-            return Err(if fsync.has_failed() {
-                poison(self, e)
-            } else {
-                tracing::error!(error = %e, "writing the batch pack failed; nothing was published");
-                append::Error::storage(e)
-            });
-        }
-
-        // 2. Compare-and-swap on the ref, checked under its lock (a ref moved behind the
-        //    writer's back poisons it).
-        // A fresh handle per batch: it reopens the object store after consolidation.
-        self.repo = self.ledger.repo();
-        // Written by hand (see `refs.rs`): the ref is fsynced before it is renamed into place,
-        // which gix does not do. seq.idx records go in first and are fsynced alongside the
+        // seq.idx records go in first and are fsynced alongside the pack directory and the
         // ref's lock file: records beyond a durable ref are harmless (the writer's start
         // truncates them), and nothing is answered before all of it succeeded.
         let ids: Vec<ObjectId> = written.iter().map(|w| w.id).collect();
@@ -1054,30 +1029,26 @@ impl Writer {
             tracing::error!(error = %e, "writing seq.idx failed; nothing was published");
             return Err(append::Error::storage(e));
         }
+        // The pack, then the compare-and-swap on the ref, checked under its lock (a ref moved
+        // behind the writer's back poisons it); see `publish.rs`. Three fsync rounds per
+        // batch: pack + idx; the pack directory, the ref's lock file and seq.idx together;
+        // after the rename, the refs directory.
         let edit = refs::Edit { name: EVENTS_REF, new: last.id, expected: self.head.map(|(_, id)| id) };
-        let seq_file = self.seq_index.file();
-        let pack_dir = &self.pack_dir;
-        // Three fsync rounds per batch: pack + idx; then the pack directory, the ref's lock file
-        // and seq.idx together (all must be durable before the ref moves); then, after the
-        // rename, the refs directory.
-        let moved = refs::update_with(
-            &ledger.git_dir(),
-            &[edit],
-            fsync,
-            |lock| {
-                fsync.concurrently([&|f: &Fsync| f.dir(pack_dir), &|f: &Fsync| f.file(lock), &|f: &Fsync| {
-                    f.file(seq_file)
-                }])
+        let published = publish::publish(
+            &ledger,
+            &publish::Publication {
+                objects: entries,
+                edits: &[edit],
+                also_sync: &[self.seq_index.file()],
+                holder: publish::Holder::EventWriter,
             },
-            |dirs| dirs.iter().try_for_each(|dir| fsync.dir(dir)),
         );
-        match moved {
+        // A fresh handle per batch: it reopens the object store after consolidation.
+        self.repo = self.ledger.repo();
+        match published {
             Ok(()) => {}
-            // Nothing moved: a full disk while writing the lock, or a lock held by someone
-            // else. The pack written above only holds unreachable objects (`git fsck` reports
-            // them as dangling, `git gc` prunes them); the writer stays healthy.
-            Err(e @ (refs::Error::Locked(_) | refs::Error::Io(_))) if !fsync.has_failed() && self.ref_unmoved() => {
-                tracing::error!(error = %e, "moving the events ref failed; it did not move, nothing was published");
+            Err(e @ publish::Error::NotPublished(_)) => {
+                tracing::error!(error = %e, "the batch was not published; the writer stays healthy");
                 return Err(append::Error::storage(std::io::Error::other(e)));
             }
             Err(e) => return Err(poison(self, std::io::Error::other(e))),
@@ -1108,11 +1079,6 @@ impl Writer {
         Ok(())
     }
 
-    /// Whether `refs/heads/events` still holds the writer's head.
-    fn ref_unmoved(&self) -> bool {
-        refs::read(&self.ledger.git_dir(), EVENTS_REF).is_ok_and(|found| found == self.head.map(|(_, id)| id))
-    }
-
     fn consolidate(&mut self) {
         if let Some((wake, _)) = &self.consolidator {
             let _ = wake.try_send(());
@@ -1120,8 +1086,15 @@ impl Writer {
     }
 }
 
-/// Builds `event.json`, the tree and the commit of one event; returns their pack entries
-/// (blob of the image excluded) and the commit id.
+/// The committing node: its name and, when it has one, its signing key.
+#[derive(Clone, Copy)]
+struct Node<'a> {
+    name: &'a str,
+    key: Option<&'a SigningKey>,
+}
+
+/// Builds `event.json`, the tree and the commit (signed when the ledger has a key) of one
+/// event; returns their pack entries (blob of the image excluded) and the commit id.
 fn build_event(
     event: &Prepared,
     seq: u64,
@@ -1129,7 +1102,7 @@ fn build_event(
     duplicate_of: Option<u64>,
     received_at: &str,
     seconds: i64,
-    node_name: &str,
+    node: Node<'_>,
 ) -> std::io::Result<([PackEntry; 3], ObjectId)> {
     let record = EventRecord {
         format_version: FORMAT_VERSION,
@@ -1147,12 +1120,16 @@ fn build_event(
         duplicate_of,
     };
     let json = pack::encode(pack::Kind::Blob, &record.to_canonical_json())?;
-    let tree = pack::encode(pack::Kind::Tree, &format::tree_bytes(json.oid, event.image_name, event.blob.oid))?;
+    let tree = pack::encode(pack::Kind::Tree, &format::event_tree_bytes(json.oid, event.image_name, event.blob.oid))?;
     let message = format::commit_message(&Trailers::for_record(&record, event.key.as_deref()));
-    let commit = pack::encode(
-        pack::Kind::Commit,
-        &format::commit_bytes(tree.oid, parent, &event.camera, node_name, seconds, &message),
-    )?;
+    let spec = format::CommitSpec {
+        tree: tree.oid,
+        parent,
+        author: &format::author(&event.camera, seconds),
+        committer: &format::committer(node.name, seconds),
+        message: &message,
+    };
+    let commit = pack::encode(pack::Kind::Commit, &format::commit_bytes(&spec, node.key))?;
     let id = commit.oid;
     Ok(([json, tree, commit], id))
 }

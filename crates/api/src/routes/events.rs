@@ -121,7 +121,7 @@ fn event_json(event: &StoredEvent) -> Value {
 }
 
 /// The verdict as `verdict.json` has it, plus the verdict commit's id.
-fn verdict_json(stored: &camledger_eventstore::verdict::StoredVerdict) -> Value {
+pub(crate) fn verdict_json(stored: &camledger_eventstore::verdict::StoredVerdict) -> Value {
     let v = &stored.verdict;
     json!({
         "id": stored.id,
@@ -304,7 +304,9 @@ async fn list(
         for (scanned, event) in ledger.events_from(first).enumerate() {
             let event = event?;
             if scope.as_deref().is_none_or(|camera| camera == event.record.camera) {
-                events.push(event_json(&event));
+                let mut body = event_json(&event);
+                body["verdict"] = ledger.verdict(event.record.seq)?.map_or(Value::Null, |v| verdict_json(&v));
+                events.push(body);
             }
             if events.len() == limit || scanned + 1 == MAX_SCAN {
                 return Ok((events, Some(event.record.seq)));

@@ -118,31 +118,32 @@ async fn buffer_body(
 }
 
 /// One part of a multipart upload, parsed and counted before anything is written.
-struct Part {
-    name: String,
-    bytes: Bytes,
+pub(crate) struct Part {
+    pub(crate) name: String,
+    pub(crate) bytes: Bytes,
 }
 
-async fn upload_multipart(
-    state: &Arc<AppState>,
-    meta: UploadMeta,
+/// Parses a whole multipart body into its parts (at most `max_parts`, each read completely)
+/// before anything is written; every malformed body is a 4xx. Fuzzed: `fuzz/`, `multipart`.
+pub(crate) async fn read_parts(
     request: Request,
-    deadline: Instant,
-) -> Result<Response, ApiError> {
-    let mut multipart = Multipart::from_request(request, state)
+    max_parts: usize,
+    max_body_bytes: usize,
+) -> Result<Vec<Part>, ApiError> {
+    let mut multipart = Multipart::from_request(request, &())
         .await
         .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
     let mut parts: Vec<Part> = Vec::new();
-    while let Some(field) = multipart.next_field().await.map_err(|e| multipart_error(e, state.max_body_bytes))? {
-        if parts.len() == state.max_parts {
+    while let Some(field) = multipart.next_field().await.map_err(|e| multipart_error(e, max_body_bytes))? {
+        if parts.len() == max_parts {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_many_parts",
-                format!("a multipart upload may have at most {} parts; nothing was written", state.max_parts),
+                format!("a multipart upload may have at most {max_parts} parts; nothing was written"),
             ));
         }
         let name = field.file_name().or(field.name()).unwrap_or("").to_owned();
-        let bytes = field.bytes().await.map_err(|e| multipart_error(e, state.max_body_bytes))?;
+        let bytes = field.bytes().await.map_err(|e| multipart_error(e, max_body_bytes))?;
         parts.push(Part { name, bytes });
     }
     if parts.is_empty() {
@@ -151,6 +152,16 @@ async fn upload_multipart(
             "the multipart body has no parts; send one image per part",
         ));
     }
+    Ok(parts)
+}
+
+async fn upload_multipart(
+    state: &Arc<AppState>,
+    meta: UploadMeta,
+    request: Request,
+    deadline: Instant,
+) -> Result<Response, ApiError> {
+    let parts = read_parts(request, state.max_parts, state.max_body_bytes).await?;
     let mut results: Vec<Value> = Vec::with_capacity(parts.len());
     let mut statuses: Vec<StatusCode> = Vec::with_capacity(parts.len());
     for (index, part) in parts.into_iter().enumerate() {

@@ -2,6 +2,7 @@
 
 pub(crate) mod checkpoint;
 pub(crate) mod events;
+pub(crate) mod git;
 pub(crate) mod health;
 pub(crate) mod images;
 pub(crate) mod keys;
