@@ -280,3 +280,196 @@ fn git_stdin(git_dir: &Path, args: &[&str], input: &str) -> String {
     assert!(out.status.success(), "git {args:?} failed");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+fn audit(repo: &Path, key: &LedgerKey, checkpoint: &Path) -> std::process::Output {
+    audit_with(repo, key, checkpoint, &[])
+}
+
+fn audit_with(repo: &Path, key: &LedgerKey, checkpoint: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/audit-ledger"))
+        .arg("--repo")
+        .arg(repo)
+        .args(["--allowed-signers", &key.allowed_signers()])
+        .arg("--checkpoint")
+        .arg(checkpoint)
+        .args(extra)
+        .output()
+        .expect("running scripts/audit-ledger")
+}
+
+#[tokio::test]
+async fn the_auditor_script_passes_a_clone_and_names_a_rolled_back_one() {
+    let (key, db) = (LedgerKey::create(), TestDatabase::create());
+    let app = serve_anchored(&key, &db.url()).await;
+    for n in 0..8 {
+        assert_eq!(app.upload(jpeg(n)).await.status(), 201);
+    }
+    let checkpoint = checkpoint_at(&app, 8).await;
+    let work = tempfile::tempdir().unwrap();
+    let note = work.path().join("checkpoint.json");
+    std::fs::write(&note, checkpoint.to_string()).unwrap();
+    let clone = work.path().join("clone.git");
+    let cloned = Command::new("git").args(["clone", "-q", "--mirror"]).arg(app.git_dir()).arg(&clone).status().unwrap();
+    assert!(cloned.success());
+
+    let passed = audit(&clone, &key, &note);
+    let report = String::from_utf8_lossy(&passed.stdout);
+    assert!(passed.status.success(), "{report}");
+    assert!(report.contains("seq 1..8") && report.contains("ok: 8 event commit signatures"), "{report}");
+    assert!(report.contains("signed by an allowed key"), "{report}");
+
+    let stranger = LedgerKey::create();
+    let forged = audit(&clone, &stranger, &note);
+    assert!(!forged.status.success());
+    assert!(String::from_utf8_lossy(&forged.stdout).contains("seq 1 commit"), "the first commit's signature fails");
+    let forged = audit_with(&clone, &stranger, &note, &["--skip-commit-signatures"]);
+    assert!(!forged.status.success());
+    assert!(String::from_utf8_lossy(&forged.stdout).contains("no signature by a key in the allowed-signers file"));
+
+    let third = git(&clone, &["rev-list", "--reverse", "refs/heads/events"]).lines().nth(2).unwrap().to_owned();
+    git(&clone, &["update-ref", "refs/heads/events", &third]);
+    let rolled_back = audit(&clone, &key, &note);
+    let report = String::from_utf8_lossy(&rolled_back.stdout);
+    assert!(!rolled_back.status.success(), "{report}");
+    assert!(report.contains("ends at seq 3, the checkpoint says seq 8: the ledger was rolled back"), "{report}");
+}
+
+fn listed(url: &str) -> Vec<u64> {
+    let json: Vec<Value> =
+        serde_json::from_str(&camledger(&["checkpoints", "list", "--anchor-url", url, "--format", "json"])).unwrap();
+    json.iter().map(|c| c["events_seq"].as_u64().unwrap()).collect()
+}
+
+/// Serves with an hour between interval checkpoints: every checkpoint the test sees comes
+/// from a snapshot or the shutdown (the first tick finds the ledger empty and writes none).
+async fn serve_without_interval_checkpoints(key: &LedgerKey, url: &str, extra: &[&str]) -> TestApp {
+    let key_path = key.key();
+    let mut args = vec!["--signing-key", &key_path, "--anchor-url", url, "--checkpoint-interval", "1h"];
+    args.extend_from_slice(extra);
+    TestApp::spawn_with(&args).await
+}
+
+#[tokio::test]
+async fn the_last_batch_is_checkpointed_at_shutdown() {
+    let key = LedgerKey::create();
+    let store_dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", store_dir.path().join("anchors.sqlite").display());
+    let mut app = serve_without_interval_checkpoints(&key, &url, &[]).await;
+    for n in 0..3 {
+        assert_eq!(app.upload(jpeg(n)).await.status(), 201);
+    }
+    assert_eq!(app.get("/v1/checkpoint", &app.auditor_token).await.status(), 404, "none before shutdown");
+
+    assert!(app.signal("-TERM").success());
+
+    assert_eq!(listed(&url), [3]);
+}
+
+#[tokio::test]
+async fn every_snapshot_writes_a_checkpoint() {
+    let key = LedgerKey::create();
+    let store_dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", store_dir.path().join("anchors.sqlite").display());
+    let mut app = serve_without_interval_checkpoints(&key, &url, &["--snapshot-interval", "1s"]).await;
+    assert_eq!(app.upload(jpeg(1)).await.status(), 201);
+    checkpoint_at(&app, 1).await;
+    assert_eq!(app.upload(jpeg(2)).await.status(), 201);
+    checkpoint_at(&app, 2).await;
+    app.signal("-TERM");
+
+    let out = camledger(&["snapshot", "--data-dir", app.dir(), "--anchor-url", &url, "--signing-key", &key.key()]);
+    assert!(out.contains("anchored checkpoint"), "{out}");
+    let seqs = listed(&url);
+    assert_eq!(seqs[seqs.len() - 2..], [2, 2], "camledger snapshot wrote one more at the same heads: {seqs:?}");
+}
+
+#[tokio::test]
+async fn checkpoints_cover_the_verdicts_and_a_rolled_back_verdict_chain_is_named() {
+    let (key, db) = (LedgerKey::create(), TestDatabase::create());
+    let key_path = key.key();
+    let url = db.url();
+    let mut app = TestApp::spawn_with(&[
+        "--signing-key",
+        &key_path,
+        "--checkpoint-interval",
+        "1s",
+        "--anchor-url",
+        &url,
+        "--workers",
+        "1",
+        "--model",
+        TINY_MODEL,
+    ])
+    .await;
+    for n in 0..3 {
+        assert_eq!(app.upload(jpeg(n)).await.status(), 201);
+    }
+    let mut checkpoint = checkpoint_at(&app, 3).await;
+    for _ in 0..100 {
+        if checkpoint["verdicts_seq"] == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        checkpoint = app.get_json("/v1/checkpoint").await;
+    }
+    assert_eq!(checkpoint["verdicts_seq"], 3, "{checkpoint}");
+    assert_eq!(checkpoint["verdicts_head"], app.git(&["rev-parse", "refs/heads/verdicts"]).trim());
+    app.signal("-TERM");
+    let work = tempfile::tempdir().unwrap();
+    let note = work.path().join("checkpoint.txt");
+    std::fs::write(&note, checkpoint["note"].as_str().unwrap()).unwrap();
+    let passed = audit(&app.git_dir(), &key, &note);
+    assert!(passed.status.success(), "{}", String::from_utf8_lossy(&passed.stdout));
+    assert!(String::from_utf8_lossy(&passed.stdout).contains("verdicts seq 3"));
+
+    let first_verdict = app.git(&["rev-list", "--reverse", "refs/heads/verdicts"]).lines().next().unwrap().to_owned();
+    app.git(&["update-ref", "refs/heads/verdicts", &first_verdict]);
+
+    let out = verify(app.dir(), &db.url(), &key);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("verdicts chain is behind"), "{}", stderr(&out));
+    let audited = audit(&app.git_dir(), &key, &note);
+    let report = String::from_utf8_lossy(&audited.stdout);
+    assert!(!audited.status.success() && report.contains("the verdicts were rolled back"), "{report}");
+}
+
+#[test]
+fn serve_refuses_to_start_when_the_anchor_store_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0", "--workers", "0"])
+        .args(["--anchor-url", "mysql://root@127.0.0.1:1/anchors"])
+        .env("CAMLEDGER_LOG", "error")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(took < Duration::from_secs(3), "took {took:?}: {err}");
+    assert!(err.contains("opening the anchor store mysql://root@127.0.0.1:1/anchors"), "{err}");
+    assert!(err.to_lowercase().contains("connection refused") && !err.contains("snapshot"), "{err}");
+}
+
+#[tokio::test]
+async fn serve_on_a_rolled_back_ledger_keeps_serving_and_shows_the_refusal_to_readers() {
+    let (key, db) = (LedgerKey::create(), TestDatabase::create());
+    let mut app = anchored_ledger(&key, &db).await;
+    let ids = events(&app);
+    app.git(&["update-ref", "refs/heads/events", &ids[2]]);
+
+    app.start();
+
+    let healthz = app.get_json("/healthz").await;
+    let error = healthz["checkpoints"]["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("does not match its latest anchored checkpoint") && error.contains("rollback"), "{healthz}");
+    let anonymous: Value = app.client.get(app.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert!(anonymous.get("checkpoints").is_none(), "only readers see checkpoint errors: {anonymous}");
+    assert_eq!(app.upload(jpeg(50)).await.status(), 201, "uploads go on");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let healthz = app.get_json("/healthz").await;
+    let error = healthz["checkpoints"]["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("does not extend the previous one"), "{healthz}");
+    assert_eq!(listed(&db.url()).last(), Some(&8), "nothing that does not extend is anchored");
+}

@@ -285,20 +285,28 @@ impl Anchoring {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // `None` when the schedule has stopped (its sender is gone).
             let snapshot_taken = async {
                 match snapshots.as_mut() {
-                    Some(rx) => rx.changed().await.is_ok() && rx.borrow_and_update().last_outcome == Some("created"),
+                    Some(rx) => match rx.changed().await {
+                        Ok(()) => Some(rx.borrow_and_update().last_outcome == Some("created")),
+                        Err(_) => None,
+                    },
                     None => std::future::pending().await,
                 }
             };
+            let mut schedule_stopped = false;
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = ticks.tick() => self.checkpoint_logged(false, "interval").await,
-                created = snapshot_taken => {
-                    if created {
-                        self.checkpoint_logged(true, "snapshot").await;
-                    }
-                }
+                created = snapshot_taken => match created {
+                    Some(true) => self.checkpoint_logged(true, "snapshot").await,
+                    Some(false) => {}
+                    None => schedule_stopped = true,
+                },
+            }
+            if schedule_stopped {
+                snapshots = None;
             }
         }
     }
@@ -370,6 +378,9 @@ pub async fn checkpoint_command(
     node: crate::config::NodeNameArg,
 ) -> anyhow::Result<()> {
     crate::cli::require_ledger_dir(&data)?;
+    if !data.data_dir.join("ledger.git").exists() {
+        bail!("{} holds no ledger.git yet: nothing to checkpoint", data.data_dir.display());
+    }
     let key = Arc::new(key.load_existing(&data.data_dir)?);
     let ledger = Ledger::open(
         &data.data_dir,

@@ -33,8 +33,8 @@ pub struct StoredCheckpoint {
 #[derive(Debug, thiserror::Error)]
 pub enum AnchorError {
     /// The store cannot be reached or migrated. Fatal at start-up.
-    #[error("cannot open the anchor store")]
-    Connect(#[source] connect::Error),
+    #[error("cannot open the anchor store: {}", connect_cause(.0))]
+    Connect(connect::Error),
     /// A query failed. Retry later.
     #[error("anchor store query failed")]
     Database(#[source] sqlx::Error),
@@ -145,6 +145,16 @@ impl Row {
             return Err(tampered(format!("its columns {columns:?} disagree with its signed note {from_note:?}")));
         }
         Ok(StoredCheckpoint { id: self.id, checkpoint, note: self.note, created_at_ms: self.created_at_ms })
+    }
+}
+
+/// The cause of a failed connect without `connect::Error`'s "snapshot database" wording.
+fn connect_cause(e: &connect::Error) -> String {
+    match e {
+        // sqlx's message already carries its cause.
+        connect::Error::Unreachable(source) => source.to_string(),
+        connect::Error::TimedOut { after } => format!("no answer within {after:?}"),
+        other => crate::error_chain(other),
     }
 }
 

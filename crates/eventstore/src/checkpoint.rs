@@ -221,21 +221,24 @@ impl Checkpoint {
         let (checkpoint, signatures) = Checkpoint::parse_note(note)?;
         let body = &note[..note.find("\n\n").expect("parse_note found the empty line") + 1];
         let mut ids = Vec::new();
+        let keys = ed25519_keys(signers);
+        let mut bad = None;
         for signature in signatures.iter().filter(|s| s.name == checkpoint.origin) {
             ids.push(hex::encode(signature.key_id));
-            for key in ed25519_keys(signers) {
-                if key_id(&checkpoint.origin, &key) != signature.key_id {
-                    continue;
-                }
-                if signers.verify_raw(body.as_bytes(), &signature.signature, &key, checkpoint.time) {
+            // Key ids are 4 bytes: more than one allowed key may carry the same id.
+            for key in keys.iter().filter(|k| key_id(&checkpoint.origin, k) == signature.key_id) {
+                if signers.verify_raw(body.as_bytes(), &signature.signature, key, checkpoint.time) {
                     return Ok(checkpoint);
                 }
-                return Err(NoteError::BadSignature {
-                    origin: checkpoint.origin.clone(),
-                    time: checkpoint.time_text(),
-                    key_id: hex::encode(signature.key_id),
-                });
+                bad.get_or_insert(signature.key_id);
             }
+        }
+        if let Some(key_id) = bad {
+            return Err(NoteError::BadSignature {
+                origin: checkpoint.origin.clone(),
+                time: checkpoint.time_text(),
+                key_id: hex::encode(key_id),
+            });
         }
         Err(NoteError::UnknownKey {
             origin: checkpoint.origin.clone(),
@@ -252,6 +255,9 @@ impl Checkpoint {
         }
         let split = note.find("\n\n").ok_or_else(|| malformed("no empty line between body and signatures"))?;
         let checkpoint = Checkpoint::parse_body(&note[..split + 1])?;
+        if note.len() == split + 2 {
+            return Err(malformed("the note carries no signature"));
+        }
         let lines = note[split + 2..]
             .strip_suffix('\n')
             .ok_or_else(|| malformed("the note must end with a newline after its last signature"))?;
@@ -339,6 +345,7 @@ fn ed25519_keys(signers: &AllowedSigners) -> Vec<[u8; 32]> {
             _ => None,
         })
         .collect();
+    keys.sort_unstable();
     keys.dedup();
     keys
 }
@@ -786,6 +793,28 @@ mod tests {
         assert!(matches!(Checkpoint::parse_note(&huge), Err(NoteError::TooLarge { .. })));
         let many = format!("{}\n{}", checkpoint().body(), "\u{2014} a AAAA\n".repeat(1000));
         assert!(matches!(Checkpoint::parse_note(&many), Err(NoteError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn every_single_byte_change_is_refused_or_fails_the_signature() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = key(dir.path(), "k");
+        let good = checkpoint().sign(&key).into_bytes();
+        let signers = allowed(&[&key]);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..5000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut note = good.clone();
+            let at = (state % note.len() as u64) as usize;
+            note[at] ^= 1 << (state >> 60 & 7);
+            let Ok(text) = String::from_utf8(note) else { continue };
+            if let Ok((parsed, _)) = Checkpoint::parse_note(&text) {
+                assert!(text.starts_with(&parsed.body()), "accepted bodies are canonical: {text:?}");
+            }
+            assert!(Checkpoint::verify_note(&text, &signers).is_err(), "a changed note verified: {text:?}");
+        }
     }
 
     #[test]

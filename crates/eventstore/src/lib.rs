@@ -81,6 +81,9 @@ pub fn fuzz_parsers(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = format::normalize_captured_at(text);
         let _ = format::is_valid_idempotency_key(text);
+        if let Ok((parsed, _)) = checkpoint::Checkpoint::parse_note(text) {
+            assert!(text.starts_with(&parsed.body()), "an accepted checkpoint body is canonical");
+        }
     }
 }
 pub mod verify;

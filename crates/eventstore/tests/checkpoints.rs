@@ -135,3 +135,25 @@ async fn verify_anchored_checks_signatures_order_and_the_chains() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_verdict_chain_rolled_back_or_rewritten_is_named_on_the_verdicts_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
+    let ids = append(&ledger, 1, 3).await;
+    let first = ledger.append_verdicts(&[verdict(1, &ids[0])]).unwrap().unwrap();
+    ledger.append_verdicts(&[verdict(2, &ids[1]), verdict(3, &ids[2])]).unwrap();
+    let checkpoint = ledger.current_checkpoint(100).unwrap();
+    assert_eq!(checkpoint.verdicts_seq, 3);
+
+    git(&ledger.git_dir(), &["update-ref", "refs/heads/verdicts", &first.id]);
+    let err = ledger.satisfies(&checkpoint).unwrap_err();
+    assert!(matches!(err, Mismatch::Behind { chain: Chain::Verdicts, ledger_seq: 1, checkpoint_seq: 3, .. }), "{err}");
+
+    let other = Checkpoint { verdicts_seq: 1, verdicts_head: ids[0].clone(), ..checkpoint };
+    let err = ledger.satisfies(&other).unwrap_err();
+    assert!(
+        matches!(&err, Mismatch::NotOnChain { chain: Chain::Verdicts, seq: 1, found, .. } if *found == first.id),
+        "{err}"
+    );
+}
