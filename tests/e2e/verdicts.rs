@@ -91,7 +91,7 @@ async fn the_event_list_and_camledger_log_show_each_verdict_or_that_it_is_pendin
     let app = TestApp::spawn_with(&["--workers", "1", "--model", TINY_MODEL]).await;
     assert_eq!(app.upload(jpeg(1)).await.status(), 201);
     assert_eq!(app.upload(flat_black_jpeg()).await.status(), 201);
-    wait_for_verdict(&app, 2).await;
+    app.wait_for_verdict(2).await;
 
     let list = app.get_json("/v1/events").await;
     let verdicts: Vec<&Value> = list["events"].as_array().unwrap().iter().map(|e| &e["verdict"]).collect();
