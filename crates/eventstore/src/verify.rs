@@ -856,9 +856,7 @@ fn check_verdict_at(
     if commit.message != render_verdict_message(&verdict).as_bytes() {
         return fail(Rule::Message, "the verdict commit message disagrees with verdict.json");
     }
-    if verdict.near_duplicate_of.is_some_and(|d| d == 0 || d >= seq) {
-        return fail(Rule::Record, "near_duplicate_of must name an earlier event");
-    }
+    check_verdict_fields(&verdict)?;
     let Some(event) = seq.checked_sub(1).and_then(|i| events.get(i as usize)) else {
         return fail(Rule::Verdict, format!("judges event {seq}, which is not on {}", format::EVENTS_REF));
     };
@@ -871,6 +869,28 @@ fn check_verdict_at(
         (Some(_), _) => return fail(Rule::Verdict, "the verdict for event 1 has a parent"),
     }
     Ok(CheckedVerdict { verdict, parent: commit.parent, time })
+}
+
+/// The field rules of `verdict.json` (`docs/event-format.md`, section 9) beyond its schema.
+fn check_verdict_fields(verdict: &Verdict) -> Result<(), Fail> {
+    let word = |s: &str| (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    if !verdict.reasons.iter().all(|r| word(r)) {
+        return fail(Rule::Record, "verdict.json: reasons must match [a-z_]{1,32}");
+    }
+    if !verdict.scores.iter().all(|(k, v)| word(k) && v.is_finite() && v.abs() < 1e9) {
+        return fail(Rule::Record, "verdict.json: scores must be named [a-z_]{1,32} with values below 1e9");
+    }
+    if !format::is_sha256_hex(&verdict.model_sha256) {
+        return fail(Rule::Record, "verdict.json: model_sha256 must be 64 lowercase hex digits");
+    }
+    let version = &verdict.processor_version;
+    if !(1..=64).contains(&version.len()) || !version.bytes().all(|b| b.is_ascii_graphic()) {
+        return fail(Rule::Record, "verdict.json: processor_version must be 1-64 printable ASCII characters");
+    }
+    if verdict.near_duplicate_of.is_some_and(|d| d == 0 || d >= verdict.event_seq) {
+        return fail(Rule::Record, "verdict.json: near_duplicate_of must name an earlier event");
+    }
+    Ok(())
 }
 
 /// Walks the notes commits (format, committer, signatures, `Verdicts-Through` never

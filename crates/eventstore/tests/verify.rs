@@ -154,3 +154,43 @@ async fn readers_do_not_follow_a_replace_ref_and_verify_names_it() {
     assert_eq!((err.chain(), err.rule()), (Chain::Repository, Rule::Replace));
     assert!(err.detail().contains(&format!("refs/replace/{}", ids[1])), "{err}");
 }
+
+#[tokio::test]
+async fn a_verdict_breaking_a_field_rule_is_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ledger, ids) = ledger(dir.path(), 2, None).await;
+    ledger.append_verdicts(&[verdict(1, &ids[0]), verdict(2, &ids[1])]).expect("verdicts");
+    let git_dir = ledger.git_dir();
+    // Verdict 2 again, with a reason that is not [a-z_]{1,32}, committed as camledger would.
+    let json = git(&git_dir, &["cat-file", "blob", "refs/heads/verdicts:verdict.json"]);
+    let forged = json.replace("\"reasons\":[\"classifier\"]", "\"reasons\":[\"Bad Reason\"]");
+    assert_ne!(forged, json);
+    let file = dir.path().join("verdict.json");
+    std::fs::write(&file, forged).expect("write");
+    let blob = git(&git_dir, &["hash-object", "-w", file.to_str().expect("utf-8")]);
+    std::fs::write(&file, format!("100644 blob {blob}\tverdict.json\n")).expect("write");
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(&git_dir)
+        .arg("mktree")
+        .stdin(std::fs::File::open(&file).expect("open"))
+        .output()
+        .expect("mktree");
+    let tree = String::from_utf8(out.stdout).expect("utf8");
+    let message = git(&git_dir, &["log", "-1", "--format=%B", "refs/heads/verdicts"]);
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(&git_dir)
+        .args(["commit-tree", tree.trim(), "-p", "refs/heads/verdicts~1", "-m", &message])
+        .envs([("GIT_AUTHOR_NAME", "camledger"), ("GIT_COMMITTER_NAME", "camledger")])
+        .envs([("GIT_AUTHOR_EMAIL", "camledger.local"), ("GIT_COMMITTER_EMAIL", "camledger.local")])
+        .envs([("GIT_AUTHOR_DATE", "1800000000 +0000"), ("GIT_COMMITTER_DATE", "1800000000 +0000")])
+        .output()
+        .expect("commit-tree");
+    let commit = String::from_utf8(out.stdout).expect("utf8");
+    git(&git_dir, &["update-ref", "refs/heads/verdicts", commit.trim()]);
+
+    let err = ledger.verify(|_, _| {}).expect_err("a bad reason");
+    assert_eq!((err.chain(), err.seq(), err.rule()), (Chain::Verdicts, 2, Rule::Record), "{err}");
+    assert!(err.detail().contains("reasons must match"), "{err}");
+}
