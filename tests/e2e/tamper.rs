@@ -84,6 +84,13 @@ fn base() -> &'static Base {
         let stamp = built.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_nanos();
         let root = tmp.join(format!("tamper-base-{stamp}"));
         if !root.join("ready").exists() {
+            // Bases of earlier builds are not used again.
+            for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("tamper-base-") && entry.path() != root {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
             let building = tmp.join(format!("tamper-building-{stamp}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&building);
             std::fs::create_dir_all(&building).expect("creating the base dir");
