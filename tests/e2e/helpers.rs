@@ -256,6 +256,11 @@ impl Drop for TestApp {
 
 pub fn git(git_dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git").arg("--git-dir").arg(git_dir).args(args).output().expect("running git");
+    git_stdout(out, args)
+}
+
+/// The stdout of a git run that must have succeeded (else both outputs in the panic).
+fn git_stdout(out: std::process::Output, args: &[&str]) -> String {
     assert!(
         out.status.success(),
         "git {args:?} failed: {}{}",
@@ -281,14 +286,7 @@ pub fn git_client(dir: &Path, args: &[&str]) -> std::process::Output {
 
 /// [`git_client`] that must succeed; returns its stdout.
 pub fn git_client_ok(dir: &Path, args: &[&str]) -> String {
-    let out = git_client(dir, args);
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    git_stdout(git_client(dir, args), args)
 }
 
 /// `git fsck --full --strict` must be clean.

@@ -392,16 +392,7 @@ pub async fn checkpoint_command(
     anchoring.close().await;
     let stored = written.context("writing the checkpoint")?.expect("a forced checkpoint is written or fails");
     let c = &stored.checkpoint;
-    println!(
-        "anchored checkpoint {} of {}: events seq {} head {}, verdicts seq {} head {}, time {}",
-        stored.id,
-        c.origin,
-        c.events_seq,
-        c.events_head,
-        c.verdicts_seq,
-        c.verdicts_head,
-        c.time_text()
-    );
+    println!("anchored checkpoint {} of {}: {}", stored.id, c.origin, c.summary());
     Ok(())
 }
 
@@ -479,15 +470,10 @@ pub async fn checkpoints_command(command: CheckpointsCommand) -> anyhow::Result<
             let report = report.context("the ledger failed the anchored checkpoints")?;
             match &report.latest {
                 Some(c) => println!(
-                    "verified {} anchored checkpoints of {}; the ledger holds the latest (events seq {} head {}, \
-                     verdicts seq {} head {}, time {})",
+                    "verified {} anchored checkpoints of {}; the ledger holds the latest ({})",
                     report.checkpoints,
                     c.origin,
-                    c.events_seq,
-                    c.events_head,
-                    c.verdicts_seq,
-                    c.verdicts_head,
-                    c.time_text()
+                    c.summary()
                 ),
                 None => println!("no anchored checkpoints to verify"),
             }

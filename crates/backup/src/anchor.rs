@@ -302,37 +302,26 @@ impl AnchorStore {
                       (origin, events_seq, events_head, verdicts_seq, verdicts_head, time, note, created_at_ms) \
                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
         let (events_seq, verdicts_seq, time) = (seq(new.events_seq)?, seq(new.verdicts_seq)?, new.time_text());
+        // The same statement and binds on either backend (their query types differ).
+        macro_rules! insert {
+            ($tx:expr) => {
+                sqlx::query(insert)
+                    .bind(&new.origin)
+                    .bind(events_seq)
+                    .bind(&new.events_head)
+                    .bind(verdicts_seq)
+                    .bind(&new.verdicts_head)
+                    .bind(&time)
+                    .bind(note)
+                    .bind(created_at_ms)
+                    .execute(&mut **$tx)
+                    .await
+                    .map_err(db)?
+            };
+        }
         let id = match &mut tx {
-            Tx::MySql(tx) => {
-                let done = sqlx::query(insert)
-                    .bind(&new.origin)
-                    .bind(events_seq)
-                    .bind(&new.events_head)
-                    .bind(verdicts_seq)
-                    .bind(&new.verdicts_head)
-                    .bind(&time)
-                    .bind(note)
-                    .bind(created_at_ms)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(db)?;
-                i64::try_from(done.last_insert_id()).unwrap_or(i64::MAX)
-            }
-            Tx::Sqlite(tx) => {
-                let done = sqlx::query(insert)
-                    .bind(&new.origin)
-                    .bind(events_seq)
-                    .bind(&new.events_head)
-                    .bind(verdicts_seq)
-                    .bind(&new.verdicts_head)
-                    .bind(&time)
-                    .bind(note)
-                    .bind(created_at_ms)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(db)?;
-                done.last_insert_rowid()
-            }
+            Tx::MySql(tx) => i64::try_from(insert!(tx).last_insert_id()).unwrap_or(i64::MAX),
+            Tx::Sqlite(tx) => insert!(tx).last_insert_rowid(),
         };
         tx.commit().await.map_err(db)?;
         tracing::info!(

@@ -4,7 +4,7 @@
 mod common;
 
 use camledger_backup::{AnchorError, AnchorStore};
-use camledger_eventstore::sign::{AllowedSigner, AllowedSigners, SigningKey};
+use camledger_eventstore::sign::{AllowedSigners, SigningKey};
 use camledger_eventstore::{Ledger, LedgerConfig};
 
 use common::MariaDb;
@@ -19,14 +19,7 @@ impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let key = SigningKey::generate(&dir.path().join("key"), "k").unwrap();
-        let signers = AllowedSigners {
-            signers: vec![AllowedSigner {
-                principal: "camledger".into(),
-                key: key.public_key().clone(),
-                valid_after: None,
-                valid_before: None,
-            }],
-        };
+        let signers = AllowedSigners::only(&key);
         Fixture { dir, key, signers }
     }
 

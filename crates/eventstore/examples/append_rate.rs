@@ -7,23 +7,14 @@
 //! first times `sign_commit` alone. After the events, the last ledger's events are judged in
 //! verdict batches of 100 (`append_verdicts`: verdict + notes commits, one publication each).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use camledger_eventstore::sign::SigningKey;
 use camledger_eventstore::{Ledger, LedgerConfig, NewEvent, Verdict};
-
-fn image(n: u64, len: usize) -> Vec<u8> {
-    let mut state = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
 
 #[tokio::main]
 async fn main() {
@@ -37,7 +28,7 @@ async fn main() {
     if let Some(key) = &key {
         time_signing(key);
     }
-    let images: Vec<bytes::Bytes> = (0..events).map(|i| image(i, 100 * 1024).into()).collect();
+    let images: Vec<bytes::Bytes> = (0..events).map(|i| common::image(i, 100 * 1024).into()).collect();
     println!("events={events} image=100KiB durable (fsync per batch) signed={signed}");
     let mut last = None;
     for (max_batch, clients) in [(1usize, 64usize), (100, 64), (100, 256), (500, 256)] {

@@ -4,11 +4,14 @@
 //!
 //! `cargo run -p camledger-eventstore --example checkpoint_cost [-- N K]`
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
 use camledger_eventstore::checkpoint;
-use camledger_eventstore::sign::{AllowedSigner, AllowedSigners, SigningKey};
-use camledger_eventstore::{Ledger, LedgerConfig, NewEvent};
+use camledger_eventstore::sign::{AllowedSigners, SigningKey};
+use camledger_eventstore::{Ledger, LedgerConfig};
 
 #[tokio::main]
 async fn main() {
@@ -16,14 +19,7 @@ async fn main() {
     let every: u64 = std::env::args().nth(2).map_or(100, |a| a.parse().expect("K is a number"));
     let dir = tempfile::tempdir().expect("temp dir");
     let key = SigningKey::generate(&dir.path().join("key"), "k").expect("a key");
-    let signers = AllowedSigners {
-        signers: vec![AllowedSigner {
-            principal: "camledger".into(),
-            key: key.public_key().clone(),
-            valid_after: None,
-            valid_before: None,
-        }],
-    };
+    let signers = AllowedSigners::only(&key);
     let ledger = Ledger::open(&dir.path().join("data"), LedgerConfig { max_batch: 500, ..LedgerConfig::default() })
         .expect("opens");
     let writer = ledger.start_writer().expect("writer");
@@ -38,17 +34,7 @@ async fn main() {
                 tokio::spawn(async move {
                     let mut image = seq.to_le_bytes().repeat(128);
                     image[0] ^= 0x5a;
-                    let event = NewEvent {
-                        camera: "cam-1".into(),
-                        image: image.into(),
-                        media_type: "image/jpeg".into(),
-                        extension: "jpg".into(),
-                        width: 1,
-                        height: 1,
-                        exif: None,
-                        captured_at: None,
-                        idempotency_key: None,
-                    };
+                    let event = common::new_event("cam-1", image);
                     writer.append(event).await.expect("append");
                 })
             })

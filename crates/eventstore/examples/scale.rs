@@ -4,15 +4,12 @@
 //!
 //! `cargo run -p camledger-eventstore --example scale [-- N]`
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
-use camledger_eventstore::{Ledger, LedgerConfig, NewEvent};
-
-fn image(n: u64) -> bytes::Bytes {
-    let mut v = n.to_le_bytes().repeat(128);
-    v[0] ^= 0x5a;
-    v.into()
-}
+use camledger_eventstore::{Ledger, LedgerConfig};
 
 fn open_and_read(dir: &std::path::Path, n: u64, label: &str) {
     let started = Instant::now();
@@ -59,17 +56,7 @@ async fn main() {
                     let mut i = c;
                     while i < todo {
                         let seq = written + i;
-                        let event = NewEvent {
-                            camera: "cam-1".into(),
-                            image: image(seq),
-                            media_type: "image/jpeg".into(),
-                            extension: "jpg".into(),
-                            width: 1,
-                            height: 1,
-                            exif: None,
-                            captured_at: None,
-                            idempotency_key: None,
-                        };
+                        let event = common::new_event("cam-1", common::image(seq, 1024));
                         writer.append(event).await.expect("append");
                         i += clients;
                     }

@@ -4,18 +4,15 @@
 //!
 //! `cargo run -p camledger-eventstore --example verify_rate [-- [--signed] N]`
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
-use camledger_eventstore::sign::{AllowedSigner, AllowedSigners, SigningKey};
+use camledger_eventstore::sign::{AllowedSigners, SigningKey};
 use camledger_eventstore::verify::VerifyOptions;
-use camledger_eventstore::{Ledger, LedgerConfig, NewEvent, Verdict};
-
-fn image(n: u64) -> bytes::Bytes {
-    let mut v = n.to_le_bytes().repeat(128);
-    v[0] ^= 0x5a;
-    v.into()
-}
+use camledger_eventstore::{Ledger, LedgerConfig, Verdict};
 
 #[tokio::main]
 async fn main() {
@@ -36,17 +33,7 @@ async fn main() {
             tokio::spawn(async move {
                 let mut i = c;
                 while i < n {
-                    let event = NewEvent {
-                        camera: "cam-1".into(),
-                        image: image(i),
-                        media_type: "image/jpeg".into(),
-                        extension: "jpg".into(),
-                        width: 1,
-                        height: 1,
-                        exif: None,
-                        captured_at: None,
-                        idempotency_key: None,
-                    };
+                    let event = common::new_event("cam-1", common::image(i, 1024));
                     writer.append(event).await.expect("append");
                     i += clients;
                 }
@@ -80,14 +67,7 @@ async fn main() {
     }
     println!("wrote {n} verdicts in {:.1} s", started.elapsed().as_secs_f64());
 
-    let allowed_signers = key.map(|key| AllowedSigners {
-        signers: vec![AllowedSigner {
-            principal: "bench".into(),
-            key: key.public_key().clone(),
-            valid_after: None,
-            valid_before: None,
-        }],
-    });
+    let allowed_signers = key.map(|key| AllowedSigners::only(&key));
     let options = VerifyOptions { allowed_signers, cameras: None };
     let ledger = Ledger::open(dir.path(), LedgerConfig::default()).expect("opens");
     let started = Instant::now();

@@ -156,6 +156,18 @@ impl Checkpoint {
         format_time(self.time)
     }
 
+    /// `events seq S head H, verdicts seq S head H, time T`, as the commands print it.
+    pub fn summary(&self) -> String {
+        format!(
+            "events seq {} head {}, verdicts seq {} head {}, time {}",
+            self.events_seq,
+            self.events_head,
+            self.verdicts_seq,
+            self.verdicts_head,
+            self.time_text()
+        )
+    }
+
     /// Parses a body strictly: exactly the five lines, canonical numbers and encodings.
     pub fn parse_body(body: &str) -> Result<Checkpoint, NoteError> {
         if body.len() > MAX_NOTE_BYTES {

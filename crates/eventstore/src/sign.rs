@@ -293,6 +293,20 @@ pub struct AllowedSigners {
 }
 
 impl AllowedSigners {
+    /// One key, valid at all times (what `camledger keys show` prints), as principal `camledger`.
+    pub fn only(key: &SigningKey) -> AllowedSigners {
+        let mut public = key.public_key().clone();
+        public.set_comment("");
+        AllowedSigners {
+            signers: vec![AllowedSigner {
+                principal: "camledger".into(),
+                key: public,
+                valid_after: None,
+                valid_before: None,
+            }],
+        }
+    }
+
     /// Parses the lines camledger writes (`principal [options] ssh-ed25519 KEY [comment]`;
     /// `#` comments and blank lines skipped). Times must be UTC (`…Z`): local times would
     /// make verification depend on the auditor's time zone.
@@ -489,14 +503,7 @@ mod tests {
     fn raw_signatures_verify_with_the_listed_key_only() {
         let dir = tempfile::tempdir().unwrap();
         let key = key(dir.path());
-        let allowed = AllowedSigners {
-            signers: vec![AllowedSigner {
-                principal: "p".into(),
-                key: key.public_key().clone(),
-                valid_after: None,
-                valid_before: None,
-            }],
-        };
+        let allowed = AllowedSigners::only(&key);
         let sig = key.sign_raw(b"note");
         assert!(allowed.verify_raw(b"note", &sig, &key.ed25519_public(), 0));
         assert!(!allowed.verify_raw(b"nope", &sig, &key.ed25519_public(), 0));

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use camledger_eventstore::checkpoint::{self, AnchoredError, Chain, Checkpoint, Mismatch};
-use camledger_eventstore::sign::{AllowedSigner, AllowedSigners, SigningKey};
+use camledger_eventstore::sign::{AllowedSigners, SigningKey};
 use camledger_eventstore::{Ledger, LedgerConfig, Verdict};
 
 fn git(git_dir: &Path, args: &[&str]) {
@@ -40,14 +40,7 @@ fn verdict(seq: u64, id: &str) -> Verdict {
 }
 
 fn signers(key: &SigningKey) -> AllowedSigners {
-    AllowedSigners {
-        signers: vec![AllowedSigner {
-            principal: "camledger".into(),
-            key: key.public_key().clone(),
-            valid_after: None,
-            valid_before: None,
-        }],
-    }
+    AllowedSigners::only(key)
 }
 
 #[tokio::test]
