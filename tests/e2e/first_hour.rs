@@ -269,3 +269,23 @@ fn serve_with_a_bad_flag_or_a_missing_library_creates_no_data_dir() {
         assert!(!Path::new(data).exists(), "{flags:?} left {data} behind");
     }
 }
+
+#[tokio::test]
+async fn a_ledger_keeps_its_node_name_when_served_again_without_one() {
+    let mut app = TestApp::spawn_with(&["--node-name", "alpha"]).await;
+    assert_eq!(app.upload(jpeg(1)).await.status(), 201);
+    // As after a restore on another host: no --node-name, a different host name.
+    app.restart_with(&[]);
+    assert_eq!(app.upload(jpeg(2)).await.status(), 201);
+    let committers = app.git(&["log", "--format=%cn <%ce>", "refs/heads/events"]);
+    assert_eq!(committers, "camledger <alpha>\ncamledger <alpha>\n");
+    assert!(camledger(&["verify", "--data-dir", app.dir()]).contains("verified"));
+
+    assert!(app.signal("-TERM").success());
+    let renamed = run_in(
+        app.path(),
+        &["serve", "--listen", "127.0.0.1:0", "--workers", "0", "--node-name", "beta", "--data-dir", app.dir()],
+    );
+    assert_eq!(renamed.status.code(), Some(1));
+    assert!(stderr(&renamed).contains("differs from this ledger's node name alpha"), "{}", stderr(&renamed));
+}

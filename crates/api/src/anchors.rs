@@ -384,7 +384,7 @@ pub async fn checkpoint_command(
     let key = Arc::new(key.load_existing(&data.data_dir)?);
     let ledger = Ledger::open(
         &data.data_dir,
-        camledger_eventstore::LedgerConfig { node_name: node.node_name(), ..Default::default() },
+        camledger_eventstore::LedgerConfig { node_name: node.node_name(&data.data_dir)?, ..Default::default() },
     )
     .with_context(|| format!("opening the ledger in {}", data.data_dir.display()))?;
     let anchoring = Anchoring::open(&anchor.url(&data.data_dir), ledger, key).await?;
@@ -412,7 +412,7 @@ pub async fn checkpoint_after_snapshot(
     };
     let ledger = Ledger::open(
         &data.data_dir,
-        camledger_eventstore::LedgerConfig { node_name: node.node_name(), ..Default::default() },
+        camledger_eventstore::LedgerConfig { node_name: node.node_name(&data.data_dir)?, ..Default::default() },
     )?;
     let anchoring = Anchoring::open(&anchor.url(&data.data_dir), ledger, key).await?;
     let written = anchoring.checkpoint(true).await;

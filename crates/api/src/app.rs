@@ -160,7 +160,7 @@ impl Application {
         let data_dir = &config.data.data_dir;
         let signing_key = config.signing_key.load_or_create(data_dir)?;
         let ledger_config = LedgerConfig {
-            node_name: config.node_name(),
+            node_name: config.node_name()?,
             signing_key: Some(Arc::clone(&signing_key)),
             max_batch: config.max_batch.max(1),
             fail_fsync_after: config.fail_fsync_after,

@@ -62,7 +62,8 @@ pub struct ServeConfig {
     #[arg(long, env = "CAMLEDGER_MAX_BATCH", default_value_t = 256)]
     pub max_batch: usize,
 
-    /// Committer identity of this ledger node (default: the host name).
+    /// The ledger's name: its commits' committer and its checkpoints' origin. Fixed once the
+    /// ledger has events (default: the name its commits carry, for a new ledger the host name).
     #[arg(long, env = "CAMLEDGER_NODE_NAME")]
     pub node_name: Option<String>,
 
@@ -134,8 +135,31 @@ pub struct NodeNameArg {
 }
 
 impl NodeNameArg {
-    pub fn node_name(&self) -> String {
-        self.node_name.clone().unwrap_or_else(hostname)
+    /// The ledger's node name: see [`resolve_node_name`].
+    pub fn node_name(&self, data_dir: &std::path::Path) -> anyhow::Result<String> {
+        resolve_node_name(data_dir, self.node_name.as_deref())
+    }
+}
+
+/// The node name a command writes with. A ledger that has events keeps the name its commits
+/// carry (`verify` requires one committer node, and checkpoints name it as their origin), so
+/// that a restore on another host does not silently rename it: `--node-name` may repeat it
+/// but not change it. A new ledger takes `--node-name`, else the host name.
+pub fn resolve_node_name(data_dir: &std::path::Path, given: Option<&str>) -> anyhow::Result<String> {
+    let recorded = if data_dir.join("ledger.git").exists() {
+        let ledger = camledger_eventstore::Ledger::open(data_dir, camledger_eventstore::LedgerConfig::default())?;
+        ledger.recorded_node_name()?
+    } else {
+        None
+    };
+    match (given, recorded) {
+        (Some(given), Some(recorded)) if given != recorded => anyhow::bail!(
+            "--node-name {given} differs from this ledger's node name {recorded} (its commits carry it; \
+             a ledger keeps one name for life): drop --node-name or give {recorded}"
+        ),
+        (_, Some(recorded)) => Ok(recorded),
+        (Some(given), None) => Ok(given.to_owned()),
+        (None, None) => Ok(hostname()),
     }
 }
 
@@ -205,14 +229,9 @@ impl ServeConfig {
         Duration::from_secs(self.header_timeout_secs.max(1))
     }
 
-    pub fn node_name(&self) -> String {
-        self.node_name.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "localhost".to_owned())
-        })
+    /// The ledger's node name: see [`resolve_node_name`].
+    pub fn node_name(&self) -> anyhow::Result<String> {
+        resolve_node_name(&self.data.data_dir, self.node_name.as_deref())
     }
 }
 

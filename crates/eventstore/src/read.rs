@@ -152,6 +152,26 @@ impl Ledger {
         Ok(head_of(&self.repo())?.map(|(seq, id)| EventHead { seq, id: id.to_string() }))
     }
 
+    /// The node name the newest event's committer carries (`camledger <node> …`), `None`
+    /// before the first event. Once a ledger has events this is its name: `verify` requires
+    /// one committer node across the ledger and checkpoints name it as their origin.
+    pub fn recorded_node_name(&self) -> Result<Option<String>, Error> {
+        let repo = self.repo();
+        let Some((_, id)) = head_of(&repo)? else { return Ok(None) };
+        let data = find(&repo, id, gix::objs::Kind::Commit)?;
+        let headers = data.split(|&b| b == b'\n').take_while(|line| !line.is_empty());
+        let node = headers
+            .filter_map(|line| line.strip_prefix(b"committer camledger <"))
+            .find_map(|rest| rest.iter().position(|&b| b == b'>').map(|end| rest[..end].to_vec()))
+            .and_then(|node| String::from_utf8(node).ok());
+        match node {
+            Some(node) => Ok(Some(node)),
+            None => {
+                Err(Error::Corrupt { id: id.to_string(), what: "the head commit has no camledger committer".into() })
+            }
+        }
+    }
+
     fn seq_file(&self) -> Option<Arc<File>> {
         let mut guard = self.inner.seq_file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if guard.is_none() {
