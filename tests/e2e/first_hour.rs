@@ -289,3 +289,37 @@ async fn a_ledger_keeps_its_node_name_when_served_again_without_one() {
     assert_eq!(renamed.status.code(), Some(1));
     assert!(stderr(&renamed).contains("differs from this ledger's node name alpha"), "{}", stderr(&renamed));
 }
+
+/// `cargo install --path crates/api`, as the README says, into a scratch root (reusing this
+/// build's artifacts, so it links rather than rebuilds), then the installed binary serves and
+/// judges from an unrelated directory. It relinks `target/*/camledger`, so nextest runs it
+/// alone (`.config/nextest.toml`).
+#[tokio::test]
+async fn cargo_install_gives_a_camledger_that_works_from_anywhere() {
+    let root = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let profile = if bin_dir.ends_with("release") { "release" } else { "dev" };
+    let install = Command::new(env!("CARGO"))
+        .args(["install", "--offline", "--quiet", "--locked", "--profile", profile, "--path"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR")))
+        .arg("--root")
+        .arg(root.path())
+        .env("CARGO_TARGET_DIR", bin_dir.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "{}", stderr(&install));
+    let installed = root.path().join("bin").join("camledger");
+
+    let app = TestApp::spawn().await;
+    assert_eq!(app.upload(jpeg(1)).await.status(), 201);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new(&installed)
+        .args(["replay", "--data-dir", app.dir(), "--ort-dylib", &ort_dylib()])
+        .current_dir(elsewhere.path())
+        .env_remove("CAMLEDGER_MODEL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = Command::new(&installed).args(["log", "--data-dir", app.dir()]).current_dir("/").output().unwrap();
+    assert!(String::from_utf8_lossy(&log.stdout).contains("cam-1"), "{}", stderr(&log));
+}
