@@ -199,7 +199,16 @@ async fn add_cameras(data_dir: &Path, cameras: usize) -> anyhow::Result<Vec<Stri
 }
 
 async fn start_server(data_dir: &Path, tokens: Vec<String>) -> anyhow::Result<Server> {
-    let app = Application::build(ServeConfig::for_data_dir(data_dir)).await?;
+    // Signed and anchored like production: key and anchor store beside the data dir, not in
+    // it (so no warnings in the output).
+    let key = data_dir.with_extension("ledger_ed25519");
+    if !key.exists() {
+        camledger_eventstore::sign::SigningKey::generate(&key, "bench")?;
+    }
+    let mut config = ServeConfig::for_data_dir(data_dir);
+    config.signing_key.signing_key = Some(key);
+    config.anchor.anchor_url = Some(format!("sqlite://{}", data_dir.with_extension("anchors.sqlite").display()));
+    let app = Application::build(config).await?;
     let addr = app.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(app.run(async move {
