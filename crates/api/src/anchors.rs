@@ -18,19 +18,8 @@ use camledger_eventstore::sign::{AllowedSigner, AllowedSigners, SigningKey};
 use camledger_eventstore::Ledger;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::OutputFormat;
-use crate::config::DataDirArg;
-
-/// `--anchor-url` of the commands that write or read checkpoints.
-#[derive(Clone, Debug, Default, clap::Args)]
-pub struct AnchorArg {
-    /// Anchor store for signed checkpoints: mysql://user:password@host:port/db (production:
-    /// on another machine than the data dir) or sqlite://PATH. Default:
-    /// sqlite://<data-dir>/anchors.sqlite, which guards against nothing an insider with the
-    /// data dir cannot undo.
-    #[arg(long, env = "CAMLEDGER_ANCHOR_URL", hide_env_values = true)]
-    pub anchor_url: Option<String>,
-}
+pub use crate::config::AnchorArg;
+use crate::config::{DataDirArg, OutputFormat};
 
 impl AnchorArg {
     /// The URL given, or the data dir's embedded default.

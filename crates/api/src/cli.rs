@@ -7,6 +7,7 @@ use camledger_eventstore::{Ledger, LedgerConfig};
 use clap::{Parser, Subcommand};
 
 use crate::app::Application;
+pub use crate::config::OutputFormat;
 use crate::config::{DataDirArg, ServeConfig};
 use crate::push::PushArgs;
 use crate::registry::{Registry, Role};
@@ -209,12 +210,6 @@ pub enum TokensCommand {
         #[command(flatten)]
         data: DataDirArg,
     },
-}
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum OutputFormat {
-    Text,
-    Json,
 }
 
 /// Exit status of a command line that parsed but failed (clap exits 2 on a usage error

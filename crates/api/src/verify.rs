@@ -13,8 +13,7 @@ use camledger_eventstore::checkpoint::{AnchoredError, Mismatch};
 use camledger_eventstore::sign::AllowedSigners;
 use camledger_eventstore::verify::{CameraRegistry, Chain, Error as Failure, Rule, VerifyOptions, VerifyReport};
 
-use crate::cli::OutputFormat;
-use crate::config::DataDirArg;
+use crate::config::{DataDirArg, OutputFormat};
 
 /// The flags of `camledger verify`.
 #[derive(Debug, clap::Args)]
