@@ -225,7 +225,7 @@ impl Anchoring {
                 Ok(Some(stored))
             }
             Err(e) => {
-                self.record(Err(crate::cli::error_message(&e)));
+                self.record(Err(crate::error_chain::error_message(&e)));
                 Err(e)
             }
         }
@@ -248,13 +248,13 @@ impl Anchoring {
                 if refused {
                     tracing::error!(
                         why,
-                        error = crate::cli::error_message(&e),
+                        error = crate::error_chain::error_message(&e),
                         "checkpoint refused: the ledger no longer extends the anchored history"
                     );
                 } else {
                     tracing::error!(
                         why,
-                        error = crate::cli::error_message(&e),
+                        error = crate::error_chain::error_message(&e),
                         "could not write a checkpoint; retrying at the next interval"
                     );
                 }
@@ -366,7 +366,7 @@ pub async fn checkpoint_command(
     key: crate::keys::SigningKeyArg,
     node: crate::config::NodeNameArg,
 ) -> anyhow::Result<()> {
-    crate::cli::require_ledger_dir(&data)?;
+    crate::datadir::require_ledger_dir(&data)?;
     if !data.data_dir.join("ledger.git").exists() {
         bail!("{} holds no ledger.git yet: nothing to checkpoint", data.data_dir.display());
     }
@@ -395,7 +395,10 @@ pub async fn checkpoint_after_snapshot(
     let key = match key.load_existing(&data.data_dir) {
         Ok(key) => Arc::new(key),
         Err(e) => {
-            tracing::warn!(error = crate::cli::error_message(&e), "no signing key: the snapshot has no checkpoint");
+            tracing::warn!(
+                error = crate::error_chain::error_message(&e),
+                "no signing key: the snapshot has no checkpoint"
+            );
             return Ok(None);
         }
     };
@@ -440,7 +443,7 @@ pub async fn checkpoints_command(command: CheckpointsCommand) -> anyhow::Result<
             }
         }
         CheckpointsCommand::Verify { data, anchor, allowed_signers, origin } => {
-            crate::cli::require_ledger_dir(&data)?;
+            crate::datadir::require_ledger_dir(&data)?;
             let signers = match &allowed_signers {
                 Some(path) => read_allowed_signers(path)?,
                 None => {

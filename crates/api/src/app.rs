@@ -156,7 +156,7 @@ impl Application {
             None
         };
         config.signing_key.check_given()?;
-        crate::cli::prepare_ledger_dir(&config.data)?;
+        crate::datadir::prepare_ledger_dir(&config.data)?;
         let data_dir = &config.data.data_dir;
         let signing_key = config.signing_key.load_or_create(data_dir)?;
         let ledger_config = LedgerConfig {

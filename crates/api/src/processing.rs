@@ -124,13 +124,13 @@ pub async fn worker_command(
     judge: JudgeArgs,
     threads: usize,
 ) -> anyhow::Result<()> {
-    let ledger = crate::cli::open_signing_ledger(&data, &key)?;
+    let ledger = crate::datadir::open_signing_ledger(&data, &key)?;
     let judging = judge.load(threads.max(1))?;
     let stop = CancellationToken::new();
     let signal = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            crate::cli::shutdown_signal().await;
+            crate::shutdown::shutdown_signal().await;
             stop.cancel();
         })
     };
@@ -148,7 +148,7 @@ pub async fn replay_command(
     format: OutputFormat,
     strict: bool,
 ) -> anyhow::Result<()> {
-    let ledger = crate::cli::open_ledger(&data)?;
+    let ledger = crate::datadir::open_ledger(&data)?;
     let mut judging = judge.load(1)?;
     let (rows, summary) = tokio::task::spawn_blocking(move || {
         let progress = crate::progress::Bar::new("replaying events");

@@ -154,7 +154,7 @@ fn default_database_path(data_dir: &Path) -> PathBuf {
 }
 
 pub async fn snapshot(data: DataDirArg, database_url: Option<String>, key: BackupKeyArg) -> anyhow::Result<()> {
-    crate::cli::require_ledger_dir(&data)?;
+    crate::datadir::require_ledger_dir(&data)?;
     let key = key.load_or_create(&data.data_dir)?;
     let url = database_url.unwrap_or_else(|| default_database_url(&data.data_dir));
     let store = connect(&url).await?;

@@ -58,7 +58,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let format = args.format;
     let data = args.data;
     let (ledger, outcome, seconds) = tokio::task::spawn_blocking(move || {
-        let ledger = crate::cli::open_ledger(&data)?;
+        let ledger = crate::datadir::open_ledger(&data)?;
         let progress = crate::progress::Bar::new("verifying");
         let started = std::time::Instant::now();
         let outcome = ledger.verify_with(&options, |done, total| progress.update(done, total));
