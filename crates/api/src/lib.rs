@@ -30,6 +30,7 @@ pub mod registry;
 pub(crate) mod routes;
 pub(crate) mod shutdown;
 pub mod snapshots;
+pub(crate) mod state;
 pub mod telemetry;
 pub mod verify;
 

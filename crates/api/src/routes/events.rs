@@ -20,9 +20,9 @@ use axum::{Json, Router};
 use camledger_eventstore::{Ledger, StoredEvent};
 use serde_json::{json, Value};
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;

@@ -20,9 +20,9 @@ use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// How long past its deadline an append already handed to the writer may take before the
 /// part is answered "outcome unknown" (the event may still land; a retry with the same
