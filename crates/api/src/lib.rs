@@ -1,19 +1,20 @@
 //! camledger's HTTP service and command line.
 //!
-//! Layout, in layers: a module uses only modules of earlier layers (no module cycles;
+//! Layout, in layers: each module uses only modules listed before it (no module cycles;
 //! re-exports such as `keys::SigningKeyArg` point back at `config`):
 //! 1. leaves: [`config`] (every flag and `CAMLEDGER_*` variable, clap types included),
 //!    `shutdown` (SIGINT/SIGTERM), [`error_chain`] (an error's causes on one line),
 //!    [`registry`] (cameras and reader tokens in `<data-dir>/camledger.sqlite`), `listener`
 //!    (connection cap and idle timeout), [`progress`], [`telemetry`];
 //! 2. `datadir` (checks, opening the ledger), [`keys`] (the signing key and its history),
-//!    [`snapshots`] (snapshot/restore commands and scheduled snapshots), `error` (the one
-//!    HTTP error type), [`push`] (the camera-side uploader);
-//! 3. [`anchors`] (signed checkpoints), [`processing`] (verdict workers, `worker`, `replay`);
-//! 4. [`verify`]; `state` (what every handler reaches);
-//! 5. `auth` (bearer tokens), `routes` (one module per HTTP resource);
-//! 6. [`app`]: build (open the ledger and registry, bind) then run (serve until shutdown);
-//! 7. [`bench`]: benchmarks against reference tools;
+//!    `error` (the one HTTP error type), [`push`] (the camera-side uploader);
+//! 3. [`snapshots`] (snapshot/restore commands and scheduled snapshots), [`processing`]
+//!    (verdict workers, `worker`, `replay`);
+//! 4. [`anchors`] (signed checkpoints);
+//! 5. [`verify`]; `state` (what every handler reaches);
+//! 6. `auth` (bearer tokens), then `routes` (one module per HTTP resource);
+//! 7. [`app`]: build (open the ledger and registry, bind) then run (serve until shutdown);
+//!    then [`bench`]: benchmarks against reference tools;
 //! 8. [`cli`]: the `camledger` subcommands (the binary's `main.rs` only parses and calls in).
 
 pub mod anchors;
