@@ -18,19 +18,8 @@ use camledger_eventstore::sign::{AllowedSigner, AllowedSigners, SigningKey};
 use camledger_eventstore::Ledger;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::OutputFormat;
-use crate::config::DataDirArg;
-
-/// `--anchor-url` of the commands that write or read checkpoints.
-#[derive(Clone, Debug, Default, clap::Args)]
-pub struct AnchorArg {
-    /// Anchor store for signed checkpoints: mysql://user:password@host:port/db (production:
-    /// on another machine than the data dir) or sqlite://PATH. Default:
-    /// sqlite://<data-dir>/anchors.sqlite, which guards against nothing an insider with the
-    /// data dir cannot undo.
-    #[arg(long, env = "CAMLEDGER_ANCHOR_URL", hide_env_values = true)]
-    pub anchor_url: Option<String>,
-}
+pub use crate::config::AnchorArg;
+use crate::config::{DataDirArg, OutputFormat};
 
 impl AnchorArg {
     /// The URL given, or the data dir's embedded default.
@@ -236,7 +225,7 @@ impl Anchoring {
                 Ok(Some(stored))
             }
             Err(e) => {
-                self.record(Err(crate::cli::error_message(&e)));
+                self.record(Err(crate::error_chain::error_message(&e)));
                 Err(e)
             }
         }
@@ -259,13 +248,13 @@ impl Anchoring {
                 if refused {
                     tracing::error!(
                         why,
-                        error = crate::cli::error_message(&e),
+                        error = crate::error_chain::error_message(&e),
                         "checkpoint refused: the ledger no longer extends the anchored history"
                     );
                 } else {
                     tracing::error!(
                         why,
-                        error = crate::cli::error_message(&e),
+                        error = crate::error_chain::error_message(&e),
                         "could not write a checkpoint; retrying at the next interval"
                     );
                 }
@@ -377,7 +366,7 @@ pub async fn checkpoint_command(
     key: crate::keys::SigningKeyArg,
     node: crate::config::NodeNameArg,
 ) -> anyhow::Result<()> {
-    crate::cli::require_ledger_dir(&data)?;
+    crate::datadir::require_ledger_dir(&data)?;
     if !data.data_dir.join("ledger.git").exists() {
         bail!("{} holds no ledger.git yet: nothing to checkpoint", data.data_dir.display());
     }
@@ -406,7 +395,10 @@ pub async fn checkpoint_after_snapshot(
     let key = match key.load_existing(&data.data_dir) {
         Ok(key) => Arc::new(key),
         Err(e) => {
-            tracing::warn!(error = crate::cli::error_message(&e), "no signing key: the snapshot has no checkpoint");
+            tracing::warn!(
+                error = crate::error_chain::error_message(&e),
+                "no signing key: the snapshot has no checkpoint"
+            );
             return Ok(None);
         }
     };
@@ -451,7 +443,7 @@ pub async fn checkpoints_command(command: CheckpointsCommand) -> anyhow::Result<
             }
         }
         CheckpointsCommand::Verify { data, anchor, allowed_signers, origin } => {
-            crate::cli::require_ledger_dir(&data)?;
+            crate::datadir::require_ledger_dir(&data)?;
             let signers = match &allowed_signers {
                 Some(path) => read_allowed_signers(path)?,
                 None => {

@@ -17,7 +17,7 @@ use axum::http::{Request, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use camledger_eventstore::{EventWriter, Ledger, LedgerConfig};
+use camledger_eventstore::{Ledger, LedgerConfig};
 use camledger_processor::admission::Limits;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -31,89 +31,9 @@ use crate::error::ApiError;
 use crate::listener::CappedListener;
 use crate::registry::Registry;
 use crate::routes;
+use crate::state::{AppState, WriterHealth};
 use camledger_backup::schedule::ScheduleStatus;
 use tokio::sync::watch;
-
-/// What every handler can reach.
-pub(crate) struct AppState {
-    pub(crate) ledger: Ledger,
-    pub(crate) writer: EventWriter,
-    pub(crate) registry: Registry,
-    pub(crate) limits: Limits,
-    pub(crate) max_body_bytes: usize,
-    pub(crate) body_timeout: Duration,
-    /// Present when scheduled snapshots are on (`--snapshot-interval`).
-    pub(crate) snapshots: Option<watch::Receiver<ScheduleStatus>>,
-    /// Request-body bytes that may be buffered at once, one permit per byte (`--max-inflight-bytes`).
-    pub(crate) body_budget: Arc<Semaphore>,
-    /// Most parts in one multipart upload (`--max-parts`).
-    pub(crate) max_parts: usize,
-    /// Admissions running at once on the blocking pool.
-    pub(crate) admission_slots: Arc<Semaphore>,
-    /// What the last append said about the writer; read by `/readyz`.
-    pub(crate) writer_health: WriterHealth,
-    /// Signed checkpoints into the anchor store (`GET /v1/checkpoint`, `/healthz`).
-    pub(crate) anchors: Arc<crate::anchors::Anchoring>,
-    /// Clones over git smart HTTP (`/git/ledger.git`).
-    pub(crate) git: routes::git::GitService,
-}
-
-/// The writer's state as seen from the answers to appends.
-///
-/// `EventWriter` has no health method (yet); until it does, the last append error is the
-/// signal: `Unavailable` (poisoned or shut down) stays until restart, a `Storage` error
-/// clears with the next successful append.
-#[derive(Default)]
-pub(crate) struct WriterHealth {
-    last_error: std::sync::Mutex<Option<(bool, String)>>,
-}
-
-impl WriterHealth {
-    pub(crate) fn record(&self, outcome: Result<(), &camledger_eventstore::append::Error>) {
-        use camledger_eventstore::append::Error as E;
-        let mut last = self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match outcome {
-            Ok(()) => {
-                if last.as_ref().is_some_and(|(sticky, _)| !sticky) {
-                    *last = None;
-                }
-            }
-            Err(e @ E::Unavailable) => *last = Some((true, e.to_string())),
-            Err(e @ E::Storage(_)) => {
-                if !last.as_ref().is_some_and(|(sticky, _)| *sticky) {
-                    *last = Some((
-                        false,
-                        format!("{e}: {}", std::error::Error::source(e).map_or(String::new(), |s| s.to_string())),
-                    ));
-                }
-            }
-            // The request's fault, not the writer's.
-            Err(
-                E::InvalidCamera
-                | E::InvalidIdempotencyKey
-                | E::InvalidCapturedAt
-                | E::UnsupportedImage { .. }
-                | E::IdempotencyKeyReused { .. },
-            ) => {}
-        }
-    }
-
-    fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|(_, e)| e.clone())
-    }
-}
-
-/// Whether the writer accepts appends: `Err(reason)` when it does not. The one place
-/// `/readyz` asks: the writer's own supervision first (a panic being recovered from, a
-/// poisoning fsync failure, too many panics, shutdown), then the last storage error seen by
-/// an upload (a full disk), which clears with the next successful append.
-pub(crate) fn writer_readiness(state: &AppState) -> Result<(), String> {
-    state.writer.health().map_err(|e| e.cause)?;
-    match state.writer_health.last_error() {
-        Some(reason) => Err(reason),
-        None => Ok(()),
-    }
-}
 
 /// How the scheduled snapshots run; started by [`Application::run`].
 struct SnapshotSchedule {
@@ -156,7 +76,7 @@ impl Application {
             None
         };
         config.signing_key.check_given()?;
-        crate::cli::prepare_ledger_dir(&config.data)?;
+        crate::datadir::prepare_ledger_dir(&config.data)?;
         let data_dir = &config.data.data_dir;
         let signing_key = config.signing_key.load_or_create(data_dir)?;
         let ledger_config = LedgerConfig {
@@ -204,7 +124,7 @@ impl Application {
             }
             None => None,
         };
-        let git = routes::git::GitService::new(&config, ledger.git_dir());
+        let git = crate::state::GitService::new(&config, ledger.git_dir());
         let state = Arc::new(AppState {
             ledger,
             writer,
@@ -403,25 +323,4 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
             )
         }))
         .with_state(state)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::WriterHealth;
-    use camledger_eventstore::append::Error;
-
-    #[test]
-    fn a_storage_error_clears_with_the_next_append_and_unavailable_sticks() {
-        let health = WriterHealth::default();
-        assert_eq!(health.last_error(), None);
-        health.record(Err(&Error::InvalidCamera));
-        assert_eq!(health.last_error(), None, "a bad request says nothing about the writer");
-        health.record(Err(&Error::Storage(std::sync::Arc::new(std::io::Error::other("disk full")))));
-        assert!(health.last_error().is_some_and(|e| e.contains("disk full")));
-        health.record(Ok(()));
-        assert_eq!(health.last_error(), None);
-        health.record(Err(&Error::Unavailable));
-        health.record(Ok(()));
-        assert!(health.last_error().is_some(), "a poisoned writer stays unready until restart");
-    }
 }

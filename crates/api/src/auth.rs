@@ -7,9 +7,9 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::registry::{Principal, Role};
+use crate::state::AppState;
 
 /// The authenticated caller of a request.
 #[derive(Clone, Debug)]

@@ -2,14 +2,17 @@
 
 use std::io::Write;
 
-use anyhow::{bail, Context};
-use camledger_eventstore::{Ledger, LedgerConfig};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::app::Application;
+pub use crate::config::OutputFormat;
 use crate::config::{DataDirArg, ServeConfig};
+use crate::datadir::{open_ledger, prepare_ledger_dir, require_ledger_dir};
+pub use crate::error_chain::error_message;
 use crate::push::PushArgs;
 use crate::registry::{Registry, Role};
+use crate::shutdown::shutdown_signal;
 use crate::telemetry::LogFormat;
 
 /// camledger: every camera image becomes a verifiable event in a git ledger.
@@ -211,40 +214,9 @@ pub enum TokensCommand {
     },
 }
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum OutputFormat {
-    Text,
-    Json,
-}
-
 /// Exit status of a command line that parsed but failed (clap exits 2 on a usage error
 /// itself, before anything runs): 0 success, 1 failure, 2 usage.
 pub const EXIT_FAILURE: u8 = 1;
-
-/// An error and its causes on one line, each message once: `{:#}` would print a cause twice
-/// when an error also interpolates its source (sqlx's "error returned from database: {0}").
-pub fn error_message(e: &anyhow::Error) -> String {
-    join_causes(e.chain().map(ToString::to_string))
-}
-
-/// A std error and its sources on one line, each message once (see [`error_message`]).
-pub(crate) fn std_error_message(e: &(dyn std::error::Error + 'static)) -> String {
-    join_causes(std::iter::successors(Some(e), |e| e.source()).map(ToString::to_string))
-}
-
-fn join_causes(messages: impl Iterator<Item = String>) -> String {
-    let mut out = String::new();
-    for message in messages {
-        if message.is_empty() || out.contains(&message) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&message);
-    }
-    out
-}
 
 /// Runs one parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -291,78 +263,6 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     println!("camledger listening on http://{addr}");
     std::io::stdout().flush().context("writing to stdout")?;
     app.run(shutdown).await
-}
-
-/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
-/// the future is first polled.
-pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let listen = |kind: SignalKind, name: &'static str| match signal(kind) {
-        Ok(signal) => Some(signal),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for {name}");
-            None
-        }
-    };
-    let (interrupt, terminate) =
-        (listen(SignalKind::interrupt(), "SIGINT"), listen(SignalKind::terminate(), "SIGTERM"));
-    async move {
-        let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
-            match signal {
-                Some(mut signal) => {
-                    signal.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = wait(interrupt) => {},
-            _ = wait(terminate) => {},
-        }
-    }
-}
-
-/// What marks a directory as a data dir: the ledger or the camera registry (which
-/// `cameras add` creates before the first `serve`).
-fn holds_ledger(dir: &std::path::Path) -> bool {
-    dir.join("ledger.git").exists() || dir.join(crate::registry::REGISTRY_FILE).exists()
-}
-
-/// For commands that only read or change what exists: the data dir must hold a ledger, so
-/// a mistyped `--data-dir` fails instead of reading (and creating) an empty one.
-pub(crate) fn require_ledger_dir(data: &DataDirArg) -> anyhow::Result<()> {
-    if !holds_ledger(&data.data_dir) {
-        bail!(
-            "{} holds no ledger (no ledger.git or {} inside); check --data-dir",
-            data.data_dir.display(),
-            crate::registry::REGISTRY_FILE
-        );
-    }
-    Ok(())
-}
-
-/// For commands that may start a ledger (`serve`, `cameras add`, `tokens add`): a data dir
-/// that holds one is used; a missing or empty directory becomes a new one (said on
-/// stderr); anything else is refused, since it is most likely a mistyped path.
-pub(crate) fn prepare_ledger_dir(data: &DataDirArg) -> anyhow::Result<()> {
-    let dir = &data.data_dir;
-    if holds_ledger(dir) {
-        return Ok(());
-    }
-    if dir.exists() {
-        let mut entries = std::fs::read_dir(dir).with_context(|| format!("reading data dir {}", dir.display()))?;
-        if entries.next().is_some() {
-            bail!(
-                "{} is not empty and holds no ledger (no ledger.git or {} inside); check --data-dir, \
-                 or give a new or empty directory to start a ledger",
-                dir.display(),
-                crate::registry::REGISTRY_FILE
-            );
-        }
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
-    tracing::info!(data_dir = %dir.display(), "created a new ledger at {}", dir.display());
-    Ok(())
 }
 
 /// Opens the registry of a data dir that already holds a ledger.
@@ -446,30 +346,6 @@ async fn tokens(action: TokensCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn open_ledger(data: &DataDirArg) -> anyhow::Result<Ledger> {
-    open_ledger_with(data, LedgerConfig::default())
-}
-
-/// Opens an existing ledger for a command that writes commits, signing with `key`.
-pub(crate) fn open_signing_ledger(data: &DataDirArg, key: &crate::keys::SigningKeyArg) -> anyhow::Result<Ledger> {
-    ensure_ledger_git(data)?;
-    let signing_key = Some(key.load_or_create(&data.data_dir)?);
-    open_ledger_with(data, LedgerConfig { signing_key, ..LedgerConfig::default() })
-}
-
-fn ensure_ledger_git(data: &DataDirArg) -> anyhow::Result<()> {
-    if !data.data_dir.join("ledger.git").exists() {
-        // Also refuses a data dir with only a registry: there is no event log to read yet.
-        bail!("{} holds no ledger (no ledger.git inside); check --data-dir", data.data_dir.display());
-    }
-    Ok(())
-}
-
-fn open_ledger_with(data: &DataDirArg, config: LedgerConfig) -> anyhow::Result<Ledger> {
-    ensure_ledger_git(data)?;
-    Ledger::open(&data.data_dir, config).with_context(|| format!("opening the ledger in {}", data.data_dir.display()))
-}
-
 async fn log(data: DataDirArg, from: u64, limit: Option<usize>, format: OutputFormat) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || {
         let ledger = open_ledger(&data)?;
@@ -514,19 +390,6 @@ async fn log(data: DataDirArg, from: u64, limit: Option<usize>, format: OutputFo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_cause_already_in_its_error_message_is_printed_once() {
-        let cases: [(&[&str], &str); 4] = [
-            (&["a"], "a"),
-            (&["opening x", "cannot connect", "refused"], "opening x: cannot connect: refused"),
-            (&["returned: 1049 Unknown database", "1049 Unknown database"], "returned: 1049 Unknown database"),
-            (&["outer", "", "inner"], "outer: inner"),
-        ];
-        for (messages, expected) in cases {
-            assert_eq!(join_causes(messages.iter().map(|m| m.to_string())), expected, "{messages:?}");
-        }
-    }
 
     /// Every flag of every command (benchmarks aside) can be set from the environment.
     #[test]

@@ -86,13 +86,13 @@ pub struct ServeConfig {
     pub snapshot_interval: Option<Duration>,
 
     #[command(flatten)]
-    pub backup_key: crate::snapshots::BackupKeyArg,
+    pub backup_key: BackupKeyArg,
 
     #[command(flatten)]
-    pub signing_key: crate::keys::SigningKeyArg,
+    pub signing_key: SigningKeyArg,
 
     #[command(flatten)]
-    pub anchor: crate::anchors::AnchorArg,
+    pub anchor: AnchorArg,
 
     /// Write a signed checkpoint into the anchor store this often when a head moved (also
     /// with every scheduled snapshot and at shutdown), e.g. 60s, 5m.
@@ -105,7 +105,7 @@ pub struct ServeConfig {
     pub workers: Option<usize>,
 
     #[command(flatten)]
-    pub judge: crate::processing::JudgeArgs,
+    pub judge: JudgeArgs,
 
     /// Most `git upload-pack` processes serving clones and fetches at once; more answer 503
     /// with Retry-After.
@@ -206,13 +206,13 @@ impl ServeConfig {
             anchor: Default::default(),
             checkpoint_interval: Duration::from_secs(60),
             workers: Some(0),
-            judge: crate::processing::JudgeArgs {
+            judge: JudgeArgs {
                 ort_dylib: None,
                 model: None,
-                near_duplicate_scope: crate::processing::NearDuplicateScope::All,
+                near_duplicate_scope: NearDuplicateScope::All,
                 near_duplicate_window_secs: None,
                 near_duplicate_distance: camledger_processor::verdict::Thresholds::default().near_duplicate_distance,
-                perceptual_hash: crate::processing::PerceptualHash::default(),
+                perceptual_hash: PerceptualHash::default(),
             },
             git_max_concurrent: 4,
             git_max_request_bytes: 16 * 1024 * 1024,
@@ -252,4 +252,115 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("the duration must be at least one second".into());
     }
     Ok(Duration::from_secs(seconds))
+}
+
+/// `--signing-key` of every command that writes commits.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct SigningKeyArg {
+    /// OpenSSH ed25519 private key (unencrypted, mode 0600) that signs every commit the
+    /// ledger writes. Default: <data-dir>/keys/ledger_ed25519, created on the first start;
+    /// in production keep the key outside the data dir (an insider who can write the data
+    /// dir must not be able to sign). Create one with `ssh-keygen -t ed25519 -N '' -f PATH`.
+    #[arg(long, env = "CAMLEDGER_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+}
+
+/// `--anchor-url` of the commands that write or read checkpoints.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct AnchorArg {
+    /// Anchor store for signed checkpoints: mysql://user:password@host:port/db (production:
+    /// on another machine than the data dir) or sqlite://PATH. Default:
+    /// sqlite://<data-dir>/anchors.sqlite, which guards against nothing an insider with the
+    /// data dir cannot undo.
+    #[arg(long, env = "CAMLEDGER_ANCHOR_URL", hide_env_values = true)]
+    pub anchor_url: Option<String>,
+}
+
+/// The snapshot database, for commands that read it (`snapshots …`, `restore`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct DatabaseArg {
+    /// Snapshot database: mysql://user:password@host:port/db (production) or sqlite://PATH.
+    /// Default: sqlite://<data-dir>/backups.sqlite, where `snapshot` writes by default.
+    #[arg(long, env = "CAMLEDGER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The data dir whose embedded snapshot database is used when --database-url is not
+    /// given (for `restore`: the source, not the target).
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+/// The key that seals snapshots, for commands that write them (`snapshot`, `serve`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct BackupKeyArg {
+    /// File holding the key that seals every snapshot (HMAC-SHA256, 64 hex digits); it never
+    /// goes into the snapshot database. Default: <data-dir>/keys/backup.key, created (mode
+    /// 0600) by the first snapshot. Keep a copy outside the data dir (production: keep it
+    /// there only): restoring on another machine needs it.
+    #[arg(long, env = "CAMLEDGER_BACKUP_KEY")]
+    pub backup_key: Option<PathBuf>,
+}
+
+/// The key, for commands that only read snapshots (`snapshots verify`, `restore`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ReadKeyArg {
+    /// File holding the key the snapshots were sealed with (the `--backup-key` of
+    /// `snapshot`/`serve`, by default <data-dir>/keys/backup.key). Nothing from the snapshot
+    /// database is trusted without it.
+    #[arg(long, env = "CAMLEDGER_BACKUP_KEY")]
+    pub backup_key: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+pub enum NearDuplicateScope {
+    /// An earlier image from any camera counts.
+    #[default]
+    All,
+    /// Only earlier images from the same camera count.
+    Camera,
+}
+
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+pub enum PerceptualHash {
+    /// 64-bit pHash (low frequencies of a 32×32 luma DCT): the measured default.
+    #[default]
+    Phash,
+    /// 64-bit dHash (horizontal gradients on a 9×8 grid).
+    Dhash,
+}
+
+/// How images are judged.
+#[derive(Clone, Debug, clap::Args)]
+pub struct JudgeArgs {
+    /// ONNX Runtime shared library (from `scripts/fetch-onnxruntime`). Default: the first
+    /// found next to the executable, in vendor/onnxruntime/ of the executable's ancestors, or
+    /// on the system library path.
+    #[arg(long, env = "CAMLEDGER_ORT_DYLIB")]
+    pub ort_dylib: Option<PathBuf>,
+    /// Model manifest (JSON) of the ONNX classifier. Default: the model embedded in the
+    /// binary (crates/processor/models/default.manifest.json).
+    #[arg(long, env = "CAMLEDGER_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Which earlier images count for near-duplicates.
+    #[arg(long, env = "CAMLEDGER_NEAR_DUPLICATE_SCOPE", value_enum, default_value_t = NearDuplicateScope::All)]
+    pub near_duplicate_scope: NearDuplicateScope,
+    /// Only images received at most this many seconds earlier count as near-duplicate originals.
+    #[arg(long, env = "CAMLEDGER_NEAR_DUPLICATE_WINDOW_SECS")]
+    pub near_duplicate_window_secs: Option<i64>,
+    /// Largest Hamming distance (of 64 bits) between perceptual hashes that makes a near-duplicate.
+    #[arg(
+        long,
+        env = "CAMLEDGER_NEAR_DUPLICATE_DISTANCE",
+        default_value_t = camledger_processor::verdict::Thresholds::default().near_duplicate_distance,
+        value_parser = clap::value_parser!(u32).range(0..=24)
+    )]
+    pub near_duplicate_distance: u32,
+    /// Perceptual hash used for near-duplicates (recorded in each verdict).
+    #[arg(long, env = "CAMLEDGER_PERCEPTUAL_HASH", value_enum, default_value_t = PerceptualHash::Phash)]
+    pub perceptual_hash: PerceptualHash,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }

@@ -12,19 +12,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use camledger_eventstore::sign::{AllowedSigner, AllowedSigners, SigningKey};
 
+pub use crate::config::SigningKeyArg;
+
 /// The principal camledger writes in allowed-signers lines (git does not check it).
 pub const PRINCIPAL: &str = "camledger";
-
-/// `--signing-key` of every command that writes commits.
-#[derive(Clone, Debug, Default, clap::Args)]
-pub struct SigningKeyArg {
-    /// OpenSSH ed25519 private key (unencrypted, mode 0600) that signs every commit the
-    /// ledger writes. Default: <data-dir>/keys/ledger_ed25519, created on the first start;
-    /// in production keep the key outside the data dir (an insider who can write the data
-    /// dir must not be able to sign). Create one with `ssh-keygen -t ed25519 -N '' -f PATH`.
-    #[arg(long, env = "CAMLEDGER_SIGNING_KEY")]
-    pub signing_key: Option<PathBuf>,
-}
 
 /// Where the key lives when `--signing-key` is not given.
 pub fn default_key_path(data_dir: &Path) -> PathBuf {

@@ -1,16 +1,21 @@
 //! camledger's HTTP service and command line.
 //!
-//! Layout:
-//! - [`cli`]: the `camledger` subcommands (the binary's `main.rs` only parses and calls in);
-//! - [`config`]: typed configuration from flags and `CAMLEDGER_*` variables;
-//! - [`app`]: build (open the ledger and registry, bind) then run (serve until shutdown);
-//! - `routes`: one module per HTTP resource; `auth`: bearer tokens; `error`: the one HTTP
-//!   error type; `listener`: connection cap and idle timeout;
-//! - [`registry`]: cameras and reader tokens in `<data-dir>/camledger.sqlite`;
-//! - [`processing`]: in-process verdict workers, `camledger worker` and `replay`;
-//! - [`keys`]: the ledger's signing key (`--signing-key`) and its history;
-//! - [`snapshots`]: snapshot/restore commands and scheduled snapshots;
-//! - [`push`]: the camera-side uploader; [`bench`]: benchmarks against reference tools.
+//! Layout, in layers: each module uses only modules listed before it (no module cycles;
+//! re-exports such as `keys::SigningKeyArg` point back at `config`):
+//! 1. leaves: [`config`] (every flag and `CAMLEDGER_*` variable, clap types included),
+//!    `shutdown` (SIGINT/SIGTERM), [`error_chain`] (an error's causes on one line),
+//!    [`registry`] (cameras and reader tokens in `<data-dir>/camledger.sqlite`), `listener`
+//!    (connection cap and idle timeout), [`progress`], [`telemetry`];
+//! 2. `datadir` (checks, opening the ledger), [`keys`] (the signing key and its history),
+//!    `error` (the one HTTP error type), [`push`] (the camera-side uploader);
+//! 3. [`snapshots`] (snapshot/restore commands and scheduled snapshots), [`processing`]
+//!    (verdict workers, `worker`, `replay`);
+//! 4. [`anchors`] (signed checkpoints);
+//! 5. [`verify`]; `state` (what every handler reaches);
+//! 6. `auth` (bearer tokens), then `routes` (one module per HTTP resource);
+//! 7. [`app`]: build (open the ledger and registry, bind) then run (serve until shutdown);
+//!    then [`bench`]: benchmarks against reference tools;
+//! 8. [`cli`]: the `camledger` subcommands (the binary's `main.rs` only parses and calls in).
 
 pub mod anchors;
 pub mod app;
@@ -18,7 +23,9 @@ pub(crate) mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub(crate) mod datadir;
 pub(crate) mod error;
+pub mod error_chain;
 pub mod keys;
 pub(crate) mod listener;
 pub mod processing;
@@ -26,7 +33,9 @@ pub mod progress;
 pub mod push;
 pub mod registry;
 pub(crate) mod routes;
+pub(crate) mod shutdown;
 pub mod snapshots;
+pub(crate) mod state;
 pub mod telemetry;
 pub mod verify;
 

@@ -11,13 +11,12 @@ use camledger_processor::classifier::{Classifier, Manifest, Model, OnnxRuntime, 
 use camledger_processor::judge;
 use camledger_processor::neardup::Scope;
 use camledger_processor::phash::Hasher;
-use camledger_processor::verdict::Thresholds;
 use camledger_processor::worker::{self, Worker, WorkerConfig};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::OutputFormat;
-use crate::config::DataDirArg;
+use crate::config::{DataDirArg, OutputFormat};
+pub use crate::config::{JudgeArgs, NearDuplicateScope, PerceptualHash};
 
 /// The model shipped with camledger, embedded so that a copied or installed binary judges
 /// without the checkout it was built in (`--model` replaces it).
@@ -73,55 +72,6 @@ fn find_ort_dylib(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     )
 }
 
-#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
-pub enum NearDuplicateScope {
-    /// An earlier image from any camera counts.
-    #[default]
-    All,
-    /// Only earlier images from the same camera count.
-    Camera,
-}
-
-#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
-pub enum PerceptualHash {
-    /// 64-bit pHash (low frequencies of a 32×32 luma DCT): the measured default.
-    #[default]
-    Phash,
-    /// 64-bit dHash (horizontal gradients on a 9×8 grid).
-    Dhash,
-}
-
-/// How images are judged.
-#[derive(Clone, Debug, clap::Args)]
-pub struct JudgeArgs {
-    /// ONNX Runtime shared library (from `scripts/fetch-onnxruntime`). Default: the first
-    /// found next to the executable, in vendor/onnxruntime/ of the executable's ancestors, or
-    /// on the system library path.
-    #[arg(long, env = "CAMLEDGER_ORT_DYLIB")]
-    pub ort_dylib: Option<PathBuf>,
-    /// Model manifest (JSON) of the ONNX classifier. Default: the model embedded in the
-    /// binary (crates/processor/models/default.manifest.json).
-    #[arg(long, env = "CAMLEDGER_MODEL")]
-    pub model: Option<PathBuf>,
-    /// Which earlier images count for near-duplicates.
-    #[arg(long, env = "CAMLEDGER_NEAR_DUPLICATE_SCOPE", value_enum, default_value_t = NearDuplicateScope::All)]
-    pub near_duplicate_scope: NearDuplicateScope,
-    /// Only images received at most this many seconds earlier count as near-duplicate originals.
-    #[arg(long, env = "CAMLEDGER_NEAR_DUPLICATE_WINDOW_SECS")]
-    pub near_duplicate_window_secs: Option<i64>,
-    /// Largest Hamming distance (of 64 bits) between perceptual hashes that makes a near-duplicate.
-    #[arg(
-        long,
-        env = "CAMLEDGER_NEAR_DUPLICATE_DISTANCE",
-        default_value_t = Thresholds::default().near_duplicate_distance,
-        value_parser = clap::value_parser!(u32).range(0..=24)
-    )]
-    pub near_duplicate_distance: u32,
-    /// Perceptual hash used for near-duplicates (recorded in each verdict).
-    #[arg(long, env = "CAMLEDGER_PERCEPTUAL_HASH", value_enum, default_value_t = PerceptualHash::Phash)]
-    pub perceptual_hash: PerceptualHash,
-}
-
 /// Everything a judge needs, loaded once.
 pub(crate) struct Judging {
     pub(crate) config: judge::Config,
@@ -174,13 +124,13 @@ pub async fn worker_command(
     judge: JudgeArgs,
     threads: usize,
 ) -> anyhow::Result<()> {
-    let ledger = crate::cli::open_signing_ledger(&data, &key)?;
+    let ledger = crate::datadir::open_signing_ledger(&data, &key)?;
     let judging = judge.load(threads.max(1))?;
     let stop = CancellationToken::new();
     let signal = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            crate::cli::shutdown_signal().await;
+            crate::shutdown::shutdown_signal().await;
             stop.cancel();
         })
     };
@@ -198,7 +148,7 @@ pub async fn replay_command(
     format: OutputFormat,
     strict: bool,
 ) -> anyhow::Result<()> {
-    let ledger = crate::cli::open_ledger(&data)?;
+    let ledger = crate::datadir::open_ledger(&data)?;
     let mut judging = judge.load(1)?;
     let (rows, summary) = tokio::task::spawn_blocking(move || {
         let progress = crate::progress::Bar::new("replaying events");

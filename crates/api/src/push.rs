@@ -103,7 +103,7 @@ async fn push_one(client: &reqwest::Client, url: &str, args: &PushArgs, file: &P
                 }
                 format!("{status}: {body}")
             }
-            Err(e) => crate::cli::std_error_message(&e),
+            Err(e) => crate::error_chain::std_error_message(&e),
         };
         if attempt >= args.retries {
             bail!("gave up after {} attempts; last failure: {transient}", attempt + 1);

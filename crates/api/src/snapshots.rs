@@ -7,21 +7,8 @@ use anyhow::{bail, Context};
 use camledger_backup::{BackupKey, Progress, SnapshotOptions, SnapshotOutcome, Store};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::OutputFormat;
-use crate::config::DataDirArg;
-
-/// The snapshot database, for commands that read it (`snapshots …`, `restore`).
-#[derive(Clone, Debug, clap::Args)]
-pub struct DatabaseArg {
-    /// Snapshot database: mysql://user:password@host:port/db (production) or sqlite://PATH.
-    /// Default: sqlite://<data-dir>/backups.sqlite, where `snapshot` writes by default.
-    #[arg(long, env = "CAMLEDGER_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// The data dir whose embedded snapshot database is used when --database-url is not
-    /// given (for `restore`: the source, not the target).
-    #[command(flatten)]
-    pub data: DataDirArg,
-}
+pub use crate::config::{BackupKeyArg, DatabaseArg, ReadKeyArg};
+use crate::config::{DataDirArg, OutputFormat};
 
 impl DatabaseArg {
     /// The URL to open: the explicit one, else the embedded database of the data dir,
@@ -39,27 +26,6 @@ impl DatabaseArg {
         }
         Ok(default_database_url(&self.data.data_dir))
     }
-}
-
-/// The key that seals snapshots, for commands that write them (`snapshot`, `serve`).
-#[derive(Clone, Debug, Default, clap::Args)]
-pub struct BackupKeyArg {
-    /// File holding the key that seals every snapshot (HMAC-SHA256, 64 hex digits); it never
-    /// goes into the snapshot database. Default: <data-dir>/keys/backup.key, created (mode
-    /// 0600) by the first snapshot. Keep a copy outside the data dir (production: keep it
-    /// there only): restoring on another machine needs it.
-    #[arg(long, env = "CAMLEDGER_BACKUP_KEY")]
-    pub backup_key: Option<PathBuf>,
-}
-
-/// The key, for commands that only read snapshots (`snapshots verify`, `restore`).
-#[derive(Clone, Debug, clap::Args)]
-pub struct ReadKeyArg {
-    /// File holding the key the snapshots were sealed with (the `--backup-key` of
-    /// `snapshot`/`serve`, by default <data-dir>/keys/backup.key). Nothing from the snapshot
-    /// database is trusted without it.
-    #[arg(long, env = "CAMLEDGER_BACKUP_KEY")]
-    pub backup_key: PathBuf,
 }
 
 /// Where `snapshot` and `serve` keep the key when `--backup-key` is not given.
@@ -188,7 +154,7 @@ fn default_database_path(data_dir: &Path) -> PathBuf {
 }
 
 pub async fn snapshot(data: DataDirArg, database_url: Option<String>, key: BackupKeyArg) -> anyhow::Result<()> {
-    crate::cli::require_ledger_dir(&data)?;
+    crate::datadir::require_ledger_dir(&data)?;
     let key = key.load_or_create(&data.data_dir)?;
     let url = database_url.unwrap_or_else(|| default_database_url(&data.data_dir));
     let store = connect(&url).await?;

@@ -13,8 +13,7 @@ use camledger_eventstore::checkpoint::{AnchoredError, Mismatch};
 use camledger_eventstore::sign::AllowedSigners;
 use camledger_eventstore::verify::{CameraRegistry, Chain, Error as Failure, Rule, VerifyOptions, VerifyReport};
 
-use crate::cli::OutputFormat;
-use crate::config::DataDirArg;
+use crate::config::{DataDirArg, OutputFormat};
 
 /// The flags of `camledger verify`.
 #[derive(Debug, clap::Args)]
@@ -59,7 +58,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let format = args.format;
     let data = args.data;
     let (ledger, outcome, seconds) = tokio::task::spawn_blocking(move || {
-        let ledger = crate::cli::open_ledger(&data)?;
+        let ledger = crate::datadir::open_ledger(&data)?;
         let progress = crate::progress::Bar::new("verifying");
         let started = std::time::Instant::now();
         let outcome = ledger.verify_with(&options, |done, total| progress.update(done, total));

@@ -10,9 +10,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::anchors::CheckpointJson;
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new().route("/v1/checkpoint", get(latest))

@@ -20,9 +20,9 @@ use axum::{Json, Router};
 use camledger_eventstore::{Ledger, StoredEvent};
 use serde_json::{json, Value};
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -36,6 +36,9 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/v1/events/{seq}", get(one))
         .route("/v1/events/{seq}/image", get(image))
 }
+
+/// What a camera reads instead of the seq of another camera's event.
+pub(crate) const OTHER_CAMERA: &str = "other-camera";
 
 /// Runs blocking ledger reads off the async workers.
 async fn blocking<T: Send + 'static>(
@@ -71,7 +74,7 @@ pub(crate) async fn cameras_of(ledger: &Ledger, seqs: Vec<u64>) -> HashMap<u64, 
 fn mask_reference(json: &mut Value, field: &str, camera: &str, cameras: &HashMap<u64, String>) {
     if let Some(seq) = json.get(field).and_then(Value::as_u64) {
         if cameras.get(&seq).map(String::as_str) != Some(camera) {
-            json[field] = json!(crate::routes::images::OTHER_CAMERA);
+            json[field] = json!(OTHER_CAMERA);
         }
     }
 }

@@ -28,7 +28,6 @@
 //! git's stderr is logged (bounded), never sent to the client. `git-receive-pack` is 403:
 //! events enter the ledger only through `POST /v1/images`.
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -49,10 +48,10 @@ use tokio_util::io::ReaderStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::app::AppState;
 use crate::auth::GitReader;
 use crate::config::ServeConfig;
 use crate::error::ApiError;
+use crate::state::{AppState, GitService};
 
 const REPO: &str = "/git/ledger.git";
 /// The refs a clone gets (besides `HEAD`, which points at the first).
@@ -69,17 +68,6 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route(&format!("{REPO}/info/refs"), get(info_refs))
         .route(&format!("{REPO}/git-upload-pack"), post(upload_pack).fallback(method_not_allowed))
         .route(&format!("{REPO}/git-receive-pack"), any(|| async { GitError(read_only()) }))
-}
-
-/// How clones are served; built once from the configuration.
-pub(crate) struct GitService {
-    git_dir: PathBuf,
-    /// The server's own `PATH` (git is looked up in it); nothing of a request reaches git's
-    /// environment.
-    path: OsString,
-    slots: Arc<Semaphore>,
-    max_request_bytes: usize,
-    timeout: Duration,
 }
 
 impl GitService {

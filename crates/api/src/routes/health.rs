@@ -13,9 +13,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::app::{writer_readiness, AppState};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::state::{writer_readiness, AppState};
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))

@@ -20,17 +20,15 @@ use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::routes::events::OTHER_CAMERA;
+use crate::state::AppState;
 
 /// How long past its deadline an append already handed to the writer may take before the
 /// part is answered "outcome unknown" (the event may still land; a retry with the same
 /// Idempotency-Key tells).
 pub(crate) const APPEND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// What a camera reads instead of the seq of another camera's event.
-pub(crate) const OTHER_CAMERA: &str = "other-camera";
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new().route("/v1/images", post(upload))

@@ -12,9 +12,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new().route("/v1/keys", get(keys))
