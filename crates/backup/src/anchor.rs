@@ -253,31 +253,27 @@ impl AnchorStore {
         let new = Checkpoint::verify_note(note, signers).map_err(AnchorError::InvalidNote)?;
         tracing::Span::current().record("origin", new.origin.as_str());
         let mut tx = self.store.begin().await.map_err(db)?;
+        // The latest row of this origin, locked on MariaDB (SQLite's one writer needs no lock).
+        macro_rules! latest {
+            ($tx:expr, $lock:literal) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM checkpoints WHERE origin = ? ORDER BY id DESC LIMIT 1",
+                    $lock
+                ))
+                .bind(&new.origin)
+                .fetch_optional(&mut **$tx)
+                .await
+                .map_err(db)?
+                .map(|row| (|| Ok::<_, sqlx::Error>(row_from!(row)))())
+                .transpose()
+                .map_err(db)?
+            };
+        }
         let previous = match &mut tx {
-            Tx::MySql(tx) => sqlx::query(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM checkpoints WHERE origin = ? ORDER BY id DESC LIMIT 1 FOR UPDATE"
-            ))
-            .bind(&new.origin)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db)?
-            .map(|row| (|| Ok::<_, sqlx::Error>(row_from!(row)))())
-            .transpose()
-            .map_err(db)?,
-            Tx::Sqlite(tx) => sqlx::query(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM checkpoints WHERE origin = ? ORDER BY id DESC LIMIT 1"
-            ))
-            .bind(&new.origin)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db)?
-            .map(|row| (|| Ok::<_, sqlx::Error>(row_from!(row)))())
-            .transpose()
-            .map_err(db)?,
+            Tx::MySql(tx) => latest!(tx, " FOR UPDATE"),
+            Tx::Sqlite(tx) => latest!(tx, ""),
         };
         if let Some(previous) = previous {
             let previous = previous.check(Some(signers))?;

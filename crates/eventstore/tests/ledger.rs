@@ -7,7 +7,7 @@ use std::process::Command;
 use camledger_eventstore::{append, EventRecord, EventWriter, Exif, Ledger, LedgerConfig, NewEvent};
 
 mod common;
-use common::{image, new_event};
+use common::{image, new_event, temporary_packs};
 
 fn git(git_dir: &Path, args: &[&str]) -> Vec<u8> {
     let out = Command::new("git").arg("--git-dir").arg(git_dir).args(args).output().expect("git runs");
@@ -414,11 +414,7 @@ async fn a_failing_fsync_acknowledges_nothing_and_poisons_the_writer() {
         let third = writer.append(new_event("cam-1", image(3, 10))).await;
         assert!(matches!(third, Err(append::Error::Unavailable)), "poisoned: {third:?}");
         writer.shutdown().await;
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("ledger.git/objects/pack"))
-            .expect("pack dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .filter(|name| name.starts_with("tmp_"))
-            .collect();
+        let leftovers = temporary_packs(dir.path());
         assert!(leftovers.is_empty(), "a failed batch leaves no temporary files: {leftovers:?}");
 
         // A restart (no injection) finds a consistent ledger and goes on gaplessly.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use camledger_eventstore::sign::{AllowedSigner, AllowedSigners, SigningKey};
 use camledger_eventstore::{append, verdict, Ledger, LedgerConfig, Verdict, NOTES_REF, VERDICTS_REF};
-use common::{image, new_event};
+use common::{image, new_event, temporary_packs};
 
 fn run_git(git_dir: &Path, args: &[&str]) -> Output {
     Command::new("git").arg("--git-dir").arg(git_dir).args(args).output().expect("git runs")
@@ -196,11 +196,7 @@ async fn a_failing_fsync_in_the_verdict_path_fails_it_and_poisons_the_event_writ
         let event = writer.append(new_event("cam-1", image(9, 10))).await;
         assert!(matches!(event, Err(append::Error::Unavailable)), "the event writer is poisoned too: {event:?}");
         writer.shutdown().await;
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("ledger.git/objects/pack"))
-            .expect("pack dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .filter(|name| name.starts_with("tmp_"))
-            .collect();
+        let leftovers = temporary_packs(dir.path());
         assert!(leftovers.is_empty(), "a failed publication leaves no temporary files: {leftovers:?}");
 
         // A restart finds a consistent ledger: the second verdict is there or not, and the

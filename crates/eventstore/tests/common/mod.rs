@@ -29,3 +29,12 @@ pub(crate) fn new_event(camera: &str, bytes: Vec<u8>) -> NewEvent {
         idempotency_key: None,
     }
 }
+
+/// Temporary pack files (`tmp_*`) left in a data dir's pack directory.
+pub(crate) fn temporary_packs(data_dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(data_dir.join("ledger.git/objects/pack"))
+        .expect("pack dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("tmp_"))
+        .collect()
+}
