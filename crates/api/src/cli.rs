@@ -350,10 +350,11 @@ async fn log(data: DataDirArg, from: u64, limit: Option<usize>, format: OutputFo
     tokio::task::spawn_blocking(move || {
         let ledger = open_ledger(&data)?;
         let mut out = std::io::stdout().lock();
+        let verdicts = ledger.verdicts()?;
         for event in ledger.events_from(from.max(1)).take(limit.unwrap_or(usize::MAX)) {
             let event = event?;
             let r = &event.record;
-            let verdict = ledger.verdict(r.seq)?;
+            let verdict = verdicts.verdict(r.seq)?;
             match format {
                 OutputFormat::Json => {
                     let verdict = verdict.map_or(serde_json::Value::Null, |v| crate::routes::events::verdict_json(&v));

@@ -92,7 +92,7 @@ mod writer;
 
 pub use format::{EventRecord, Exif, FormatError, Trailers, EVENTS_REF, FORMAT_VERSION};
 pub use read::{EventHead, StoredEvent};
-pub use verdict::{StoredVerdict, Verdict, VerdictHead, NOTES_REF, VERDICTS_REF};
+pub use verdict::{StoredVerdict, Verdict, VerdictHead, VerdictReader, NOTES_REF, VERDICTS_REF};
 pub use verify::{CameraRegistry, VerifyFailure, VerifyOptions, VerifyReport};
 pub use writer::{append, Appended, EventWriter, NewEvent, Unavailable};
 

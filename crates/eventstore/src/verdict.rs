@@ -358,24 +358,49 @@ impl Ledger {
     /// The verdict on event `seq`, if judged: found through the note on the event commit,
     /// or by walking back from the verdict head when notes lag behind.
     pub fn verdict(&self, seq: u64) -> Result<Option<StoredVerdict>, read::Error> {
+        self.verdicts()?.verdict(seq)
+    }
+
+    /// A reader of many events' verdicts against one verdict head, read once (listings ask
+    /// for a page of events: one head read, not one per event).
+    pub fn verdicts(&self) -> Result<VerdictReader, read::Error> {
         let repo = self.repo();
-        let event = self.id_for_seq(&repo, seq)?;
-        let Some(head) = ref_target(&repo, VERDICTS_REF)? else { return Ok(None) };
+        let head = match ref_target(&repo, VERDICTS_REF)? {
+            Some(id) => Some((id, load_verdict(&repo, id)?.0.event_seq)),
+            None => None,
+        };
+        Ok(VerdictReader { ledger: self.clone(), repo, head })
+    }
+}
+
+/// See [`Ledger::verdicts`].
+pub struct VerdictReader {
+    ledger: Ledger,
+    repo: gix::Repository,
+    /// The verdict head and the event seq it judges.
+    head: Option<(ObjectId, u64)>,
+}
+
+impl VerdictReader {
+    /// The verdict on event `seq`, as [`Ledger::verdict`] finds it.
+    pub fn verdict(&self, seq: u64) -> Result<Option<StoredVerdict>, read::Error> {
+        let repo = &self.repo;
         // Only events up to the checkpoint are judged: a note written in a transaction whose
         // verdicts ref update was lost in a crash must not count.
-        let (head_verdict, _) = load_verdict(&repo, head)?;
-        if seq > head_verdict.event_seq {
+        let Some((head, head_seq)) = self.head else { return Ok(None) };
+        if seq > head_seq {
             return Ok(None);
         }
-        if let Some(found) = verdict_from_note(&repo, event)? {
-            let (verdict, _) = load_verdict(&repo, found)?;
+        let event = self.ledger.id_for_seq(repo, seq)?;
+        if let Some(found) = verdict_from_note(repo, event)? {
+            let (verdict, _) = load_verdict(repo, found)?;
             if verdict.event_seq == seq {
                 return Ok(Some(StoredVerdict { verdict, id: found.to_string() }));
             }
         }
         let mut id = head;
         loop {
-            let (verdict, parent) = load_verdict(&repo, id)?;
+            let (verdict, parent) = load_verdict(repo, id)?;
             if verdict.event_seq == seq {
                 return Ok(Some(StoredVerdict { verdict, id: id.to_string() }));
             }
@@ -385,7 +410,9 @@ impl Ledger {
             }
         }
     }
+}
 
+impl Ledger {
     /// Appends verdicts for consecutive events, starting right after the current checkpoint,
     /// and the matching notes, moving both refs in one transaction with compare-and-swap.
     /// Durable (pack and refs fsynced) when it returns.

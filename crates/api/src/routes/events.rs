@@ -304,11 +304,12 @@ async fn list(
     let scope = caller.camera_scope().map(str::to_owned);
     let (mut events, next_after) = blocking(&state.ledger, move |ledger| {
         let mut events = Vec::new();
+        let verdicts = ledger.verdicts()?;
         for (scanned, event) in ledger.events_from(first).enumerate() {
             let event = event?;
             if scope.as_deref().is_none_or(|camera| camera == event.record.camera) {
                 let mut body = event_json(&event);
-                body["verdict"] = ledger.verdict(event.record.seq)?.map_or(Value::Null, |v| verdict_json(&v));
+                body["verdict"] = verdicts.verdict(event.record.seq)?.map_or(Value::Null, |v| verdict_json(&v));
                 events.push(body);
             }
             if events.len() == limit || scanned + 1 == MAX_SCAN {
