@@ -128,7 +128,14 @@ async fn search_filters_agree_with_git_and_reindex_gives_identical_answers() {
 
     // The CLI answers the same from the same tables.
     let cli: Value = serde_json::from_str(&camledger(&[
-        "events", "search", "--data-dir", app.dir(), "--spam", "true", "--format", "json",
+        "events",
+        "search",
+        "--data-dir",
+        app.dir(),
+        "--spam",
+        "true",
+        "--format",
+        "json",
     ]))
     .unwrap();
     assert_eq!(seqs(cli["events"].as_array().unwrap()), spam);
@@ -186,9 +193,12 @@ async fn stats_count_formats_models_days_spam_and_cameras() {
     let since = truth[2]["event"]["received_at"].as_str().unwrap();
     let ranged = stats(&app, &[("since", since)]).await;
     assert_eq!(ranged["uploads_per_day"][29]["uploads"], 3, "{ranged}");
-    assert_eq!(ranged["top_camera_models"], serde_json::json!([
-        {"model": "Canon EOS 5D", "uploads": 1}, {"model": "NIKON D750", "uploads": 1}
-    ]));
+    assert_eq!(
+        ranged["top_camera_models"],
+        serde_json::json!([
+            {"model": "Canon EOS 5D", "uploads": 1}, {"model": "NIKON D750", "uploads": 1}
+        ])
+    );
     let cli: Value = serde_json::from_str(&camledger(&["stats", "--data-dir", app.dir(), "--since", since])).unwrap();
     assert_eq!(cli, ranged, "camledger stats answers as GET /v1/stats does");
 

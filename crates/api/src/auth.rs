@@ -38,7 +38,9 @@ impl Caller {
     pub(crate) fn require_reader(&self, what: &str) -> Result<(), ApiError> {
         match self.0.role {
             Role::Auditor | Role::Admin => Ok(()),
-            Role::Camera => Err(ApiError::forbidden(format!("a camera token cannot read {what}; use an auditor or admin token"))),
+            Role::Camera => {
+                Err(ApiError::forbidden(format!("a camera token cannot read {what}; use an auditor or admin token")))
+            }
         }
     }
 

@@ -35,7 +35,8 @@ pub struct ReadModelBenchArgs {
 const CAMERAS: u64 = 100;
 const MODELS: u64 = 25;
 const DAYS: u64 = 90;
-const FORMATS: [(&str, &str); 3] = [("image/jpeg", "image.jpg"), ("image/png", "image.png"), ("image/webp", "image.webp")];
+const FORMATS: [(&str, &str); 3] =
+    [("image/jpeg", "image.jpg"), ("image/png", "image.png"), ("image/webp", "image.webp")];
 const REASONS: [&str; 4] = ["duplicate", "near_duplicate", "blank", "classifier"];
 
 /// A small deterministic generator (xorshift64*), so runs compare.
@@ -156,7 +157,8 @@ pub(super) async fn run(args: ReadModelBenchArgs) -> anyhow::Result<()> {
     let mut seq = 0;
     while seq < args.events {
         let n = (args.events - seq).min(crate::readmodel::project::BATCH as u64);
-        let (events, verdicts): (Vec<_>, Vec<_>) = (seq + 1..=seq + n).map(|s| synthetic(s, args.events, &mut rng)).unzip();
+        let (events, verdicts): (Vec<_>, Vec<_>) =
+            (seq + 1..=seq + n).map(|s| synthetic(s, args.events, &mut rng)).unzip();
         apply_rows(&model, events, verdicts).await.context("filling the read model")?;
         seq += n;
         bar.update(seq, args.events);
@@ -174,27 +176,40 @@ pub(super) async fn run(args: ReadModelBenchArgs) -> anyhow::Result<()> {
     let searches: Vec<(&str, Make)> = vec![
         ("search: no filter, random after", Box::new(move |r| vec![("after", r.below(total).to_string())])),
         ("search: camera", Box::new(|r| vec![("camera", format!("cam-{:03}", r.below(CAMERAS)))])),
-        ("search: spam=true, random after", Box::new(move |r| vec![("spam", "true".into()), ("after", r.below(total).to_string())])),
+        (
+            "search: spam=true, random after",
+            Box::new(move |r| vec![("spam", "true".into()), ("after", r.below(total).to_string())]),
+        ),
         ("search: reason", Box::new(|r| vec![("reason", REASONS[r.below(4) as usize].into())])),
         ("search: media_type=image/webp", Box::new(|_| vec![("media_type", "image/webp".into())])),
-        ("search: camera_model", Box::new(|r| {
-            let m = r.below(MODELS);
-            vec![("camera_model", format!("Make{} Model {m}", m % 5))]
-        })),
-        ("search: one day (since+until)", Box::new(move |r| {
-            let (since, until) = window(r);
-            vec![("since", since), ("until", until)]
-        })),
-        ("search: camera + spam=true", Box::new(|r| {
-            vec![("camera", format!("cam-{:03}", r.below(CAMERAS))), ("spam", "true".into())]
-        })),
-        ("search: camera + media_type + reason", Box::new(|r| {
-            vec![
-                ("camera", format!("cam-{:03}", r.below(CAMERAS))),
-                ("media_type", "image/png".into()),
-                ("reason", REASONS[r.below(4) as usize].into()),
-            ]
-        })),
+        (
+            "search: camera_model",
+            Box::new(|r| {
+                let m = r.below(MODELS);
+                vec![("camera_model", format!("Make{} Model {m}", m % 5))]
+            }),
+        ),
+        (
+            "search: one day (since+until)",
+            Box::new(move |r| {
+                let (since, until) = window(r);
+                vec![("since", since), ("until", until)]
+            }),
+        ),
+        (
+            "search: camera + spam=true",
+            Box::new(|r| vec![("camera", format!("cam-{:03}", r.below(CAMERAS))), ("spam", "true".into())]),
+        ),
+        (
+            "search: camera + media_type + reason",
+            Box::new(|r| {
+                vec![
+                    ("camera", format!("cam-{:03}", r.below(CAMERAS))),
+                    ("media_type", "image/png".into()),
+                    ("reason", REASONS[r.below(4) as usize].into()),
+                ]
+            }),
+        ),
     ];
     println!();
     println!("{:<44} {:>10} {:>10} {:>8}", "query (limit 100)", "p50 ms", "p99 ms", "rows");
@@ -227,13 +242,24 @@ pub(super) async fn run(args: ReadModelBenchArgs) -> anyhow::Result<()> {
             rows / args.queries.max(1)
         );
     }
-    let stats_kinds: Vec<(&str, Box<dyn Fn(&mut Rng) -> StatsQuery>)> = vec![
+    type MakeStats = Box<dyn Fn(&mut Rng) -> StatsQuery>;
+    let stats_kinds: Vec<(&str, MakeStats)> = vec![
         ("stats: everything", Box::new(|_| StatsQuery::default())),
-        ("stats: one camera", Box::new(|r| StatsQuery { camera: Some(format!("cam-{:03}", r.below(CAMERAS))), ..StatsQuery::default() })),
-        ("stats: one day (since+until)", Box::new(move |r| {
-            let (since, until) = window(r);
-            StatsQuery { since: Some(format!("{since:.10}T00:00:00.000000Z")), until: Some(format!("{until:.10}T23:59:59.000000Z")), camera: None }
-        })),
+        (
+            "stats: one camera",
+            Box::new(|r| StatsQuery { camera: Some(format!("cam-{:03}", r.below(CAMERAS))), ..StatsQuery::default() }),
+        ),
+        (
+            "stats: one day (since+until)",
+            Box::new(move |r| {
+                let (since, until) = window(r);
+                StatsQuery {
+                    since: Some(format!("{since:.10}T00:00:00.000000Z")),
+                    until: Some(format!("{until:.10}T23:59:59.000000Z")),
+                    camera: None,
+                }
+            }),
+        ),
     ];
     let today = day_of(DAYS - 1);
     for (name, make) in &stats_kinds {

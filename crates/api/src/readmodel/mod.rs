@@ -77,10 +77,12 @@ fn connect_cause(e: &camledger_backup::connect::Error) -> String {
         E::UnsupportedUrl { scheme } => format!("unsupported URL scheme {scheme:?}: use mysql://… or sqlite://…"),
         E::Unreachable(source) => crate::error_chain::std_error_message(source),
         E::TimedOut { after } => format!("no answer within {after:?}"),
-        E::NewerSchema { found, known } => format!(
-            "it has schema migration {found}, newer than this binary knows (up to {known}); upgrade camledger"
-        ),
-        E::Migrate(source) => format!("applying the migrations failed: {}", crate::error_chain::std_error_message(source)),
+        E::NewerSchema { found, known } => {
+            format!("it has schema migration {found}, newer than this binary knows (up to {known}); upgrade camledger")
+        }
+        E::Migrate(source) => {
+            format!("applying the migrations failed: {}", crate::error_chain::std_error_message(source))
+        }
     }
 }
 

@@ -198,7 +198,8 @@ impl ReadModel {
                     e.camera_model.clone().into(),
                     e.event_json.as_str().into(),
                 ]);
-                let key = (e.day.clone(), e.camera.clone(), e.media_type.clone(), e.camera_model.clone().unwrap_or_default());
+                let key =
+                    (e.day.clone(), e.camera.clone(), e.media_type.clone(), e.camera_model.clone().unwrap_or_default());
                 let entry = counts.entry(key).or_insert((0, 0, String::new()));
                 entry.0 += 1;
                 if e.received_at > entry.2 {
@@ -400,10 +401,7 @@ impl ReadModel {
     pub async fn check_against_git(&self, ledger: &Ledger) -> Result<(), Error> {
         if !self.matches_git(ledger).await? {
             let projected = self.pool.state().await?;
-            tracing::warn!(
-                ?projected,
-                "the read model does not match the ledger's history; rebuilding it from git"
-            );
+            tracing::warn!(?projected, "the read model does not match the ledger's history; rebuilding it from git");
             self.reset().await?;
         }
         Ok(())
@@ -486,13 +484,17 @@ mod tests {
     async fn a_batch_is_applied_once_even_when_two_projectors_race_for_it() {
         let dir = tempfile::tempdir().unwrap();
         let model = ReadModel::open(&super::super::default_url(dir.path())).await.unwrap();
-        let batch = Batch { from: Projected::default(), events: vec![row(1, "a"), row(2, "b"), row(3, "a")], verdicts: vec![] };
+        let batch =
+            Batch { from: Projected::default(), events: vec![row(1, "a"), row(2, "b"), row(3, "a")], verdicts: vec![] };
         assert!(model.apply(&batch).await.unwrap());
         assert!(!model.apply(&batch).await.unwrap(), "the second apply of the same batch must be refused");
         let at = model.pool.state().await.unwrap();
         assert_eq!(at, Projected { events_seq: 3, verdicts_seq: 0 });
         let stats = model.stats(&super::super::StatsQuery::default(), "2026-12-03").await.unwrap();
-        assert_eq!(stats.cameras.iter().map(|c| (c.camera.as_str(), c.uploads)).collect::<Vec<_>>(), [("a", 2), ("b", 1)]);
+        assert_eq!(
+            stats.cameras.iter().map(|c| (c.camera.as_str(), c.uploads)).collect::<Vec<_>>(),
+            [("a", 2), ("b", 1)]
+        );
         assert_eq!(stats.verdict_lag, 3);
 
         // A reopened model reads the committed state, and a reset empties everything.

@@ -75,9 +75,9 @@ impl Filters {
         for (name, value) in params {
             match name {
                 "after" => {
-                    f.after = value.parse().map_err(|_| {
-                        invalid("invalid_after", "after must be a sequence number (0 for the start)")
-                    })?
+                    f.after = value
+                        .parse()
+                        .map_err(|_| invalid("invalid_after", "after must be a sequence number (0 for the start)"))?
                 }
                 "limit" => {
                     f.limit = match value.parse::<usize>() {
@@ -264,7 +264,9 @@ impl ReadModel {
         let (mut sql, mut args, order) = match &f.reason {
             // Driven by the (reason, seq) index: a rare reason reads only its own rows.
             Some(reason) => (
-                format!("{columns} FROM rm_reasons r JOIN rm_events e ON e.seq = r.seq WHERE r.reason = ? AND r.seq > ?"),
+                format!(
+                    "{columns} FROM rm_reasons r JOIN rm_events e ON e.seq = r.seq WHERE r.reason = ? AND r.seq > ?"
+                ),
                 vec![Arg::from(reason.as_str()), Arg::from(i64_of(f.after))],
                 "r.seq",
             ),
@@ -338,8 +340,7 @@ impl ReadModel {
                  MAX(s.last_seen) AS last_seen FROM ({source}) s {filter} GROUP BY {key} ORDER BY {order}"
             )
         };
-        let formats: Vec<Group> =
-            self.pool.fetch_all(&grouped("s.media_type", "", "uploads DESC, k"), &args).await?;
+        let formats: Vec<Group> = self.pool.fetch_all(&grouped("s.media_type", "", "uploads DESC, k"), &args).await?;
         let models: Vec<Group> = self
             .pool
             .fetch_all(

@@ -166,7 +166,11 @@ impl Tx {
         })
     }
 
-    pub(crate) async fn fetch_optional<T: FromRow>(&mut self, sql: &str, args: &[Arg]) -> Result<Option<T>, sqlx::Error> {
+    pub(crate) async fn fetch_optional<T: FromRow>(
+        &mut self,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Option<T>, sqlx::Error> {
         match self {
             Tx::MySql(tx) => bound!(sql, args).fetch_optional(&mut **tx).await?.as_ref().map(T::from_mysql).transpose(),
             Tx::Sqlite(tx) => {

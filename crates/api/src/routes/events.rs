@@ -29,7 +29,6 @@ use crate::error::ApiError;
 use crate::readmodel::{ExportRow, Filters, Projected};
 use crate::state::AppState;
 
-
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/events", get(list))

@@ -47,7 +47,10 @@ pub(crate) fn export_range<'a>(
             }
             ("to", Err(_)) => return Err(ApiError::bad_request("invalid_to", "to must be a sequence number")),
             (other, _) => {
-                return Err(ApiError::bad_request("invalid_filter", format!("unknown parameter {other:?}; use after, to")))
+                return Err(ApiError::bad_request(
+                    "invalid_filter",
+                    format!("unknown parameter {other:?}; use after, to"),
+                ))
             }
         }
     }
