@@ -110,6 +110,10 @@ fn read_only_commands_refuse_an_empty_data_dir_and_leave_it_empty() {
         vec!["log", "--data-dir", d],
         vec!["verify", "--data-dir", d],
         vec!["snapshot", "--data-dir", d],
+        vec!["reindex", "--data-dir", d],
+        vec!["stats", "--data-dir", d],
+        vec!["events", "search", "--data-dir", d],
+        vec!["export", "--data-dir", d],
     ] {
         let out = run_in(dir.path(), &args);
         assert!(!out.status.success(), "{args:?} succeeded");

@@ -62,6 +62,45 @@ pub fn png(n: u64) -> Vec<u8> {
     image_bytes(n, ImageFormat::Png)
 }
 
+/// A uniformly dark JPEG: judged spam with reason `blank`.
+pub fn flat_black_jpeg() -> Vec<u8> {
+    let img = RgbImage::from_pixel(96, 64, Rgb([2, 2, 2]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, ImageFormat::Jpeg).expect("encoding a test image");
+    out.into_inner()
+}
+
+/// `file` (a JPEG) with a marker segment inserted right after SOI.
+pub fn with_segment(mut file: Vec<u8>, marker: u8, payload: &[u8]) -> Vec<u8> {
+    let mut segment = vec![0xFF, marker];
+    segment.extend_from_slice(&u16::try_from(payload.len() + 2).expect("a segment fits 64 KiB").to_be_bytes());
+    segment.extend_from_slice(payload);
+    file.splice(2..2, segment);
+    file
+}
+
+/// [`jpeg`]`(n)` with an EXIF block (APP1) naming the camera's Make and Model.
+pub fn jpeg_from_camera(n: u64, make: &str, model: &str) -> Vec<u8> {
+    // Little-endian TIFF: header, IFD0 with Make (0x010F) and Model (0x0110) as ASCII, the strings.
+    let (make, model) = (format!("{make}\0"), format!("{model}\0"));
+    let data_at = 8 + 2 + 2 * 12 + 4;
+    let mut tiff = b"II*\0".to_vec();
+    tiff.extend(8u32.to_le_bytes());
+    tiff.extend(2u16.to_le_bytes());
+    for (tag, text, at) in [(0x010Fu16, &make, data_at), (0x0110, &model, data_at + make.len())] {
+        tiff.extend(tag.to_le_bytes());
+        tiff.extend(2u16.to_le_bytes());
+        tiff.extend((text.len() as u32).to_le_bytes());
+        tiff.extend((at as u32).to_le_bytes());
+    }
+    tiff.extend(0u32.to_le_bytes());
+    tiff.extend(make.as_bytes());
+    tiff.extend(model.as_bytes());
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend(tiff);
+    with_segment(jpeg(n), 0xE1, &app1)
+}
+
 pub struct TestApp {
     pub data_dir: tempfile::TempDir,
     /// A data dir the test made elsewhere (used instead of `data_dir`).

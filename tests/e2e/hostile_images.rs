@@ -36,14 +36,6 @@ fn exif_loop_bomb(pointers: u16, children: u16) -> Vec<u8> {
 }
 
 /// `file` (a JPEG) with a `marker` segment holding `payload` right after SOI.
-fn with_segment(mut file: Vec<u8>, marker: u8, payload: &[u8]) -> Vec<u8> {
-    let mut segment = vec![0xFF, marker];
-    segment.extend_from_slice(&u16::try_from(payload.len() + 2).expect("a segment fits 64 KiB").to_be_bytes());
-    segment.extend_from_slice(payload);
-    file.splice(2..2, segment);
-    file
-}
-
 fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
     for &b in bytes {

@@ -21,6 +21,7 @@ mod hostile_images;
 mod ingest;
 mod reading;
 mod readme;
+mod readmodel;
 mod signing_keys;
 mod tamper;
 mod tokens;

@@ -4,17 +4,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use image::{ImageFormat, Rgb, RgbImage};
 use serde_json::Value;
 
 use crate::helpers::*;
-
-fn flat_black_jpeg() -> Vec<u8> {
-    let img = RgbImage::from_pixel(96, 64, Rgb([2, 2, 2]));
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, ImageFormat::Jpeg).unwrap();
-    out.into_inner()
-}
 
 #[tokio::test]
 async fn the_worker_judges_every_upload_and_stock_git_shows_the_verdicts() {

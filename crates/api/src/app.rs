@@ -53,6 +53,7 @@ pub struct Application {
     schedule: Option<SnapshotSchedule>,
     judging: Option<crate::processing::Judging>,
     checkpoint_interval: Duration,
+    projector_off: bool,
 }
 
 impl Application {
@@ -124,6 +125,8 @@ impl Application {
             }
             None => None,
         };
+        let read_model =
+            crate::readmodel::ReadModel::open_for(data_dir, config.read_model.read_model_url.as_deref()).await?;
         let git = crate::state::GitService::new(&config, ledger.git_dir());
         let state = Arc::new(AppState {
             ledger,
@@ -139,6 +142,7 @@ impl Application {
             writer_health: WriterHealth::default(),
             anchors,
             git,
+            read_model,
         });
         let tcp =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -154,6 +158,7 @@ impl Application {
             schedule,
             judging,
             checkpoint_interval: config.checkpoint_interval,
+            projector_off: config.projector_off,
         })
     }
 
@@ -199,6 +204,14 @@ impl Application {
                 }
             })
         });
+        // Off the write path: reads git on the blocking pool, writes only the read model.
+        let projector = (!self.projector_off).then(|| {
+            tokio::spawn(crate::readmodel::project::run(
+                Arc::clone(&self.state.read_model),
+                self.state.ledger.clone(),
+                stop_background.clone(),
+            ))
+        });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let stop_serving = CancellationToken::new();
         {
@@ -236,6 +249,12 @@ impl Application {
             }
         }
         let _ = checkpoints.await;
+        if let Some(task) = projector {
+            if tokio::time::timeout(grace, task).await.is_err() {
+                tracing::warn!("the read model projector did not stop within the grace period");
+            }
+        }
+        self.state.read_model.close().await;
         self.state.writer.clone().shutdown().await;
         // The last checkpoint covers the writer's last batch and the worker's last verdicts.
         self.state.anchors.checkpoint_logged(false, "shutdown").await;
@@ -305,6 +324,8 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .merge(routes::git::router())
         .merge(routes::keys::router())
         .merge(routes::checkpoint::router())
+        .merge(routes::stats::router())
+        .merge(routes::export::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         // Bodies are limited by the upload handler itself (with a JSON 413); this only
         // lifts axum's 2 MiB default for the multipart extractor.

@@ -34,6 +34,16 @@ impl Caller {
         }
     }
 
+    /// Auditors and admins pass; a camera token is refused (403) for `what`.
+    pub(crate) fn require_reader(&self, what: &str) -> Result<(), ApiError> {
+        match self.0.role {
+            Role::Auditor | Role::Admin => Ok(()),
+            Role::Camera => {
+                Err(ApiError::forbidden(format!("a camera token cannot read {what}; use an auditor or admin token")))
+            }
+        }
+    }
+
     /// `Some(camera)` when reads must be restricted to that camera's events.
     pub(crate) fn camera_scope(&self) -> Option<&str> {
         (self.0.role == Role::Camera).then_some(self.0.name.as_str())

@@ -20,6 +20,7 @@
 //! `camledger bench soak`: minutes of steady load at a fraction of the peak against the
 //! server as its own process; errors, latency and the server's RSS over time (see [`soak`]).
 
+mod readmodel;
 mod soak;
 
 use std::io::Write;
@@ -43,6 +44,8 @@ pub enum BenchCommand {
     Judge(JudgeBenchArgs),
     /// Minutes at 80% of the peak rate against a server process: errors, p99 and RSS over time.
     Soak(soak::SoakArgs),
+    /// Search and stats latency (p50/p99) on a read model filled with synthetic events.
+    Readmodel(readmodel::ReadModelBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +83,9 @@ pub struct IngestArgs {
     /// Where to put the benchmark's data dirs (default: a temporary directory).
     #[arg(long)]
     pub work_dir: Option<std::path::PathBuf>,
+    /// Serve without the read model projector (to compare the ingest rate with and without it).
+    #[arg(long)]
+    pub no_projector: bool,
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -87,6 +93,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest(args).await,
         BenchCommand::Judge(args) => tokio::task::spawn_blocking(move || judge(&args)).await?,
         BenchCommand::Soak(args) => soak::soak(args).await,
+        BenchCommand::Readmodel(args) => readmodel::run(args).await,
     }
 }
 
@@ -198,7 +205,7 @@ async fn add_cameras(data_dir: &Path, cameras: usize) -> anyhow::Result<Vec<Stri
     Ok(tokens)
 }
 
-async fn start_server(data_dir: &Path, tokens: Vec<String>) -> anyhow::Result<Server> {
+async fn start_server(data_dir: &Path, tokens: Vec<String>, projector_off: bool) -> anyhow::Result<Server> {
     // Signed and anchored like production: key and anchor store beside the data dir, not in
     // it (so no warnings in the output).
     let key = data_dir.with_extension("ledger_ed25519");
@@ -208,6 +215,7 @@ async fn start_server(data_dir: &Path, tokens: Vec<String>) -> anyhow::Result<Se
     let mut config = ServeConfig::for_data_dir(data_dir);
     config.signing_key.signing_key = Some(key);
     config.anchor.anchor_url = Some(format!("sqlite://{}", data_dir.with_extension("anchors.sqlite").display()));
+    config.projector_off = projector_off;
     let app = Application::build(config).await?;
     let addr = app.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -240,7 +248,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let data_dir = temp.path().join("data");
     let max_clients = args.concurrency.iter().copied().max().unwrap_or(64);
     let tokens = add_cameras(&data_dir, max_clients.clamp(1, 256)).await?;
-    let server = start_server(&data_dir, tokens.clone()).await?;
+    let server = start_server(&data_dir, tokens.clone(), args.no_projector).await?;
     let url = format!("http://{}/v1/images", server.addr);
     let mut next_image = 0u64;
     let mut peak = 0f64;
@@ -260,7 +268,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let (fi_rate, fi_elapsed, fi_events) = fast_import_reference(&ledger, temp.path(), args.events)?;
 
     // Open-loop latency at half the peak rate, on the same (now larger) ledger.
-    let server = start_server(&data_dir, tokens).await?;
+    let server = start_server(&data_dir, tokens, args.no_projector).await?;
     let url = format!("http://{}/v1/images", server.addr);
     let target = peak / 2.0;
     let latencies =

@@ -7,10 +7,11 @@ use clap::{Parser, Subcommand};
 
 use crate::app::Application;
 pub use crate::config::OutputFormat;
-use crate::config::{DataDirArg, ServeConfig};
+use crate::config::{DataDirArg, ReadModelArg, SearchArgs, ServeConfig};
 use crate::datadir::{open_ledger, prepare_ledger_dir, require_ledger_dir};
 pub use crate::error_chain::error_message;
 use crate::push::PushArgs;
+use crate::readmodel::{Filters, ReadModel, StatsQuery};
 use crate::registry::{Registry, Role};
 use crate::shutdown::shutdown_signal;
 use crate::telemetry::LogFormat;
@@ -146,10 +147,69 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::keys::KeysCommand,
     },
+    /// Rebuild the read model (what search, stats and export read) from git, with progress.
+    Reindex {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[command(flatten)]
+        read_model: ReadModelArg,
+    },
+    /// Search events in the read model (the filters of GET /v1/events), caught up from git first.
+    Events {
+        #[command(subcommand)]
+        action: EventsCommand,
+    },
+    /// Upload and spam statistics as JSON (GET /v1/stats), caught up from git first.
+    Stats {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[command(flatten)]
+        read_model: ReadModelArg,
+        /// Only this camera.
+        #[arg(long, env = "CAMLEDGER_CAMERA")]
+        camera: Option<String>,
+        /// Received at or after this time (RFC 3339).
+        #[arg(long, env = "CAMLEDGER_SINCE")]
+        since: Option<String>,
+        /// Received at or before this time (RFC 3339); uploads_per_day ends on its day.
+        #[arg(long, env = "CAMLEDGER_UNTIL")]
+        until: Option<String>,
+    },
+    /// Every event as one JSON line (commit id, event.json, verdict or null, image path).
+    Export {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[command(flatten)]
+        read_model: ReadModelArg,
+        /// Events after this seq.
+        #[arg(long, env = "CAMLEDGER_AFTER", default_value_t = 0)]
+        after: u64,
+        /// Last event to export (default: the head).
+        #[arg(long, env = "CAMLEDGER_TO")]
+        to: Option<u64>,
+        /// Write the lines here instead of stdout.
+        #[arg(long, env = "CAMLEDGER_OUT")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Benchmarks that print ratios against a reference run on the same machine.
     Bench {
         #[command(subcommand)]
         which: crate::bench::BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// One page of events matching every filter, oldest first (`next_after` continues).
+    Search {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[command(flatten)]
+        read_model: ReadModelArg,
+        #[command(flatten)]
+        filters: SearchArgs,
+        #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
     },
 }
 
@@ -248,8 +308,132 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Checkpoints { action } => crate::anchors::checkpoints_command(action).await,
         Command::Snapshots { action } => crate::snapshots::snapshots(action).await,
         Command::Restore { db, key, to, snapshot } => crate::snapshots::restore(db, key, to, snapshot).await,
+        Command::Reindex { data, read_model } => reindex(data, read_model).await,
+        Command::Events { action: EventsCommand::Search { data, read_model, filters, format } } => {
+            search(data, read_model, filters, format).await
+        }
+        Command::Stats { data, read_model, camera, since, until } => {
+            let params: Vec<(&str, String)> = [("camera", camera), ("since", since), ("until", until)]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect();
+            let query = StatsQuery::from_params(params.iter().map(|(k, v)| (*k, v.as_str())))?;
+            let (_, model) = caught_up_read_model(&data, &read_model).await?;
+            let stats = model.stats(&query, &crate::routes::stats::today()).await?;
+            model.close().await;
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+            Ok(())
+        }
+        Command::Export { data, read_model, after, to, out } => export(data, read_model, after, to, out).await,
         Command::Bench { which } => crate::bench::run(which).await,
     }
+}
+
+/// The read model of a data dir, checked against git and caught up with it (a progress bar
+/// on a terminal while it projects).
+async fn caught_up_read_model(
+    data: &DataDirArg,
+    read_model: &ReadModelArg,
+) -> anyhow::Result<(camledger_eventstore::Ledger, std::sync::Arc<ReadModel>)> {
+    let ledger = open_ledger(data)?;
+    let model = ReadModel::open_for(&data.data_dir, read_model.read_model_url.as_deref()).await?;
+    model.check_against_git(&ledger).await?;
+    let bar = crate::progress::Bar::new("projecting events");
+    model.catch_up(&ledger, |done, total| bar.update(done, total)).await.context("catching the read model up")?;
+    bar.finish();
+    Ok((ledger, model))
+}
+
+async fn reindex(data: DataDirArg, read_model: ReadModelArg) -> anyhow::Result<()> {
+    let ledger = open_ledger(&data)?;
+    let model = ReadModel::open_for(&data.data_dir, read_model.read_model_url.as_deref()).await?;
+    let started = std::time::Instant::now();
+    model.reset().await.context("emptying the read model")?;
+    let bar = crate::progress::Bar::new("reindexing");
+    let at = model.catch_up(&ledger, |done, total| bar.update(done, total)).await.context("reindexing")?;
+    bar.finish();
+    model.close().await;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "reindexed {} events and {} verdicts in {seconds:.1} s ({:.0} events/s)",
+        at.events_seq,
+        at.verdicts_seq,
+        at.events_seq as f64 / seconds.max(1e-6)
+    );
+    Ok(())
+}
+
+async fn search(
+    data: DataDirArg,
+    read_model: ReadModelArg,
+    filters: SearchArgs,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let params = filters.params();
+    let filters = Filters::from_params(params.iter().map(|(k, v)| (*k, v.as_str())))?;
+    let (_, model) = caught_up_read_model(&data, &read_model).await?;
+    let page = model.search(&filters).await?;
+    model.close().await;
+    let events = page.rows.iter().map(crate::routes::events::entry_json).collect::<Result<Vec<_>, _>>()?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        OutputFormat::Json => {
+            writeln!(out, "{}", serde_json::json!({ "events": events, "next_after": page.next_after }))?;
+        }
+        OutputFormat::Text => {
+            for entry in &events {
+                let (e, v) = (&entry["event"], &entry["verdict"]);
+                let verdict = match v["spam"].as_bool() {
+                    None => "pending".to_owned(),
+                    Some(true) => {
+                        let reasons: Vec<&str> =
+                            v["reasons"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
+                        format!("spam:{}", reasons.join(","))
+                    }
+                    Some(false) => "ok".to_owned(),
+                };
+                let id = entry["id"].as_str().unwrap_or_default();
+                writeln!(
+                    out,
+                    "{:>8} {} {} {} {} verdict={verdict}",
+                    e["seq"],
+                    &id[..12.min(id.len())],
+                    e["received_at"].as_str().unwrap_or_default(),
+                    e["camera"].as_str().unwrap_or_default(),
+                    e["media_type"].as_str().unwrap_or_default(),
+                )?;
+            }
+            if let Some(next) = page.next_after {
+                writeln!(out, "next page: --after {next}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn export(
+    data: DataDirArg,
+    read_model: ReadModelArg,
+    after: u64,
+    to: Option<u64>,
+    out: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    let (_, model) = caught_up_read_model(&data, &read_model).await?;
+    let through = to.unwrap_or(u64::MAX).min(model.projected().events_seq);
+    let mut sink: Box<dyn Write + Send> = match &out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let mut pages = std::pin::pin!(crate::routes::export::export_stream(std::sync::Arc::clone(&model), after, through));
+    while let Some(chunk) = pages.next().await {
+        sink.write_all(&chunk.context("reading the read model")?).context("writing the export")?;
+    }
+    sink.flush().context("writing the export")?;
+    model.close().await;
+    Ok(())
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {

@@ -94,6 +94,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub anchor: AnchorArg,
 
+    #[command(flatten)]
+    pub read_model: ReadModelArg,
+
     /// Write a signed checkpoint into the anchor store this often when a head moved (also
     /// with every scheduled snapshot and at shutdown), e.g. 60s, 5m.
     #[arg(long, env = "CAMLEDGER_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = parse_duration)]
@@ -119,6 +122,10 @@ pub struct ServeConfig {
     /// Seconds one clone or fetch may take in all before its `git upload-pack` is killed.
     #[arg(long, env = "CAMLEDGER_GIT_TIMEOUT_SECS", default_value_t = 3600)]
     pub git_timeout_secs: u64,
+
+    /// Benchmarks only (`bench ingest --no-projector`): serve without the read model projector.
+    #[arg(skip)]
+    pub projector_off: bool,
 
     /// Fault injection for durability tests: every fsync after the N-th fails.
     #[arg(long, env = "CAMLEDGER_FAIL_FSYNC_AFTER", hide = true)]
@@ -204,6 +211,7 @@ impl ServeConfig {
             backup_key: Default::default(),
             signing_key: Default::default(),
             anchor: Default::default(),
+            read_model: Default::default(),
             checkpoint_interval: Duration::from_secs(60),
             workers: Some(0),
             judge: JudgeArgs {
@@ -217,6 +225,7 @@ impl ServeConfig {
             git_max_concurrent: 4,
             git_max_request_bytes: 16 * 1024 * 1024,
             git_timeout_secs: 3600,
+            projector_off: false,
             fail_fsync_after: None,
         }
     }
@@ -274,6 +283,68 @@ pub struct AnchorArg {
     /// data dir cannot undo.
     #[arg(long, env = "CAMLEDGER_ANCHOR_URL", hide_env_values = true)]
     pub anchor_url: Option<String>,
+}
+
+/// `--read-model-url` of `serve` and of the commands that read the read model.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ReadModelArg {
+    /// Read model database (events and verdicts projected from git for search, stats and
+    /// export): mysql://user:password@host:port/db (production) or sqlite://PATH. Default:
+    /// sqlite://<data-dir>/readmodel.sqlite. Derived data: `camledger reindex` rebuilds it.
+    #[arg(long, env = "CAMLEDGER_READ_MODEL_URL", hide_env_values = true)]
+    pub read_model_url: Option<String>,
+}
+
+/// The filters of `camledger events search` (those of `GET /v1/events`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct SearchArgs {
+    /// Only this camera's events.
+    #[arg(long, env = "CAMLEDGER_CAMERA")]
+    pub camera: Option<String>,
+    /// Received at or after this time (RFC 3339).
+    #[arg(long, env = "CAMLEDGER_SINCE")]
+    pub since: Option<String>,
+    /// Received at or before this time (RFC 3339).
+    #[arg(long, env = "CAMLEDGER_UNTIL")]
+    pub until: Option<String>,
+    /// true: judged spam; false: judged not spam (pending events match neither).
+    #[arg(long, env = "CAMLEDGER_SPAM")]
+    pub spam: Option<String>,
+    /// Only events whose verdict gives this reason (duplicate, near_duplicate, blank, classifier, ...).
+    #[arg(long, env = "CAMLEDGER_REASON")]
+    pub reason: Option<String>,
+    /// Only this media type (image/jpeg, image/png, image/webp).
+    #[arg(long, env = "CAMLEDGER_MEDIA_TYPE")]
+    pub media_type: Option<String>,
+    /// Only this camera model (EXIF Make + Model, as `stats` lists them).
+    #[arg(long, env = "CAMLEDGER_CAMERA_MODEL")]
+    pub camera_model: Option<String>,
+    /// Events after this seq (the previous page's next_after).
+    #[arg(long, env = "CAMLEDGER_AFTER")]
+    pub after: Option<String>,
+    /// Most events (1-1000, default 100).
+    #[arg(long, env = "CAMLEDGER_LIMIT")]
+    pub limit: Option<String>,
+}
+
+impl SearchArgs {
+    /// The flags as query parameters, for the one parser both the CLI and HTTP use.
+    pub fn params(&self) -> Vec<(&'static str, String)> {
+        [
+            ("camera", &self.camera),
+            ("since", &self.since),
+            ("until", &self.until),
+            ("spam", &self.spam),
+            ("reason", &self.reason),
+            ("media_type", &self.media_type),
+            ("camera_model", &self.camera_model),
+            ("after", &self.after),
+            ("limit", &self.limit),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
+        .collect()
+    }
 }
 
 /// The snapshot database, for commands that read it (`snapshots …`, `restore`).

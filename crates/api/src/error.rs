@@ -156,3 +156,19 @@ impl From<camledger_eventstore::read::Error> for ApiError {
         }
     }
 }
+
+impl From<crate::readmodel::Error> for ApiError {
+    fn from(e: crate::readmodel::Error) -> Self {
+        use crate::readmodel::Error as E;
+        match e {
+            E::Connect(_) | E::Database(_) => ApiError::unavailable(e),
+            E::Read(_) | E::Corrupt { .. } | E::Panicked => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<crate::readmodel::query::FilterError> for ApiError {
+    fn from(e: crate::readmodel::query::FilterError) -> Self {
+        ApiError::bad_request(e.code, e.message)
+    }
+}

@@ -9,7 +9,8 @@
 //! 2. `datadir` (checks, opening the ledger), [`keys`] (the signing key and its history),
 //!    `error` (the one HTTP error type), [`push`] (the camera-side uploader);
 //! 3. [`snapshots`] (snapshot/restore commands and scheduled snapshots), [`processing`]
-//!    (verdict workers, `worker`, `replay`);
+//!    (verdict workers, `worker`, `replay`), [`readmodel`] (the SQL projection of git that
+//!    search, stats and export read);
 //! 4. [`anchors`] (signed checkpoints);
 //! 5. [`verify`]; `state` (what every handler reaches);
 //! 6. `auth` (bearer tokens), then `routes` (one module per HTTP resource);
@@ -31,6 +32,7 @@ pub(crate) mod listener;
 pub mod processing;
 pub mod progress;
 pub mod push;
+pub mod readmodel;
 pub mod registry;
 pub(crate) mod routes;
 pub(crate) mod shutdown;

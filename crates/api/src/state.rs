@@ -34,6 +34,8 @@ pub(crate) struct AppState {
     pub(crate) anchors: Arc<crate::anchors::Anchoring>,
     /// Clones over git smart HTTP (`/git/ledger.git`).
     pub(crate) git: GitService,
+    /// The SQL projection of events and verdicts that listings, search, stats and export read.
+    pub(crate) read_model: Arc<crate::readmodel::ReadModel>,
 }
 
 /// How clones are served; built once from the configuration.

@@ -6,19 +6,11 @@
 //! avoids `sqlx::Any` (which loses BLOB/INTEGER typing) and a generic `Database`
 //! bound soup.
 
-use std::str::FromStr;
-use std::time::Duration;
-
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{ConnectOptions, Connection, MySql, Row, Sqlite, Transaction};
+use sqlx::{MySql, Row, Sqlite, Transaction};
 use tracing::instrument;
 
 use crate::connect;
-
-/// How long the first connection to a MariaDB server may take: a host that drops packets
-/// fails in this time instead of the minutes TCP would wait.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::pool::{Pool, PoolOptions};
 
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../schema/mysql");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../schema/sqlite");
@@ -31,11 +23,7 @@ pub struct Store {
     backend: Backend,
 }
 
-#[derive(Clone, Debug)]
-pub(crate) enum Backend {
-    MySql(MySqlPool),
-    Sqlite(SqlitePool),
-}
+pub(crate) use crate::pool::Pool as Backend;
 
 /// Run `$body` with `$pool` bound to the concrete pool of the store's backend.
 macro_rules! on_pool {
@@ -124,46 +112,10 @@ impl Store {
     /// `sqlite://<data-dir>/backups.sqlite` just works.
     #[instrument(skip_all, fields(backend))]
     pub async fn connect(url: &str) -> Result<Store, connect::Error> {
-        let backend = if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-            tracing::Span::current().record("backend", "mysql");
-            let url = url.replacen("mariadb://", "mysql://", 1);
-            let options = MySqlConnectOptions::from_str(&url).map_err(connect::Error::Unreachable)?;
-            // One direct connection first: a pool retries a failing connect until its
-            // acquire timeout and then says only "pool timed out", hiding the cause
-            // (refused, DNS, access denied, unknown database).
-            let probe = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
-                .await
-                .map_err(|_| connect::Error::TimedOut { after: CONNECT_TIMEOUT })?
-                .map_err(connect::Error::Unreachable)?;
-            probe.close().await.map_err(connect::Error::Unreachable)?;
-            let pool = MySqlPoolOptions::new()
-                .max_connections(4)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
-                .await
-                .map_err(connect::Error::Unreachable)?;
-            migrate(&MYSQL_MIGRATIONS, &pool).await?;
-            Backend::MySql(pool)
-        } else if url.starts_with("sqlite:") {
-            tracing::Span::current().record("backend", "sqlite");
-            let options = SqliteConnectOptions::from_str(url)
-                .map_err(connect::Error::Unreachable)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(10))
-                // Big BLOB rows: without this sqlx buffers many rows ahead and memory balloons.
-                .row_buffer_size(1);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(options)
-                .await
-                .map_err(connect::Error::Unreachable)?;
-            migrate(&SQLITE_MIGRATIONS, &pool).await?;
-            Backend::Sqlite(pool)
-        } else {
-            let scheme = url.split(':').next().unwrap_or_default().to_owned();
-            return Err(connect::Error::UnsupportedUrl { scheme });
-        };
+        let options = PoolOptions::default();
+        let backend = Pool::open(url, options).await?;
+        tracing::Span::current().record("backend", backend.backend());
+        backend.migrate(&MYSQL_MIGRATIONS, &SQLITE_MIGRATIONS).await?;
         Ok(Store { backend })
     }
 
@@ -250,22 +202,6 @@ impl Store {
             Backend::MySql(pool) => Tx::MySql(pool.begin().await?),
             Backend::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
         })
-    }
-}
-
-async fn migrate<DB>(migrator: &'static sqlx::migrate::Migrator, pool: &sqlx::Pool<DB>) -> Result<(), connect::Error>
-where
-    DB: sqlx::Database,
-    <DB as sqlx::Database>::Connection: sqlx::migrate::Migrate,
-{
-    match migrator.run(pool).await {
-        Ok(()) => Ok(()),
-        // An applied migration that this binary does not embed: the database was
-        // migrated by a newer camledger. Running on it could misread its rows.
-        Err(sqlx::migrate::MigrateError::VersionMissing(found)) => {
-            Err(connect::Error::NewerSchema { found, known: migrator.iter().map(|m| m.version).max().unwrap_or(0) })
-        }
-        Err(e) => Err(connect::Error::Migrate(e)),
     }
 }
 

@@ -72,6 +72,7 @@ mod db;
 mod git;
 mod pipe;
 mod plan;
+pub mod pool;
 mod stream;
 
 pub mod anchor;

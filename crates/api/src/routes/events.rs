@@ -1,5 +1,8 @@
 //! Reading the ledger: `GET /v1/events`, `GET /v1/events/{seq}`, `GET /v1/events/{seq}/image`.
 //!
+//! The listing (with its search filters) is answered from the read model, in time that does
+//! not grow with history; one event and its image are read from git.
+//!
 //! Auditor and admin tokens read everything; a camera token reads only its own events (an
 //! event of another camera answers 404, as if it did not exist), and where its own event
 //! refers to another camera's (`duplicate_of`, a verdict's `near_duplicate_of`) it reads
@@ -10,6 +13,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -22,13 +26,8 @@ use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::readmodel::{ExportRow, Filters, Projected};
 use crate::state::AppState;
-
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
-/// Most events one list request looks at when filtering for a camera; the answer's
-/// `next_after` lets the client continue from there.
-const MAX_SCAN: usize = 10_000;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -276,51 +275,101 @@ fn requested_range(headers: &HeaderMap, total: u64) -> RangeRequest {
     }
 }
 
+/// How long a listing waits for the read model to cover the refs as they were when the
+/// request came in (the projector is woken at once; it usually takes milliseconds).
+pub(crate) const FRESHNESS_WAIT: Duration = Duration::from_secs(1);
+
+/// The refs when a read came in, and how far the read model covers them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Freshness {
+    pub(crate) head: Projected,
+    pub(crate) projected: Projected,
+}
+
+impl Freshness {
+    pub(crate) fn complete(&self) -> bool {
+        self.projected.covers(self.head)
+    }
+
+    /// `X-Projected-Seq`, `X-Projected-Verdict-Seq`, `X-Head-Seq`, `X-Verdict-Head-Seq`, and
+    /// `X-Read-Model-Lag` (events not yet in the answer) when the read model is behind.
+    pub(crate) fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let mut put = |name: &'static str, value: u64| {
+            headers.insert(name, HeaderValue::from(value));
+        };
+        put("x-projected-seq", self.projected.events_seq);
+        put("x-projected-verdict-seq", self.projected.verdicts_seq);
+        put("x-head-seq", self.head.events_seq);
+        put("x-verdict-head-seq", self.head.verdicts_seq);
+        if !self.complete() {
+            put("x-read-model-lag", self.head.events_seq.saturating_sub(self.projected.events_seq));
+        }
+        headers
+    }
+}
+
+/// Reads both heads (one ref and one commit each) and waits up to [`FRESHNESS_WAIT`] for the
+/// read model to cover them.
+pub(crate) async fn freshness(state: &AppState) -> Result<Freshness, ApiError> {
+    let head = blocking(&state.ledger, |l| {
+        Ok(Projected {
+            events_seq: l.head()?.map_or(0, |h| h.seq),
+            verdicts_seq: l.verdict_head()?.map_or(0, |h| h.event_seq),
+        })
+    })
+    .await?;
+    let projected = state.read_model.wait_for(head, FRESHNESS_WAIT).await;
+    Ok(Freshness { head, projected })
+}
+
+/// An event as listings, search and export show it: `{"id", "event", "verdict"}`, from the
+/// bytes git holds (`event.json`, `verdict.json`) as the read model stored them.
+pub(crate) fn entry_json(row: &ExportRow) -> Result<Value, crate::readmodel::Error> {
+    let seq = row.seq as u64;
+    let corrupt = |what: String| crate::readmodel::Error::Corrupt { seq, what };
+    let record = camledger_eventstore::EventRecord::from_json(row.event_json.as_bytes())
+        .map_err(|e| corrupt(format!("event.json: {e}")))?;
+    let verdict = match (&row.verdict_id, &row.verdict_json) {
+        (Some(id), Some(json)) => {
+            let verdict = camledger_eventstore::Verdict::from_json(json.as_bytes())
+                .map_err(|e| corrupt(format!("verdict.json: {e}")))?;
+            verdict_json(&camledger_eventstore::StoredVerdict { verdict, id: id.clone() })
+        }
+        _ => Value::Null,
+    };
+    Ok(json!({ "id": row.commit_id, "event": record, "verdict": verdict }))
+}
+
+/// `GET /v1/events`: a search page from the read model (see [`Filters`]); a camera token
+/// reads only its own events (another camera's `camera=` finds nothing).
 #[tracing::instrument(skip_all)]
 async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    let after = match params.get("after") {
-        Some(v) => v
-            .parse::<u64>()
-            .map_err(|_| ApiError::bad_request("invalid_after", "after must be a sequence number (0 for the start)"))?,
-        None => 0,
-    };
-    let limit = match params.get("limit") {
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and {MAX_LIMIT}")))
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let mut filters = Filters::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let freshness = freshness(&state).await?;
+    if let Some(own) = caller.camera_scope() {
+        match &filters.camera {
+            Some(asked) if asked != own => {
+                let body = json!({ "events": [], "next_after": null });
+                return Ok((freshness.headers(), Json(body)).into_response());
             }
-        },
-        None => DEFAULT_LIMIT,
-    };
-    // after = u64::MAX: nothing can follow it (after + 1 must not wrap to the start).
-    let Some(first) = after.checked_add(1) else {
-        return Ok(Json(json!({ "events": [], "next_after": null })));
-    };
-    let scope = caller.camera_scope().map(str::to_owned);
-    let (mut events, next_after) = blocking(&state.ledger, move |ledger| {
-        let mut events = Vec::new();
-        let verdicts = ledger.verdicts()?;
-        for (scanned, event) in ledger.events_from(first).enumerate() {
-            let event = event?;
-            if scope.as_deref().is_none_or(|camera| camera == event.record.camera) {
-                let mut body = event_json(&event);
-                body["verdict"] = verdicts.verdict(event.record.seq)?.map_or(Value::Null, |v| verdict_json(&v));
-                events.push(body);
-            }
-            if events.len() == limit || scanned + 1 == MAX_SCAN {
-                return Ok((events, Some(event.record.seq)));
-            }
+            _ => filters.camera = Some(own.to_owned()),
         }
-        Ok((events, None))
-    })
-    .await?;
+    }
+    let page = state.read_model.search(&filters).await?;
+    let mut events = page.rows.iter().map(entry_json).collect::<Result<Vec<_>, _>>()?;
+    // A page that ends where the projection ends is not the end of the ledger: point the
+    // client past it rather than answering `null` ("nothing follows").
+    let next_after = match page.next_after {
+        None if !freshness.complete() => Some(freshness.projected.events_seq.max(filters.after)),
+        other => other,
+    };
     mask_other_cameras(&state.ledger, &caller, &mut events).await;
-    Ok(Json(json!({ "events": events, "next_after": next_after })))
+    Ok((freshness.headers(), Json(json!({ "events": events, "next_after": next_after }))).into_response())
 }
 
 #[cfg(test)]
