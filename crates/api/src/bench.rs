@@ -43,6 +43,8 @@ pub enum BenchCommand {
     Judge(JudgeBenchArgs),
     /// Minutes at 80% of the peak rate against a server process: errors, p99 and RSS over time.
     Soak(soak::SoakArgs),
+    /// One burst of large concurrent uploads against a server process: peak RSS, then RSS while idle.
+    Burst(soak::BurstArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -87,6 +89,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest(args).await,
         BenchCommand::Judge(args) => tokio::task::spawn_blocking(move || judge(&args)).await?,
         BenchCommand::Soak(args) => soak::soak(args).await,
+        BenchCommand::Burst(args) => soak::burst(args).await,
     }
 }
 
