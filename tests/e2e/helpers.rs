@@ -201,6 +201,11 @@ impl TestApp {
         self.start();
     }
 
+    /// The server process's id (for `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

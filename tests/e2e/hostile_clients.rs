@@ -103,6 +103,109 @@ async fn an_upload_waits_for_the_inflight_byte_budget_instead_of_buffering_past_
     assert_eq!(seqs_in_git(&app.git_dir()), vec![1]);
 }
 
+/// A memory figure of the server, in bytes, from `/proc/PID/status` (`VmRSS:`, `VmHWM:`).
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the server's /proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} line"));
+    kib * 1024
+}
+
+/// The reported gap: parsing a multipart body copied it (multer's buffer, then each part out
+/// of that) outside the byte budget, so a multipart burst reached about twice the budget.
+/// Two 23 MiB single-part uploads at once fill a 48 MiB budget; the server's peak RSS may
+/// grow by the bodies and some overhead, not by a second copy of them (measured: 88 MiB
+/// before the fix, 60 MiB after).
+#[tokio::test]
+async fn a_multipart_burst_stays_within_the_inflight_byte_budget() {
+    const MIB: usize = 1 << 20;
+    let app = TestApp::spawn_with(&[
+        "--max-inflight-bytes",
+        &(48 * MIB).to_string(),
+        "--max-body-bytes",
+        &(24 * MIB).to_string(),
+    ])
+    .await;
+    let before = proc_status_bytes(app.pid(), "VmRSS:");
+    let uploads: Vec<_> = (0..2u64)
+        .map(|n| {
+            // Not an image: admission refuses it at its first bytes, so what the server holds
+            // is the body and whatever the multipart parser makes of it.
+            let part = reqwest::multipart::Part::bytes(vec![b'x'; 23 * MIB]).file_name(format!("{n}.jpg"));
+            let form = reqwest::multipart::Form::new().part("image", part);
+            app.client.post(app.url("/v1/images")).bearer_auth(&app.camera_token).multipart(form).send()
+        })
+        .collect();
+    for response in futures_util::future::join_all(uploads).await {
+        let response = response.expect("an answer");
+        assert!(response.status().is_client_error() && response.status() != 503, "{}", response.status());
+    }
+    let grown = proc_status_bytes(app.pid(), "VmHWM:").saturating_sub(before);
+    assert!(
+        grown < (48 * MIB) as u64 * 3 / 2,
+        "peak RSS grew by {} MiB for 46 MiB of bodies under a 48 MiB budget",
+        grown / MIB as u64
+    );
+}
+
+/// The reported hold-and-wait: a chunked body reserved budget as it arrived and, when none
+/// was left, waited holding what it had; two of them could each hold part of the budget and
+/// wait for the other until a deadline answered 503. Now a chunked body that cannot grow
+/// answers 503 busy at once and lets go: the other one finishes without waiting.
+#[tokio::test]
+async fn a_chunked_body_that_cannot_grow_lets_go_of_its_budget_at_once() {
+    let app = TestApp::spawn_with(&[
+        "--max-inflight-bytes",
+        "1000000",
+        "--max-body-bytes",
+        "1000000",
+        "--request-timeout-secs",
+        "8",
+    ])
+    .await;
+    let head = format!(
+        "POST /v1/images HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: image/jpeg\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+        app.camera_token
+    );
+    let chunk =
+        |bytes: &[u8]| [format!("{:x}\r\n", bytes.len()).into_bytes(), bytes.to_vec(), b"\r\n".to_vec()].concat();
+    // A: 600 kB of a 900 kB image, then a pause (it holds 600 kB of the budget).
+    let image_a = padded_jpeg(1, 900_000);
+    let mut a = TcpStream::connect(addr(&app)).await.unwrap();
+    a.write_all(head.as_bytes()).await.unwrap();
+    a.write_all(&chunk(&image_a[..600_000])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // B: a whole 600 kB image; only 400 kB of budget are left.
+    let mut b = TcpStream::connect(addr(&app)).await.unwrap();
+    b.write_all(head.as_bytes()).await.unwrap();
+    let body_b = [chunk(&padded_jpeg(2, 600_000)), b"0\r\n\r\n".to_vec()].concat();
+    // The server may stop reading B once it has answered; the socket buffers hold the rest.
+    let _ = tokio::time::timeout(Duration::from_secs(5), b.write_all(&body_b)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // A goes on: it needs 300 kB more.
+    let resumed = std::time::Instant::now();
+    a.write_all(&[chunk(&image_a[600_000..]), b"0\r\n\r\n".to_vec()].concat()).await.unwrap();
+    let mut answer_a = String::new();
+    tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncReadExt::read_to_string(&mut a, &mut answer_a))
+        .await
+        .expect("A is answered")
+        .expect("A's answer reads");
+    let waited = resumed.elapsed();
+    assert!(answer_a.starts_with("HTTP/1.1 201"), "A: {answer_a}");
+    assert!(waited < Duration::from_secs(3), "A waited {waited:?} for budget that B held while waiting itself");
+    let mut answer_b = String::new();
+    tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncReadExt::read_to_string(&mut b, &mut answer_b))
+        .await
+        .expect("B is answered")
+        .expect("B's answer reads");
+    assert!(answer_b.starts_with("HTTP/1.1 503") && answer_b.contains("\"busy\""), "B: {answer_b}");
+    assert_eq!(seqs_in_git(&app.git_dir()), vec![1], "only A was written");
+}
+
 /// The reported part flood: 20,000 parts in one request committed 6,153 events, then an
 /// empty 408. Over the part cap nothing is written.
 #[tokio::test]

@@ -46,6 +46,8 @@ pub enum BenchCommand {
     Soak(soak::SoakArgs),
     /// Search and stats latency (p50/p99) on a read model filled with synthetic events.
     Readmodel(readmodel::ReadModelBenchArgs),
+    /// One burst of large concurrent uploads against a server process: peak RSS, then RSS while idle.
+    Burst(soak::BurstArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +96,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Judge(args) => tokio::task::spawn_blocking(move || judge(&args)).await?,
         BenchCommand::Soak(args) => soak::soak(args).await,
         BenchCommand::Readmodel(args) => readmodel::run(args).await,
+        BenchCommand::Burst(args) => soak::burst(args).await,
     }
 }
 

@@ -48,16 +48,13 @@ pub use app::Application;
 /// Panics when the parser accepts more parts than allowed or answers anything but a 4xx.
 #[doc(hidden)]
 pub fn fuzz_multipart(data: &[u8]) {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    let runtime = RUNTIME
-        .get_or_init(|| tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime"));
     let split = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
     let Ok(content_type) = axum::http::HeaderValue::from_bytes(&data[..split]) else { return };
-    let body = data.get(split + 1..).unwrap_or_default().to_vec();
-    let mut request = axum::extract::Request::new(axum::body::Body::from(body.clone()));
-    request.headers_mut().insert(axum::http::header::CONTENT_TYPE, content_type);
+    let body = axum::body::Bytes::copy_from_slice(data.get(split + 1..).unwrap_or_default());
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(axum::http::header::CONTENT_TYPE, content_type);
     const MAX_PARTS: usize = 4;
-    match runtime.block_on(routes::images::read_parts(request, MAX_PARTS, 1 << 20)) {
+    match routes::images::read_parts(&headers, &body, MAX_PARTS) {
         Ok(parts) => {
             assert!(!parts.is_empty() && parts.len() <= MAX_PARTS, "{} parts accepted", parts.len());
             let total: usize = parts.iter().map(|p| p.bytes.len()).sum();

@@ -110,6 +110,10 @@ pub struct LedgerConfig {
     /// size become one) as they come; only if that leaves more packs than this are small packs
     /// merged geometrically (like `git repack --geometric=2`).
     pub max_packs: usize,
+    /// Most objects one pack merge copies (default 2^19, four per event): bounds a merge's
+    /// memory (about 32 bytes per object) whatever the ledger's size. A pack with more than
+    /// half of this is never merged again; `max_packs` bounds the others.
+    pub max_merge_objects: u64,
     /// How long an idempotency key answers a retry with the first answer (default 7 days).
     /// Expired keys are purged from `writer.redb`; the `Idempotency-Key` trailer in git stays.
     pub idempotency_retention: std::time::Duration,
@@ -132,6 +136,7 @@ impl Default for LedgerConfig {
             max_batch: 256,
             max_batch_bytes: 64 << 20,
             max_packs: 64,
+            max_merge_objects: pack::MAX_MERGE_OBJECTS,
             idempotency_retention: std::time::Duration::from_secs(7 * 24 * 3600),
             signing_key: None,
             fail_fsync_after: None,

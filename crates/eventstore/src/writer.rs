@@ -602,10 +602,10 @@ fn consolidate_when_woken(
     health: &Health,
     index: &WriterIndex,
 ) {
-    let max_packs = ledger.config().max_packs;
+    let (max_packs, max_objects) = (ledger.config().max_packs, ledger.config().max_merge_objects);
     let fake_free = ledger.config().fake_free_space;
     let free_space = |path: &std::path::Path| fake_free.map_or_else(|| pack::available_space(path), Ok);
-    let mut unmergeable = std::collections::HashSet::new();
+    let mut merges = pack::MergeState::default();
     let mut backoff = Backoff::default();
     let mut panics: Vec<Instant> = Vec::new();
     let mut next_purge = Instant::now();
@@ -628,8 +628,9 @@ fn consolidate_when_woken(
             let r = pack::consolidate(
                 pack_dir,
                 max_packs,
+                max_objects,
                 ledger.fsync(),
-                &mut unmergeable,
+                &mut merges,
                 free_space,
                 || pacer.pace(),
                 || ledger.bump_pack_generation(),

@@ -457,6 +457,46 @@ async fn pack_consolidation_keeps_the_pack_count_bounded_and_events_readable() {
     fsck(&reopened);
 }
 
+/// Objects in each pack, from its index's header (the last fanout entry).
+fn objects_per_pack(ledger: &Ledger) -> Vec<u32> {
+    std::fs::read_dir(ledger.git_dir().join("objects/pack"))
+        .expect("pack dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+        .map(|p| {
+            let idx = std::fs::read(&p).expect("index reads");
+            u32::from_be_bytes(idx[8 + 255 * 4..8 + 256 * 4].try_into().expect("4 bytes"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_pack_merge_copies_at_most_max_merge_objects() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Four objects per event, one batch (one pack) per append; a merge may copy 40 objects
+    // (ten events), so a pack of more than 20 is never merged again.
+    let config = LedgerConfig { max_packs: 4, max_batch: 1, max_merge_objects: 40, ..LedgerConfig::default() };
+    let ledger = Ledger::open(dir.path(), config).expect("opens");
+    let writer = ledger.start_writer().expect("writer starts");
+    for i in 0..60 {
+        // Ten repeated images: their blobs are in two packs, and a merge copies them once.
+        writer.append(new_event("cam-1", image(i % 50, 3000))).await.expect("append");
+    }
+    writer.shutdown().await;
+    let objects = objects_per_pack(&ledger);
+    assert!(objects.iter().all(|&n| n <= 40), "no pack holds more than one merge may copy: {objects:?}");
+    let sealed = objects.iter().filter(|&&n| n > 20).count();
+    assert!(sealed >= 2, "merges happened up to the bound: {objects:?}");
+    assert!(objects.len() <= 4 + sealed, "max_packs bounds the packs that can still be merged: {objects:?}");
+    let reopened = open(dir.path());
+    for seq in 1..=60 {
+        reopened.image(seq).expect("every event readable after consolidation");
+    }
+    let report = reopened.verify(|_, _| {}).expect("verifies");
+    assert_eq!((report.events, report.duplicates), (60, 10));
+    fsck(&reopened);
+}
+
 #[tokio::test]
 async fn invalid_requests_are_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().expect("temp dir");

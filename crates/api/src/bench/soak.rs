@@ -63,8 +63,11 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(data_dir: &Path, workers: usize) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("finding the camledger executable")?;
+    fn start(data_dir: &Path, workers: usize, exe: Option<&Path>) -> anyhow::Result<Self> {
+        let exe = match exe {
+            Some(exe) => exe.to_owned(),
+            None => std::env::current_exe().context("finding the camledger executable")?,
+        };
         let mut child = Command::new(exe)
             .arg("serve")
             .arg("--data-dir")
@@ -88,14 +91,21 @@ impl ServerProcess {
 
     /// Resident memory in bytes, from `/proc/PID/status`.
     fn rss(&self) -> anyhow::Result<u64> {
+        self.status("VmRSS:")
+    }
+
+    /// One memory figure of `/proc/PID/status` in bytes: `VmRSS:` (resident), `RssAnon:`
+    /// (heap and other private memory), `RssFile:` (mapped files: the binary, pack indexes),
+    /// `VmHWM:` (peak resident).
+    fn status(&self, field: &str) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .context("reading the server's /proc status")?;
         let kib = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse::<u64>().ok())
-            .context("no VmRSS line")?;
+            .with_context(|| format!("no {field} line"))?;
         Ok(kib * 1024)
     }
 
@@ -145,7 +155,7 @@ pub(super) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         println!("note: a debug build of camledger; measure with `cargo run --release -- bench soak`");
     }
-    let server = ServerProcess::start(&data_dir, args.workers)?;
+    let server = ServerProcess::start(&data_dir, args.workers, None)?;
     let url = format!("{}/v1/images", server.base);
     println!(
         "camledger bench soak: {} byte JPEGs, {} cameras, {} cores, server pid {}",
@@ -160,7 +170,10 @@ pub(super) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     let rate = peak * args.fraction;
     println!("peak (64 clients, {} events): {peak:.0} events/s; soak at {rate:.0} events/s", args.peak_events);
     println!();
-    println!("{:>8} {:>10} {:>8} {:>10} {:>10} {:>10}", "t (s)", "requests", "errors", "p50 ms", "p99 ms", "RSS MiB");
+    println!(
+        "{:>8} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "t (s)", "requests", "errors", "p50 ms", "p99 ms", "RSS MiB", "anon MiB", "file MiB"
+    );
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.max_in_flight).build()?;
     let in_flight = Arc::new(Semaphore::new(args.max_in_flight.max(1)));
@@ -238,6 +251,98 @@ pub(super) async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Debug, clap::Args)]
+pub struct BurstArgs {
+    /// Uploads sent at once.
+    #[arg(long, default_value_t = 64)]
+    pub uploads: usize,
+    /// Size of each JPEG in bytes.
+    #[arg(long, default_value_t = 20 << 20)]
+    pub image_bytes: usize,
+    /// Seconds to watch the server idle after the burst.
+    #[arg(long, default_value_t = 30)]
+    pub idle_secs: u64,
+    /// The `camledger` executable to run as the server (default: this one), e.g. another
+    /// build to compare allocators.
+    #[arg(long)]
+    pub server_bin: Option<std::path::PathBuf>,
+    /// Where to put the data dir (default: a temporary directory).
+    #[arg(long)]
+    pub work_dir: Option<std::path::PathBuf>,
+}
+
+/// `camledger bench burst`: one burst of large concurrent uploads against a server process,
+/// then idle: how far its RSS rises (budget, copies) and how much of it the allocator gives
+/// back afterwards. The server inherits the environment (e.g. `MALLOC_*` variables, or
+/// `CAMLEDGER_MAX_INFLIGHT_BYTES`).
+pub(super) async fn burst(args: BurstArgs) -> anyhow::Result<()> {
+    let temp = tempfile::Builder::new()
+        .prefix("camledger-burst-")
+        .tempdir_in(args.work_dir.clone().unwrap_or_else(std::env::temp_dir))?;
+    let data_dir = temp.path().join("data");
+    let tokens = add_cameras(&data_dir, 1).await?;
+    // Distinct 64 KiB JPEGs padded with zero bytes after the image (padding cameras add,
+    // which admission allows; more comment bytes than 64 KiB it does not).
+    let factory = JpegFactory::new(64 << 10)?;
+    let server = ServerProcess::start(&data_dir, 0, args.server_bin.as_deref())?;
+    let url = format!("{}/v1/images", server.base);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = server.rss()?;
+    println!(
+        "camledger bench burst: {} uploads of {} bytes at once; server pid {}, RSS before {:.0} MiB",
+        args.uploads,
+        args.image_bytes,
+        server.child.id(),
+        mib(before)
+    );
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.uploads).build()?;
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..args.uploads {
+        let mut image = factory.make(n as u64);
+        image.resize(args.image_bytes.max(image.len()), 0);
+        let (client, url, token) = (client.clone(), url.clone(), tokens[0].clone());
+        tasks.spawn(async move { upload(&client, &url, &token, image).await });
+    }
+    let (mut ok, mut failed) = (0usize, 0usize);
+    while let Some(result) = tasks.join_next().await {
+        match result? {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                if failed == 1 {
+                    println!("first failure: {e:#}");
+                }
+            }
+        }
+    }
+    println!(
+        "{ok} stored, {failed} failed in {:.1} s; peak RSS {:.0} MiB",
+        started.elapsed().as_secs_f64(),
+        mib(server.status("VmHWM:")?)
+    );
+    println!("{:>8} {:>10} {:>10} {:>10}", "idle s", "RSS MiB", "anon MiB", "file MiB");
+    let idle = std::time::Instant::now();
+    let mut next = 0u64;
+    loop {
+        let at = idle.elapsed().as_secs();
+        if at >= next || at >= args.idle_secs {
+            println!(
+                "{at:>8} {:>10.0} {:>10.0} {:>10.0}",
+                mib(server.rss()?),
+                mib(server.status("RssAnon:")?),
+                mib(server.status("RssFile:")?)
+            );
+            next = if next == 0 { 1 } else { next * 2 };
+        }
+        if at >= args.idle_secs {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop()
+}
+
 struct Line {
     t: f64,
     requests: u64,
@@ -252,11 +357,13 @@ fn report_line(window: &Window, server: &ServerProcess, t: f64, all: &mut Vec<u6
     latencies.sort_unstable();
     let rss = server.rss()?;
     println!(
-        "{t:>8.0} {:>10} {errors:>8} {:>10} {:>10} {:>10.0}",
+        "{t:>8.0} {:>10} {errors:>8} {:>10} {:>10} {:>10.0} {:>10.0} {:>10.0}",
         latencies.len(),
         ms(percentile(&latencies, 0.50)),
         ms(percentile(&latencies, 0.99)),
-        mib(rss)
+        mib(rss),
+        mib(server.status("RssAnon:")?),
+        mib(server.status("RssFile:")?)
     );
     all.extend_from_slice(&latencies);
     Ok(Line { t, requests: latencies.len() as u64, errors, rss })

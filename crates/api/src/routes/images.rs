@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
 use crate::auth::Caller;
@@ -59,8 +59,7 @@ async fn upload(State(state): State<Arc<AppState>>, caller: Caller, request: Req
         buffer_body(&state.body_budget, state.max_body_bytes, &parts.headers, body, deadline).await?;
     if is_multipart(&parts.headers) {
         tracing::Span::current().record("multipart", true);
-        let request = Request::from_parts(parts, Body::from(bytes));
-        upload_multipart(&state, meta, request, deadline).await
+        upload_multipart(&state, meta, &parts.headers, bytes, deadline).await
     } else {
         let appended = ingest(&state, &meta, bytes, meta.idempotency_key.clone()).await?;
         let answer = answer(&state, &meta.camera, &appended).await;
@@ -72,6 +71,11 @@ async fn upload(State(state): State<Arc<AppState>>, caller: Caller, request: Req
 /// a declared Content-Length is reserved up front, a chunked body chunk by chunk. Waiting
 /// for budget ends at the request's deadline with a 503. The permit is released when the
 /// returned guard drops (when the handler is done with the bytes).
+///
+/// Only a request that holds nothing waits: a chunked body that needs more than is free
+/// answers 503 busy at once and lets go of what it holds. Waiting while holding (what it did
+/// before) let two chunked bodies each hold part of the budget and wait for the other's part
+/// until their deadlines.
 async fn buffer_body(
     budget: &Arc<Semaphore>,
     max: usize,
@@ -107,8 +111,19 @@ async fn buffer_body(
             return Err(too_large(max));
         }
         let needed = (buffer.len() + chunk.len()).saturating_sub(held.num_permits());
-        if needed > 0 {
+        if needed > 0 && held.num_permits() == 0 {
             held.merge(reserve(needed).await?);
+        } else if needed > 0 {
+            // `needed` <= max_body_bytes, which fits a u32 (checked at start-up).
+            let n = u32::try_from(needed).map_err(|_| too_large(max))?;
+            match Arc::clone(budget).try_acquire_many_owned(n) {
+                Ok(more) => held.merge(more),
+                Err(TryAcquireError::NoPermits) => {
+                    tracing::warn!(needed, held = held.num_permits(), "a chunked body outgrew the free budget");
+                    return Err(ApiError::busy());
+                }
+                Err(TryAcquireError::Closed) => return Err(ApiError::unavailable(TryAcquireError::Closed)),
+            }
         }
         buffer.extend_from_slice(&chunk);
     }
@@ -116,23 +131,53 @@ async fn buffer_body(
 }
 
 /// One part of a multipart upload, parsed and counted before anything is written.
+#[derive(Debug)]
 pub(crate) struct Part {
     pub(crate) name: String,
+    /// A slice of the buffered body (no copy).
     pub(crate) bytes: Bytes,
 }
 
-/// Parses a whole multipart body into its parts (at most `max_parts`, each read completely)
+/// Splits a whole buffered `multipart/form-data` body into its parts (at most `max_parts`)
 /// before anything is written; every malformed body is a 4xx. Fuzzed: `fuzz/`, `multipart`.
-pub(crate) async fn read_parts(
-    request: Request,
-    max_parts: usize,
-    max_body_bytes: usize,
-) -> Result<Vec<Part>, ApiError> {
-    let mut multipart = Multipart::from_request(request, &())
-        .await
-        .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+///
+/// Each part is a slice of `body`, not a copy: the body is already counted against the
+/// in-flight byte budget, and a parser that copies it (multer, behind axum's `Multipart`,
+/// copies the body into its own buffer and then each part out of that) let a multipart burst
+/// reach about twice the budget. Delimiters as in RFC 2046 §5.1.1: a preamble, then
+/// `--boundary`, transport padding and CRLF before each part's headers (CRLF CRLF ends them),
+/// the data up to CRLF `--boundary`, and `--boundary--` to close.
+pub(crate) fn read_parts(headers: &HeaderMap, body: &Bytes, max_parts: usize) -> Result<Vec<Part>, ApiError> {
+    let invalid = |why: &str| ApiError::bad_request("invalid_multipart", format!("invalid multipart body: {why}"));
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| invalid(&format!("no usable boundary in the Content-Type ({e})")))?;
+    let delimiter = format!("\r\n--{boundary}");
+    let delimiter = delimiter.as_bytes();
+    // The first delimiter may open the body, without the CRLF before it.
+    let first = memchr::memmem::find(body, &delimiter[2..]).ok_or_else(|| invalid("no boundary in the body"))?;
+    let mut at = first + delimiter.len() - 2;
     let mut parts: Vec<Part> = Vec::new();
-    while let Some(field) = multipart.next_field().await.map_err(|e| multipart_error(e, max_body_bytes))? {
+    loop {
+        let rest = &body[at..];
+        if rest.starts_with(b"--") {
+            break;
+        }
+        // Transport padding (spaces, tabs), then the CRLF that ends the delimiter line.
+        let padding = rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+        if !rest[padding..].starts_with(b"\r\n") {
+            return Err(invalid("a boundary line does not end in CRLF"));
+        }
+        // Headers end at the first empty line; the delimiter line's CRLF starts the search,
+        // so a part without headers is CRLF CRLF.
+        let headers_start = at + padding;
+        let headers_end = memchr::memmem::find(&body[headers_start..], b"\r\n\r\n")
+            .map(|i| headers_start + i + 4)
+            .ok_or_else(|| invalid("a part's headers do not end"))?;
+        let name = part_name(&body[headers_start + 2..headers_end]).map_err(|why| invalid(why))?;
+        let data_end = memchr::memmem::find(&body[headers_end..], delimiter)
+            .map(|i| headers_end + i)
+            .ok_or_else(|| invalid("a part does not end in a boundary"))?;
         if parts.len() == max_parts {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -140,9 +185,8 @@ pub(crate) async fn read_parts(
                 format!("a multipart upload may have at most {max_parts} parts; nothing was written"),
             ));
         }
-        let name = field.file_name().or(field.name()).unwrap_or("").to_owned();
-        let bytes = field.bytes().await.map_err(|e| multipart_error(e, max_body_bytes))?;
-        parts.push(Part { name, bytes });
+        parts.push(Part { name, bytes: body.slice(headers_end..data_end) });
+        at = data_end + delimiter.len();
     }
     if parts.is_empty() {
         return Err(ApiError::bad_request(
@@ -153,13 +197,63 @@ pub(crate) async fn read_parts(
     Ok(parts)
 }
 
+/// A part's file name, else its field name, else empty, from its `Content-Disposition`
+/// header (`form-data; name="a"; filename="a.jpg"`). `block` is the header lines, each
+/// ending in CRLF, then the empty line.
+fn part_name(block: &[u8]) -> Result<String, &'static str> {
+    let mut slots = [httparse::EMPTY_HEADER; 32];
+    let headers = match httparse::parse_headers(block, &mut slots) {
+        Ok(httparse::Status::Complete((_, headers))) => headers,
+        Ok(httparse::Status::Partial) | Err(_) => return Err("a part's headers are malformed"),
+    };
+    let Some(disposition) = headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-disposition")) else {
+        return Ok(String::new());
+    };
+    let value = disposition.value;
+    Ok(disposition_param(value, b"filename").or_else(|| disposition_param(value, b"name")).unwrap_or_default())
+}
+
+/// The value of parameter `key` in a `Content-Disposition` value: quoted (backslash escapes
+/// a quote) or a bare token; `None` when absent or not UTF-8.
+fn disposition_param(mut value: &[u8], key: &[u8]) -> Option<String> {
+    let trim = |b: &[u8]| -> usize { b.iter().take_while(|c| c.is_ascii_whitespace()).count() };
+    while let Some(i) = memchr::memmem::find(value, key) {
+        let after = &value[i + key.len()..];
+        // `name` inside `filename`, or in a value, is not the parameter.
+        if i > 0 && !(value[i - 1].is_ascii_whitespace() || value[i - 1] == b';') {
+            value = after;
+            continue;
+        }
+        let after = &after[trim(after)..];
+        let rest = after.strip_prefix(b"=")?;
+        let rest = &rest[trim(rest)..];
+        let text = if let Some(quoted) = rest.strip_prefix(b"\"") {
+            let mut out = Vec::new();
+            let mut bytes = quoted.iter();
+            loop {
+                match bytes.next()? {
+                    b'"' => break,
+                    b'\\' => out.push(*bytes.next()?),
+                    &b => out.push(b),
+                }
+            }
+            out
+        } else {
+            rest.iter().take_while(|&&b| b != b';' && !b.is_ascii_whitespace()).copied().collect()
+        };
+        return String::from_utf8(text).ok();
+    }
+    None
+}
+
 async fn upload_multipart(
     state: &Arc<AppState>,
     meta: UploadMeta,
-    request: Request,
+    headers: &HeaderMap,
+    body: Bytes,
     deadline: Instant,
 ) -> Result<Response, ApiError> {
-    let parts = read_parts(request, state.max_parts, state.max_body_bytes).await?;
+    let parts = read_parts(headers, &body, state.max_parts)?;
     let mut results: Vec<Value> = Vec::with_capacity(parts.len());
     let mut statuses: Vec<StatusCode> = Vec::with_capacity(parts.len());
     for (index, part) in parts.into_iter().enumerate() {
@@ -298,14 +392,6 @@ fn check_content_length(headers: &HeaderMap, max: usize) -> Result<(), ApiError>
     }
 }
 
-fn multipart_error(error: axum::extract::multipart::MultipartError, max: usize) -> ApiError {
-    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        too_large(max)
-    } else {
-        ApiError::bad_request("invalid_multipart", error.body_text())
-    }
-}
-
 fn captured_at(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("x-captured-at") else {
         return Ok(None);
@@ -340,6 +426,51 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    fn form(boundary: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(&format!("multipart/form-data; boundary={boundary}")).unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn multipart_parts_are_slices_of_the_body() {
+        let body = Bytes::from_static(
+            b"preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"a\"; filename=\"a \\\"1\\\".jpg\"\r\n\
+              Content-Type: image/jpeg\r\n\r\nfirst\r\n--XyZ  \r\ncontent-disposition: form-data; name=b\r\n\r\n\
+              sec\r\nond\r\n--XyZ\r\n\r\n\r\n--XyZ--\r\nepilogue",
+        );
+        let parts = read_parts(&form("XyZ"), &body, 10).unwrap();
+        let got: Vec<(&str, &[u8])> = parts.iter().map(|p| (p.name.as_str(), &p.bytes[..])).collect();
+        assert_eq!(got, vec![("a \"1\".jpg", &b"first"[..]), ("b", b"sec\r\nond"), ("", b"")]);
+        let inside = body.as_ptr_range();
+        assert!(parts.iter().all(|p| inside.contains(&p.bytes.as_ptr())), "no part was copied");
+    }
+
+    #[test]
+    fn malformed_multipart_bodies_are_client_errors() {
+        let ok = "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--b--";
+        assert_eq!(read_parts(&form("b"), &Bytes::from(ok), 1).unwrap().len(), 1);
+        assert_eq!(read_parts(&form("b"), &Bytes::from(ok), 0).unwrap_err().code, "too_many_parts");
+        let cases: &[(&str, &str)] = &[
+            ("b", "no boundary at all"),
+            ("b", "--b--"),
+            ("b", "--b\r\nContent-Disposition: form-data\r\n\r\nnever ends"),
+            ("b", "--b\r\nheaders that never end"),
+            ("b", "--bX\r\n\r\nx\r\n--b--"),
+            ("b", "--b\r\nno colon here\r\n\r\nx\r\n--b--"),
+        ];
+        for (boundary, body) in cases {
+            let error = read_parts(&form(boundary), &Bytes::from(*body), 4).unwrap_err();
+            assert!(error.status.is_client_error(), "{body:?}: {}", error.status);
+        }
+        let mut no_type = HeaderMap::new();
+        no_type.insert(header::CONTENT_TYPE, HeaderValue::from_static("multipart/form-data"));
+        assert_eq!(read_parts(&no_type, &Bytes::from(ok), 4).unwrap_err().code, "invalid_multipart");
+    }
 
     #[test]
     fn captured_at_is_normalised_to_utc() {
@@ -396,6 +527,24 @@ mod tests {
         assert_eq!((chunked.len(), budget.available_permits()), (300, 100));
         drop((permit, chunked_permit));
         assert_eq!(budget.available_permits(), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_that_cannot_grow_answers_busy_at_once_and_lets_go() {
+        let budget = Arc::new(Semaphore::new(1000));
+        let held = Arc::clone(&budget).acquire_many_owned(900).await.unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        let chunks = futures_util::stream::iter([
+            Ok::<_, std::io::Error>(Bytes::from(vec![2u8; 50])),
+            Ok(Bytes::from(vec![3u8; 100])),
+        ]);
+        let started = Instant::now();
+        let error =
+            buffer_body(&budget, 1000, &HeaderMap::new(), Body::from_stream(chunks), deadline).await.unwrap_err();
+        assert_eq!((error.status, error.code), (StatusCode::SERVICE_UNAVAILABLE, "busy"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "it did not wait holding its 50 bytes");
+        drop(held);
+        assert_eq!(budget.available_permits(), 1000, "what it held is back");
     }
 
     #[test]
