@@ -88,6 +88,9 @@ pub struct IngestArgs {
     /// Serve without the read model projector (to compare the ingest rate with and without it).
     #[arg(long)]
     pub no_projector: bool,
+    /// Keep the benchmark's data dir (e.g. to time `camledger reindex` on it) and print its path.
+    #[arg(long)]
+    pub keep_data: bool,
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -310,6 +313,10 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             p99.as_secs_f64() * 1e3
         ),
         None => println!("open loop: no requests completed"),
+    }
+    if args.keep_data {
+        let kept = temp.keep();
+        println!("data dir kept: {}", kept.join("data").display());
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! `--events` synthetic events (default 1,000,000), filled through the projector's own insert
 //! path (`apply`, one transaction per batch, counters included), not over HTTP.
 //!
-//! Synthetic data: 100 cameras, 3 formats, 25 camera models (a tenth without EXIF), 90 days,
+//! Synthetic data: 100 cameras, 3 formats, 25 camera models (one per camera; a tenth of the
+//! cameras without EXIF), 90 days,
 //! every event judged, 10% spam with one of four reasons. Each query kind runs `--queries`
 //! times with random parameters; p50 and p99 are printed with the target (p99 < 50 ms).
 
@@ -23,8 +24,9 @@ pub struct ReadModelBenchArgs {
     /// Runs of each query kind.
     #[arg(long, default_value_t = 200)]
     pub queries: usize,
-    /// Read model to fill (default: a fresh SQLite file in a temporary directory); it must be
-    /// empty: mysql://… for MariaDB.
+    /// Read model to fill (default: a fresh SQLite file in a temporary directory): empty, or
+    /// holding exactly --events synthetic events from an earlier run (reused, not refilled);
+    /// mysql://… for MariaDB.
     #[arg(long)]
     pub read_model_url: Option<String>,
     /// Where the temporary directory goes (default: the system's).
@@ -63,13 +65,16 @@ fn day_of(index: u64) -> String {
 
 /// Event `seq` of `total`, spread evenly over [`DAYS`] days.
 fn synthetic(seq: u64, total: u64, rng: &mut Rng) -> (EventRow, VerdictRow) {
-    let camera = format!("cam-{:03}", rng.below(CAMERAS));
+    let camera_index = rng.below(CAMERAS);
+    let camera = format!("cam-{camera_index:03}");
     let (media_type, image) = FORMATS[match rng.below(10) {
         0..=6 => 0,
         7..=8 => 1,
         _ => 2,
     }];
-    let model = rng.below(MODELS * 10 / 9);
+    // A camera has one model (a tenth have no EXIF): the counters hold a row per day, camera
+    // and format, as they would in production.
+    let model = camera_index % (MODELS * 10 / 9);
     let exif = (model < MODELS).then(|| Exif {
         make: Some(format!("Make{}", model % 5)),
         model: Some(format!("Model {model}")),
@@ -148,25 +153,18 @@ pub(super) async fn run(args: ReadModelBenchArgs) -> anyhow::Result<()> {
         .tempdir_in(args.work_dir.clone().unwrap_or_else(std::env::temp_dir))?;
     let url = args.read_model_url.clone().unwrap_or_else(|| crate::readmodel::default_url(temp.path()));
     let model = ReadModel::open(&url).await?;
-    anyhow::ensure!(model.projected().events_seq == 0, "the read model at {url} is not empty");
+    let existing = model.projected().events_seq;
+    anyhow::ensure!(
+        existing == 0 || existing == args.events,
+        "the read model at {url} holds {existing} events, neither none nor --events"
+    );
     println!("camledger bench readmodel: {} synthetic events into {}", args.events, model_kind(&url));
-
-    let started = Instant::now();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let bar = crate::progress::Bar::new("filling");
-    let mut seq = 0;
-    while seq < args.events {
-        let n = (args.events - seq).min(crate::readmodel::project::BATCH as u64);
-        let (events, verdicts): (Vec<_>, Vec<_>) =
-            (seq + 1..=seq + n).map(|s| synthetic(s, args.events, &mut rng)).unzip();
-        apply_rows(&model, events, verdicts).await.context("filling the read model")?;
-        seq += n;
-        bar.update(seq, args.events);
+    if existing == args.events {
+        println!("reusing the {existing} events already there");
+    } else {
+        fill(&model, args.events, &mut rng).await?;
     }
-    bar.finish();
-    let fill = started.elapsed().as_secs_f64();
-    println!("filled in {fill:.1} s ({:.0} events/s through the projector's insert path)", args.events as f64 / fill);
-
     let total = args.events.max(1);
     let window = |rng: &mut Rng| {
         let day = rng.below(DAYS);
@@ -284,6 +282,24 @@ pub(super) async fn run(args: ReadModelBenchArgs) -> anyhow::Result<()> {
     println!();
     println!("worst p99 {:.1} ms (target < 50 ms)", worst.as_secs_f64() * 1e3);
     model.close().await;
+    Ok(())
+}
+
+/// Fills an empty read model with `events` synthetic judged events, batch by batch.
+async fn fill(model: &ReadModel, events: u64, rng: &mut Rng) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let bar = crate::progress::Bar::new("filling");
+    let mut seq = 0;
+    while seq < events {
+        let n = (events - seq).min(crate::readmodel::project::BATCH as u64);
+        let (rows, verdicts): (Vec<_>, Vec<_>) = (seq + 1..=seq + n).map(|s| synthetic(s, events, rng)).unzip();
+        apply_rows(model, rows, verdicts).await.context("filling the read model")?;
+        seq += n;
+        bar.update(seq, events);
+    }
+    bar.finish();
+    let fill = started.elapsed().as_secs_f64();
+    println!("filled in {fill:.1} s ({:.0} events/s through the projector's insert path)", events as f64 / fill);
     Ok(())
 }
 

@@ -418,11 +418,15 @@ pub async fn run(model: Arc<ReadModel>, ledger: Ledger, stop: CancellationToken)
         } else {
             model.check_against_git(&ledger).await.map(|()| {
                 checked = true;
-                1
+                BATCH
             })
         };
         match result {
-            Ok(0) => {
+            // Caught up, or a partial batch (ingest is running): wait for a reader to wake it or
+            // for the next poll, so the projector takes a tenth of a second's events per
+            // transaction instead of chasing the writer batch by batch (measured with bench
+            // ingest: chasing cost a quarter of the ingest rate on 2 loaded cores).
+            Ok(applied) if applied < BATCH => {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = model.wake.notified() => {}

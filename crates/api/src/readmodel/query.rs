@@ -261,16 +261,30 @@ impl ReadModel {
     pub async fn search(&self, f: &Filters) -> Result<Page, Error> {
         let columns = "SELECT e.seq AS seq, e.commit_id AS commit_id, e.event_json AS event_json, \
                        e.verdict_id AS verdict_id, e.verdict_json AS verdict_json";
-        let (mut sql, mut args, order) = match &f.reason {
+        // With a camera, its index is the narrow one (1% of the rows at 100 cameras); SQLite's
+        // planner, even after ANALYZE, took the media_type index for camera + media_type +
+        // reason and read 300,000 rows (7 s). InnoDB's statistics choose right by themselves.
+        let events = match (&f.camera, f.spam, self.pool.is_mysql()) {
+            (Some(_), Some(_), false) => "rm_events e INDEXED BY rm_events_camera_spam",
+            (Some(_), None, false) => "rm_events e INDEXED BY rm_events_camera",
+            _ => "rm_events e",
+        };
+        let (mut sql, mut args, order) = match (&f.reason, &f.camera) {
             // Driven by the (reason, seq) index: a rare reason reads only its own rows.
-            Some(reason) => (
-                format!(
-                    "{columns} FROM rm_reasons r JOIN rm_events e ON e.seq = r.seq WHERE r.reason = ? AND r.seq > ?"
-                ),
+            (Some(reason), None) => (
+                format!("{columns} FROM rm_reasons r JOIN rm_events e ON e.seq = r.seq WHERE r.reason = ? AND r.seq > ?"),
                 vec![Arg::from(reason.as_str()), Arg::from(i64_of(f.after))],
                 "r.seq",
             ),
-            None => (format!("{columns} FROM rm_events e WHERE e.seq > ?"), vec![Arg::from(i64_of(f.after))], "e.seq"),
+            (Some(reason), Some(_)) => (
+                format!(
+                    "{columns} FROM {events} WHERE EXISTS (SELECT 1 FROM rm_reasons r WHERE r.reason = ? AND r.seq = e.seq) \
+                     AND e.seq > ?"
+                ),
+                vec![Arg::from(reason.as_str()), Arg::from(i64_of(f.after))],
+                "e.seq",
+            ),
+            (None, _) => (format!("{columns} FROM {events} WHERE e.seq > ?"), vec![Arg::from(i64_of(f.after))], "e.seq"),
         };
         event_conditions(f.camera.as_deref(), f.since.as_deref(), f.until.as_deref(), &mut sql, &mut args);
         if let Some(spam) = f.spam {
