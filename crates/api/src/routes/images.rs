@@ -174,7 +174,7 @@ pub(crate) fn read_parts(headers: &HeaderMap, body: &Bytes, max_parts: usize) ->
         let headers_end = memchr::memmem::find(&body[headers_start..], b"\r\n\r\n")
             .map(|i| headers_start + i + 4)
             .ok_or_else(|| invalid("a part's headers do not end"))?;
-        let name = part_name(&body[headers_start + 2..headers_end]).map_err(|why| invalid(why))?;
+        let name = part_name(&body[headers_start + 2..headers_end]).map_err(invalid)?;
         let data_end = memchr::memmem::find(&body[headers_end..], delimiter)
             .map(|i| headers_end + i)
             .ok_or_else(|| invalid("a part does not end in a boundary"))?;
