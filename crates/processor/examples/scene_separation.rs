@@ -131,7 +131,7 @@ fn main() {
     let all = load(&dir, usize::MAX);
     let spam = spam_dir.map(|d| load(&d, usize::MAX)).unwrap_or_default();
     println!("{} photos ({} cameras), {} spam images", all.len(), n.min(all.len()), spam.len());
-    for hasher in [Hasher::PHash, Hasher::DHash] {
+    for hasher in [Hasher::PHash] {
         let other_hashes: Vec<u64> = all.iter().map(|p| hash(hasher, p, 92)).collect();
         let spam_hashes: Vec<u64> = spam.iter().map(|p| hash(hasher, p, 92)).collect();
         let (mut same, mut night, mut others, mut spams) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -150,14 +150,13 @@ fn main() {
                         night.push(d);
                     }
                     if t % 8 == 0 {
-                        for (j, oh) in other_hashes.iter().enumerate().filter(|(j, _)| *j != c) {
-                            let _ = j;
+                        for (_, oh) in other_hashes.iter().enumerate().filter(|(j, _)| *j != c) {
                             others.push(scenes.distance(&camera, *oh).expect("scene established"));
                         }
                         spams.extend(spam_hashes.iter().map(|sh| scenes.distance(&camera, *sh).expect("scene")));
                     }
                 }
-                scenes.record(t as u64 + 1, &camera, Some(h), false);
+                scenes.record(t as u64 + 1, &camera, Some(h), true);
             }
         }
         println!("\n{hasher:?}: distance to the camera's scene (nearest of its last accepted frames)");

@@ -15,9 +15,10 @@
 //! - It never changes `spam` and adds no reason: the distance is recorded as a score only.
 //! - It says nothing (no score) until the camera has [`MIN_FRAMES`] accepted frames, so a
 //!   camera's first frames are never measured against a scene that is not there yet.
-//! - A camera that is moved sees a new scene: its frames score far until [`FRAMES`] of the new
-//!   scene have been accepted (they are, since the distance flags nothing), after which the
-//!   old scene is forgotten. Nothing else happens.
+//! - A camera that is moved sees a new scene: its first frame after the move scores far (it
+//!   is judged on its other signals like any frame), and once accepted it is part of the
+//!   scene, so the next frame of the new view scores near; after [`FRAMES`] accepted frames
+//!   the old scene is forgotten. Nothing else happens.
 //!
 //! State is bounded and a pure function of the verdict chain: at most [`MAX_CAMERAS`] cameras
 //! (the one whose last accepted frame is oldest is forgotten first) × [`FRAMES`] hashes of 8
