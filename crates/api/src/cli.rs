@@ -105,6 +105,10 @@ pub enum Command {
         #[arg(long, env = "CAMLEDGER_WORKER_THREADS")]
         threads: Option<usize>,
     },
+    /// Judge a folder of labelled images (csv: file,label with ham or spam) as the service
+    /// would; print false positives, recall, score distribution and the threshold that meets
+    /// --target-fpr. Exit 2 on a malformed labels file.
+    Evaluate(crate::evaluate::EvaluateArgs),
     /// Re-judge a range of events without writing and report what changed.
     Replay {
         #[command(flatten)]
@@ -277,6 +281,18 @@ pub enum TokensCommand {
 /// Exit status of a command line that parsed but failed (clap exits 2 on a usage error
 /// itself, before anything runs): 0 success, 1 failure, 2 usage.
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit status of a usage error found after parsing (e.g. a malformed `evaluate --labels` file).
+pub const EXIT_USAGE: u8 = 2;
+
+/// The exit status for a failed command: [`EXIT_USAGE`] when its input was unusable
+/// ([`crate::evaluate::UsageError`]), else [`EXIT_FAILURE`].
+pub fn exit_status(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<crate::evaluate::UsageError>().is_some() {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILURE
+    }
+}
 
 /// Runs one parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -287,6 +303,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Push(args) => crate::push::run(args).await,
         Command::Log { data, from, limit, format } => log(data, from, limit, format).await,
         Command::Verify(args) => crate::verify::run(args).await,
+        Command::Evaluate(args) => crate::evaluate::run(args).await,
         Command::Worker { data, key, judge, threads } => {
             crate::processing::worker_command(data, key, judge, threads.unwrap_or_else(crate::config::cores)).await
         }
@@ -548,8 +565,10 @@ async fn log(data: DataDirArg, from: u64, limit: Option<usize>, format: OutputFo
                     let duplicate = r.duplicate_of.map_or(String::new(), |d| format!(" duplicate_of={d}"));
                     let verdict = match verdict {
                         None => "pending".to_owned(),
-                        Some(v) if v.verdict.spam => format!("spam:{}", v.verdict.reasons.join(",")),
-                        Some(_) => "ok".to_owned(),
+                        Some(v) if v.verdict.spam => {
+                            format!("spam:{}{}", v.verdict.reasons.join(","), explain(&v.verdict))
+                        }
+                        Some(v) => format!("ok{}", explain(&v.verdict)),
                     };
                     writeln!(
                         out,
@@ -570,6 +589,42 @@ async fn log(data: DataDirArg, from: u64, limit: Option<usize>, format: OutputFo
     })
     .await
     .context("the log task panicked")?
+}
+
+/// The scores behind a verdict, for `log --format text`: ` score=<reason>:<score>,…` for each
+/// reason that has a score (an ok verdict: the classifier's), then ` top=<label>:<probability>`,
+/// ` threshold=<spam threshold>` and ` scene=<distance>` where the verdict records them.
+fn explain(v: &camledger_eventstore::Verdict) -> String {
+    use camledger_processor::verdict::{CLASSIFIER, NEAR_DUPLICATE, SPAM_THRESHOLD};
+    let score_of = |reason: &str| {
+        let name = if reason == NEAR_DUPLICATE { "near_duplicate_distance" } else { reason };
+        v.scores.get(name).map(|s| format!("{reason}:{}", number(*s)))
+    };
+    let shown: Vec<String> = if v.spam {
+        v.reasons.iter().filter_map(|r| score_of(r)).collect()
+    } else {
+        score_of(CLASSIFIER).into_iter().collect()
+    };
+    let mut out = String::new();
+    if !shown.is_empty() {
+        out.push_str(&format!(" score={}", shown.join(",")));
+    }
+    if let Some((label, p)) = camledger_processor::judge::top_label(&v.scores) {
+        out.push_str(&format!(" top={label}:{}", number(p)));
+    }
+    if let Some(t) = v.scores.get(SPAM_THRESHOLD) {
+        out.push_str(&format!(" threshold={}", number(*t)));
+    }
+    if let Some(d) = v.scores.get(camledger_processor::scene::SCENE_DISTANCE) {
+        out.push_str(&format!(" scene={}", number(*d)));
+    }
+    out
+}
+
+/// A score as recorded (millionths), without trailing zeros: `0.9`, `0.953125`, `12`.
+fn number(value: f64) -> String {
+    let text = format!("{value:.6}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 #[cfg(test)]

@@ -221,6 +221,7 @@ impl ServeConfig {
                 near_duplicate_window_secs: None,
                 near_duplicate_distance: camledger_processor::verdict::Thresholds::default().near_duplicate_distance,
                 perceptual_hash: PerceptualHash::default(),
+                spam_threshold: None,
             },
             git_max_concurrent: 4,
             git_max_request_bytes: 16 * 1024 * 1024,
@@ -428,6 +429,30 @@ pub struct JudgeArgs {
     /// Perceptual hash used for near-duplicates (recorded in each verdict).
     #[arg(long, env = "CAMLEDGER_PERCEPTUAL_HASH", value_enum, default_value_t = PerceptualHash::Phash)]
     pub perceptual_hash: PerceptualHash,
+    /// Classifier score at or above which an image is spam, in (0, 1], kept to 6 decimals
+    /// (default: the model manifest's). Recorded in every verdict; `replay` judges a recorded
+    /// verdict with the threshold it records and uses this one for unjudged events only.
+    #[arg(long, env = "CAMLEDGER_SPAM_THRESHOLD", value_parser = parse_threshold)]
+    pub spam_threshold: Option<f64>,
+}
+
+/// A spam threshold: a number in (0, 1], rounded to millionths (the resolution `verdict.json`
+/// records it at, so a replay uses exactly the threshold the worker used).
+pub fn parse_threshold(text: &str) -> Result<f64, String> {
+    let value: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number"))?;
+    let rounded = camledger_processor::verdict::recordable(value);
+    if !(value > 0.0 && value <= 1.0) || rounded <= 0.0 {
+        return Err(format!("{text}: a spam threshold must be in (0, 1], at least 0.000001"));
+    }
+    Ok(rounded)
+}
+
+/// A target false-positive rate: a number in [0, 1).
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(value) if (0.0..1.0).contains(&value) => Ok(value),
+        _ => Err(format!("{text:?}: a rate must be a number in [0, 1), e.g. 0.01 for 1%")),
+    }
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]

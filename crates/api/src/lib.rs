@@ -9,8 +9,8 @@
 //! 2. `datadir` (checks, opening the ledger), [`keys`] (the signing key and its history),
 //!    `error` (the one HTTP error type), [`push`] (the camera-side uploader);
 //! 3. [`snapshots`] (snapshot/restore commands and scheduled snapshots), [`processing`]
-//!    (verdict workers, `worker`, `replay`), [`readmodel`] (the SQL projection of git that
-//!    search, stats and export read);
+//!    (verdict workers, `worker`, `replay`), [`evaluate`] (judging labelled folders),
+//!    [`readmodel`] (the SQL projection of git that search, stats and export read);
 //! 4. [`anchors`] (signed checkpoints);
 //! 5. [`verify`]; `state` (what every handler reaches);
 //! 6. `auth` (bearer tokens), then `routes` (one module per HTTP resource);
@@ -27,6 +27,7 @@ pub mod config;
 pub(crate) mod datadir;
 pub(crate) mod error;
 pub mod error_chain;
+pub mod evaluate;
 pub mod keys;
 pub(crate) mod listener;
 pub mod processing;

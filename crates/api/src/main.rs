@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success; 1 the command failed (the error and its causes on stderr, each
 //! once); 2 usage error (clap: unknown flag, missing or invalid value such as a `--server`
-//! without `http://`), before anything runs.
+//! without `http://`; a malformed `evaluate --labels` file), before anything runs.
 
 use std::process::ExitCode;
 
@@ -19,7 +19,8 @@ fn main() -> ExitCode {
         | Command::Snapshots { .. }
         | Command::Restore { .. }
         | Command::Checkpoint { .. }
-        | Command::Checkpoints { .. } => "warn",
+        | Command::Checkpoints { .. }
+        | Command::Evaluate(_) => "warn",
         _ => "info",
     };
     camledger_api::telemetry::init(cli.log_format, default_level);
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", camledger_api::cli::error_message(&e));
-            ExitCode::from(camledger_api::cli::EXIT_FAILURE)
+            ExitCode::from(camledger_api::cli::exit_status(&e))
         }
     }
 }

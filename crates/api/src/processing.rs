@@ -81,16 +81,19 @@ pub(crate) struct Judging {
 impl JudgeArgs {
     /// Loads the runtime and the model and makes `threads` classifiers (one ONNX session each).
     pub(crate) fn load(&self, threads: usize) -> anyhow::Result<Judging> {
-        let dylib = find_ort_dylib(self.ort_dylib.as_deref())?;
-        let runtime = OnnxRuntime::load(&dylib).context("loading ONNX Runtime")?;
-        let model = Arc::new(match &self.model {
-            Some(path) => {
-                Model::load(path).with_context(|| format!("loading the model manifest {}", path.display()))?
-            }
-            None => embedded_model()?,
-        });
+        let runtime = self.runtime()?;
+        let model = Arc::new(self.model()?);
         let classifiers = worker::classifiers(&runtime, &model, threads).context("creating ONNX sessions")?;
-        let mut config = judge::Config::for_model(&model);
+        let config = self.config(&model);
+        Ok(Judging { config, classifiers })
+    }
+
+    /// The judging configuration for `model` with these options (the classifier threshold:
+    /// `--spam-threshold`, else the manifest's, in millionths as verdicts record it).
+    pub(crate) fn config(&self, model: &Model) -> judge::Config {
+        let mut config = judge::Config::for_model(model);
+        config.thresholds.classifier =
+            camledger_processor::verdict::recordable(self.spam_threshold.unwrap_or(config.thresholds.classifier));
         config.scope = match self.near_duplicate_scope {
             NearDuplicateScope::All => Scope::All,
             NearDuplicateScope::Camera => Scope::SameCamera,
@@ -101,7 +104,21 @@ impl JudgeArgs {
             PerceptualHash::Phash => Hasher::PHash,
             PerceptualHash::Dhash => Hasher::DHash,
         };
-        Ok(Judging { config, classifiers })
+        config
+    }
+
+    /// The model `--model` names, else the embedded default.
+    pub(crate) fn model(&self) -> anyhow::Result<Model> {
+        match &self.model {
+            Some(path) => Model::load(path).with_context(|| format!("loading the model manifest {}", path.display())),
+            None => embedded_model(),
+        }
+    }
+
+    /// Loads ONNX Runtime (`--ort-dylib`, else the first found).
+    pub(crate) fn runtime(&self) -> anyhow::Result<OnnxRuntime> {
+        let dylib = find_ort_dylib(self.ort_dylib.as_deref())?;
+        OnnxRuntime::load(&dylib).context("loading ONNX Runtime")
     }
 }
 

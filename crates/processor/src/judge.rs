@@ -15,8 +15,9 @@ use crate::admission::Limits;
 use crate::blank::{blank_stats, BlankStats};
 use crate::classifier::{Classification, Classifier, ClassifyError};
 use crate::decode::{decode_scaled, decode_scaled_pair, DecodeError};
-use crate::neardup::{NearDupIndex, Query, QueryError, Scope};
+use crate::neardup::{Mark, NearDupIndex, Query, QueryError, Scope};
 use crate::phash::Hasher;
+use crate::scene::{Scenes, SCENE_DISTANCE};
 use crate::verdict::{decide, NearDuplicate, Signals, Thresholds, Verdict};
 
 /// How images are judged (configuration, fixed for a run so that replays reproduce it).
@@ -46,11 +47,55 @@ impl Default for Config {
 
 impl Config {
     /// The defaults, with the classifier threshold taken from the model's manifest (what
-    /// `serve`, `worker` and `replay` should start from).
+    /// `serve`, `worker`, `replay` and `evaluate` start from; `--spam-threshold` replaces it).
     pub fn for_model(model: &crate::classifier::Model) -> Self {
         let mut config = Self::default();
         config.thresholds.classifier = model.manifest().threshold;
         config
+    }
+}
+
+/// Everything judging remembers between events, in seq order: the near-duplicate index and
+/// every camera's recent scene. A pure function of the judged events and their verdicts, so
+/// workers and replays rebuild it from the ledger ([`History::record`]).
+#[derive(Debug)]
+pub struct History {
+    pub index: NearDupIndex,
+    pub scenes: Scenes,
+}
+
+/// A point to roll a [`History`] back to (a batch that lost the race to another worker).
+#[derive(Debug)]
+pub struct HistoryMark {
+    index: Mark,
+    scenes: Scenes,
+}
+
+impl History {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            index: NearDupIndex::new(config.thresholds.near_duplicate_distance).with_window(config.window_secs),
+            scenes: Scenes::new(),
+        }
+    }
+
+    /// Adds an event judged earlier (its hash, `None` when undecodable, and whether its
+    /// recorded reasons accept it into its camera's scene, [`crate::scene::accepts`]), exactly
+    /// as [`judge_in_order`] would have left it. Call in seq order.
+    pub fn record(&mut self, seq: u64, camera: &str, received_at: i64, hash: Option<u64>, accepted: bool) {
+        if let Some(hash) = hash {
+            self.index.insert(seq, camera, received_at, hash);
+        }
+        self.scenes.record(seq, camera, hash, accepted);
+    }
+
+    pub fn mark(&mut self) -> HistoryMark {
+        HistoryMark { index: self.index.mark(), scenes: self.scenes.clone() }
+    }
+
+    pub fn rollback(&mut self, mark: HistoryMark) {
+        self.index.rollback(mark.index);
+        self.scenes = mark.scenes;
     }
 }
 
@@ -118,14 +163,16 @@ pub fn hash_only(bytes: &[u8], config: &Config) -> Result<u64, DecodeError> {
     Ok(config.hasher.hash(&decode_scaled(bytes, HASH_SIDE, &config.limits)?))
 }
 
-/// Looks up earlier near-duplicates, adds this image to the index, and applies the policy.
-/// Call in seq order (see the module docs).
+/// Looks up earlier near-duplicates and the camera's scene, applies the policy, and adds the
+/// outcome to the history. Call in seq order (see the module docs). The one judging function:
+/// the worker, `replay` and `evaluate` all call it.
 pub fn judge_in_order(
-    index: &mut NearDupIndex,
+    history: &mut History,
     event: &EventFacts<'_>,
     analysis: &Analysis,
     config: &Config,
 ) -> Result<Verdict, QueryError> {
+    let index = &mut history.index;
     let near = index.find(&Query {
         hash: analysis.hash,
         max_distance: config.thresholds.near_duplicate_distance,
@@ -148,8 +195,27 @@ pub fn judge_in_order(
         let top = classification.probabilities.iter().copied().fold(0.0f32, f32::max);
         verdict.scores.insert(label_score_name(&classification.top_label), f64::from(top));
     }
+    // Evidence only: recorded, never a reason (see crate::scene).
+    if let Some(d) = history.scenes.distance(event.camera, analysis.hash) {
+        verdict.scores.insert(SCENE_DISTANCE.to_owned(), f64::from(d));
+    }
+    history.scenes.record(event.seq, event.camera, Some(analysis.hash), crate::scene::accepts(&verdict.reasons));
     Ok(verdict)
 }
+
+/// The verdict on an image that does not decode (it changes no history).
+pub fn judge_undecodable(config: &Config) -> Verdict {
+    crate::verdict::undecodable(&config.thresholds)
+}
+
+/// The top label and its probability, read back from a verdict's scores (`label_<name>`, see
+/// [`label_score_name`]); `None` for a verdict without a classifier score.
+pub fn top_label(scores: &std::collections::BTreeMap<String, f64>) -> Option<(&str, f64)> {
+    scores.iter().find_map(|(name, p)| name.strip_prefix(LABEL_PREFIX).map(|label| (label, *p)))
+}
+
+/// Prefix of the score that records the model's top label.
+pub const LABEL_PREFIX: &str = "label_";
 
 /// `label_<name>` in the `[a-z_]{1,32}` alphabet the ledger requires for score names.
 pub(crate) fn label_score_name(label: &str) -> String {

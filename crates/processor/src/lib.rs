@@ -13,6 +13,7 @@
 //! - [`blank`]: blank / flat / near-black frame detection.
 //! - [`classifier`]: the ONNX classifier behind a JSON model manifest, run with ONNX Runtime
 //!   loaded at run time from `libonnxruntime.so.1.31.1`.
+//! - [`scene`]: each camera's recent accepted frames, and a new frame's distance to them.
 //! - [`verdict`]: the verdict policy, a pure function from signals to a verdict.
 //! - [`judge`]: the composition: `analyse` (order-independent, parallel) and
 //!   `judge_in_order` (near-duplicate lookup and policy, in seq order).
@@ -43,6 +44,7 @@ pub mod judge;
 pub mod neardup;
 pub mod phash;
 pub mod replay;
+pub mod scene;
 pub mod verdict;
 pub mod worker;
 

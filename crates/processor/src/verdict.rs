@@ -10,6 +10,27 @@ pub const DUPLICATE: &str = "duplicate";
 pub const NEAR_DUPLICATE: &str = "near_duplicate";
 pub const BLANK: &str = "blank";
 pub const CLASSIFIER: &str = "classifier";
+/// Reason recorded for an admitted image that cannot be decoded.
+pub const UNDECODABLE: &str = "undecodable";
+
+/// Score name under which every verdict records the classifier threshold in force
+/// (`--spam-threshold`, else the model manifest's), so a replay judges each event with the
+/// threshold it was judged under. A configuration value, not a measurement: it sits among the
+/// scores because `scores` is the one open map of `verdict.json` that every version-1 reader
+/// accepts.
+pub const SPAM_THRESHOLD: &str = "spam_threshold";
+
+/// The threshold verdicts recorded without [`SPAM_THRESHOLD`] were made under: the classifier
+/// threshold always came from the model manifest (`Config::for_model`), and every default
+/// model shipped so far (`84eb9779…`, `f743e523…`, `696e4e45…`) has 0.9. A replay uses the
+/// manifest threshold of the model it is given for such verdicts, which is this for the
+/// shipped models; see docs/event-format.md, section 9.
+pub const OLD_DEFAULT_SPAM_THRESHOLD: f64 = 0.9;
+
+/// Scores added to `verdict.json` after verdicts were first written. A verdict that lacks one
+/// of them was written before it existed, so a replay does not count its appearance as a
+/// difference (every other score must match exactly).
+pub const LATER_SCORES: &[&str] = &[SPAM_THRESHOLD, crate::scene::SCENE_DISTANCE];
 
 /// The closest earlier image found by the near-duplicate index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +58,8 @@ pub struct Thresholds {
     pub near_duplicate_distance: u32,
     /// Blank when `blank_score >= blank`.
     pub blank: f64,
-    /// Spam by the classifier when `classifier_score >= classifier` (the model manifest's).
+    /// Spam by the classifier when `classifier_score >= classifier` (`--spam-threshold`, else
+    /// the model manifest's). Recorded in every verdict as [`SPAM_THRESHOLD`].
     pub classifier: f64,
 }
 
@@ -57,10 +79,11 @@ pub struct Verdict {
 }
 
 /// Applies the policy. Reasons come in a fixed order: duplicate, near_duplicate, blank,
-/// classifier.
+/// classifier. The classifier threshold in force is recorded as [`SPAM_THRESHOLD`].
 pub fn decide(signals: &Signals, thresholds: &Thresholds) -> Verdict {
     let mut reasons = Vec::new();
     let mut scores = BTreeMap::new();
+    scores.insert(SPAM_THRESHOLD.to_owned(), thresholds.classifier);
     if signals.duplicate_of.is_some() {
         reasons.push(DUPLICATE);
     }
@@ -82,6 +105,23 @@ pub fn decide(signals: &Signals, thresholds: &Thresholds) -> Verdict {
         }
     }
     Verdict { spam: !reasons.is_empty(), reasons, scores, near_duplicate_of: near.map(|n| n.seq) }
+}
+
+/// `value` rounded to millionths, the resolution `verdict.json` records scores at: a threshold
+/// that is used exactly as it is recorded keeps `replay --strict` exact.
+pub fn recordable(value: f64) -> f64 {
+    (value * 1e6).round() / 1e6
+}
+
+/// The verdict on an admitted image that does not decode: spam, reason [`UNDECODABLE`], only
+/// the threshold in force among the scores.
+pub fn undecodable(thresholds: &Thresholds) -> Verdict {
+    Verdict {
+        spam: true,
+        reasons: vec![UNDECODABLE],
+        scores: [(SPAM_THRESHOLD.to_owned(), thresholds.classifier)].into(),
+        near_duplicate_of: None,
+    }
 }
 
 #[cfg(test)]

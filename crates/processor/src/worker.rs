@@ -2,19 +2,19 @@
 //! verdicts (and their notes) in batches.
 //!
 //! A worker keeps no state of its own. On start it repairs lagging notes, takes the verdict
-//! head as its checkpoint and rebuilds the near-duplicate index from the perceptual hashes
-//! recorded in the verdicts (`perceptual_hash`: one walk down the verdict chain plus one
-//! `event.json` read per event, no image decoded). Only verdicts without a usable hash (written
+//! head as its checkpoint and rebuilds its [`History`] (the near-duplicate index and every
+//! camera's recent scene) from what the verdicts record (`perceptual_hash` and `reasons`: one walk
+//! down the verdict chain plus one `event.json` read per event, no image decoded). Only verdicts without a usable hash (written
 //! before the field existed, or by a processor using another hash algorithm) send it back to
 //! the image. Then each [`Worker::step`]:
 //! 1. reads up to `batch` events after the checkpoint,
 //! 2. analyses them in parallel, one thread per [`Classifier`] (ONNX sessions are `&mut`),
-//! 3. judges them in seq order against the index ([`crate::judge::judge_in_order`]),
+//! 3. judges them in seq order against the history ([`crate::judge::judge_in_order`]),
 //! 4. appends the verdicts in one call; the eventstore moves `refs/heads/verdicts` and
 //!    `refs/notes/verdicts` together with a compare-and-swap and makes them durable.
 //!
 //! Two workers on one ledger never write two verdicts for one event: the loser of the
-//! compare-and-swap gets `Conflict` with the new head, undoes its batch in the index, hashes
+//! compare-and-swap gets `Conflict` with the new head, undoes its batch in the history, reads
 //! whatever the winner judged beyond it, and continues from there.
 
 use std::sync::Arc;
@@ -26,11 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
 use crate::classifier::{Classifier, ClassifyError};
-use crate::judge::{self, analyse, hash_only, AnalyseError, Analysis, EventFacts};
-use crate::neardup::{NearDupIndex, QueryError};
+use crate::judge::{self, analyse, hash_only, AnalyseError, Analysis, EventFacts, History};
+use crate::neardup::QueryError;
 
-/// Reason recorded for an admitted image that cannot be decoded.
-pub const UNDECODABLE: &str = "undecodable";
+pub use crate::verdict::UNDECODABLE;
 
 /// Worker settings (fixed for a run).
 #[derive(Debug, Clone)]
@@ -96,8 +95,9 @@ impl WorkerError {
     }
 }
 
-/// One judged event's index entry: seq, camera, received_at, hash (`None`: undecodable).
-type Indexed = (u64, String, i64, Option<u64>);
+/// One judged event's history entry: seq, camera, received_at, hash (`None`: undecodable),
+/// accepted into its camera's scene.
+type Indexed = (u64, String, i64, Option<u64>, bool);
 
 /// What a verdict says about its image's perceptual hash.
 #[derive(Clone, Copy)]
@@ -124,7 +124,7 @@ pub struct Worker {
     config: WorkerConfig,
     classifiers: Vec<Classifier>,
     model_sha256: String,
-    index: NearDupIndex,
+    history: History,
     next_seq: u64,
 }
 
@@ -148,17 +148,15 @@ impl Worker {
         let first = classifiers.first().ok_or(WorkerError::NoClassifier)?;
         let model_sha256 = first.model().sha256().to_ascii_lowercase();
         let checkpoint = ledger.repair_verdict_notes()?.map_or(0, |head| head.event_seq);
-        let mut worker = Worker {
-            index: NearDupIndex::new(config.judge.thresholds.near_duplicate_distance)
-                .with_window(config.judge.window_secs),
-            ledger,
-            config,
-            classifiers,
-            model_sha256,
-            next_seq: 1,
-        };
+        let mut worker =
+            Worker { history: History::new(&config.judge), ledger, config, classifiers, model_sha256, next_seq: 1 };
         worker.catch_up_index(checkpoint)?;
-        tracing::info!(checkpoint, indexed = worker.index.len(), "worker started");
+        tracing::info!(
+            checkpoint,
+            indexed = worker.history.index.len(),
+            cameras = worker.history.scenes.len(),
+            "worker started"
+        );
         Ok(worker)
     }
 
@@ -167,9 +165,9 @@ impl Worker {
         self.next_seq
     }
 
-    /// Adds events `next_seq..=through` (judged already) to the index, in seq order: their
-    /// hashes come from the verdicts; events whose verdict has none are hashed again, in
-    /// parallel chunks (one thread per classifier).
+    /// Adds events `next_seq..=through` (judged already) to the history, in seq order: their
+    /// hashes and spam bits come from the verdicts; events whose verdict has no hash are hashed
+    /// again, in parallel chunks (one thread per classifier).
     fn catch_up_index(&mut self, through: u64) -> Result<(), WorkerError> {
         const CHUNK: u64 = 1024;
         let from = self.next_seq;
@@ -177,17 +175,18 @@ impl Worker {
             return Ok(());
         }
         let hasher = self.config.judge.hasher;
-        let mut recorded = vec![Recorded::Unknown; (through - from + 1) as usize];
+        let mut recorded = vec![(Recorded::Unknown, false); (through - from + 1) as usize];
         self.ledger.walk_verdicts_back(|v| {
             if v.event_seq < from {
                 return false;
             }
             if let Some(slot) = v.event_seq.checked_sub(from).and_then(|i| recorded.get_mut(i as usize)) {
-                *slot = match v.perceptual_hash.as_deref().and_then(|h| hasher.parse_record(h)) {
+                let hash = match v.perceptual_hash.as_deref().and_then(|h| hasher.parse_record(h)) {
                     Some(hash) => Recorded::Hash(hash),
                     None if v.reasons.iter().any(|r| r == UNDECODABLE) => Recorded::Undecodable,
                     None => Recorded::Unknown,
                 };
+                *slot = (hash, crate::scene::accepts(&v.reasons));
             }
             true
         })?;
@@ -195,7 +194,8 @@ impl Worker {
         let mut start = from;
         while start <= through {
             let to = through.min(start + CHUNK * threads - 1);
-            let seqs: Vec<(u64, Recorded)> = (start..=to).map(|seq| (seq, recorded[(seq - from) as usize])).collect();
+            let seqs: Vec<(u64, (Recorded, bool))> =
+                (start..=to).map(|seq| (seq, recorded[(seq - from) as usize])).collect();
             let per_thread = seqs.len().div_ceil(threads as usize).max(1);
             let (ledger, config) = (&self.ledger, &self.config.judge);
             let indexed: Vec<Result<Vec<Indexed>, WorkerError>> = std::thread::scope(|scope| {
@@ -203,17 +203,20 @@ impl Worker {
                     .chunks(per_thread)
                     .map(|chunk| {
                         scope.spawn(move || {
-                            chunk.iter().map(|&(seq, recorded)| index_entry(ledger, config, seq, recorded)).collect()
+                            chunk
+                                .iter()
+                                .map(|&(seq, (recorded, accepted))| {
+                                    index_entry(ledger, config, seq, recorded, accepted)
+                                })
+                                .collect()
                         })
                     })
                     .collect();
                 handles.into_iter().map(|h| h.join().unwrap_or(Err(WorkerError::Panicked))).collect()
             });
             for chunk in indexed {
-                for (seq, camera, received_at, hash) in chunk? {
-                    if let Some(hash) = hash {
-                        self.index.insert(seq, &camera, received_at, hash);
-                    }
+                for (seq, camera, received_at, hash, accepted) in chunk? {
+                    self.history.record(seq, &camera, received_at, hash, accepted);
                 }
             }
             start = to + 1;
@@ -265,7 +268,7 @@ impl Worker {
         let last = head.seq.min(self.next_seq + self.config.batch.max(1) as u64 - 1);
         let events = (self.next_seq..=last).map(|seq| self.load(seq)).collect::<Result<Vec<_>, _>>()?;
         let analyses = self.analyse_all(&events)?;
-        let index_before = self.index.mark();
+        let history_before = self.history.mark();
         let mut verdicts = Vec::with_capacity(events.len());
         let mut hashes = Vec::with_capacity(events.len());
         for (event, analysis) in events.iter().zip(analyses) {
@@ -277,8 +280,8 @@ impl Worker {
                         received_at: event.received_at,
                         duplicate_of: event.duplicate_of,
                     };
-                    let verdict = judge::judge_in_order(&mut self.index, &facts, &analysis, &self.config.judge)?;
-                    hashes.push((event.seq, Some(analysis.hash)));
+                    let verdict = judge::judge_in_order(&mut self.history, &facts, &analysis, &self.config.judge)?;
+                    hashes.push((event.seq, Some(analysis.hash), crate::scene::accepts(&verdict.reasons)));
                     StoredVerdictRecord {
                         event_seq: event.seq,
                         event_id: event.id.clone(),
@@ -293,14 +296,15 @@ impl Worker {
                 }
                 Err(AnalyseError::Decode(error)) => {
                     tracing::warn!(seq = event.seq, %error, "admitted image does not decode; judged spam");
-                    hashes.push((event.seq, None));
+                    hashes.push((event.seq, None, false));
+                    let verdict = judge::judge_undecodable(&self.config.judge);
                     StoredVerdictRecord {
                         event_seq: event.seq,
                         event_id: event.id.clone(),
-                        spam: true,
-                        reasons: vec![UNDECODABLE.to_owned()],
-                        scores: Default::default(),
-                        near_duplicate_of: None,
+                        spam: verdict.spam,
+                        reasons: verdict.reasons.iter().map(|r| (*r).to_owned()).collect(),
+                        scores: verdict.scores,
+                        near_duplicate_of: verdict.near_duplicate_of,
                         model_sha256: self.model_sha256.clone(),
                         processor_version: self.config.processor_version.clone(),
                         perceptual_hash: None,
@@ -319,23 +323,21 @@ impl Worker {
             Err(verdict::Error::Conflict { head }) => {
                 let winner = head.map_or(0, |h| h.event_seq);
                 tracing::info!(winner, "another worker appended first; catching up");
-                // Undo this batch in the index, keep what the winner also judged (hashes are
-                // deterministic), hash the rest of what it judged.
-                self.index.rollback(index_before);
-                for (event, (seq, hash)) in events.iter().zip(&hashes) {
+                // Undo this batch in the history, keep what the winner also judged (verdicts
+                // are deterministic), read the rest of what it judged.
+                self.history.rollback(history_before);
+                for (event, (seq, hash, accepted)) in events.iter().zip(&hashes) {
                     if *seq > winner {
                         break;
                     }
-                    if let Some(hash) = hash {
-                        self.index.insert(*seq, &event.camera, event.received_at, *hash);
-                    }
+                    self.history.record(*seq, &event.camera, event.received_at, *hash, *accepted);
                     self.next_seq = seq + 1;
                 }
                 self.catch_up_index(winner)?;
                 Ok(0)
             }
             Err(other) => {
-                self.index.rollback(index_before);
+                self.history.rollback(history_before);
                 Err(other.into())
             }
         }
@@ -374,7 +376,13 @@ impl Worker {
 
 /// The index entry of judged event `seq`: camera and time from `event.json`, the hash from its
 /// verdict or, when the verdict has none, from the image.
-fn index_entry(ledger: &Ledger, config: &judge::Config, seq: u64, recorded: Recorded) -> Result<Indexed, WorkerError> {
+fn index_entry(
+    ledger: &Ledger,
+    config: &judge::Config,
+    seq: u64,
+    recorded: Recorded,
+    accepted: bool,
+) -> Result<Indexed, WorkerError> {
     let (record, hash) = match recorded {
         Recorded::Hash(hash) => (ledger.event(seq)?.record, Some(hash)),
         Recorded::Undecodable => (ledger.event(seq)?.record, None),
@@ -387,7 +395,7 @@ fn index_entry(ledger: &Ledger, config: &judge::Config, seq: u64, recorded: Reco
         }
     };
     let received_at = unix_seconds(seq, &record.received_at)?;
-    Ok((seq, record.camera, received_at, hash))
+    Ok((seq, record.camera, received_at, hash, accepted))
 }
 
 /// Creates `threads` classifiers for one model (one ONNX session each).

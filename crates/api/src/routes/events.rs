@@ -122,10 +122,17 @@ fn event_json(event: &StoredEvent) -> Value {
     json!({ "id": event.id, "event": event.record })
 }
 
-/// The verdict as `verdict.json` has it, plus the verdict commit's id.
+/// The verdict as `verdict.json` has it, plus the verdict commit's id and, read from its
+/// scores, the model's top label (`{"label", "probability"}`), the spam threshold in force and
+/// the scene distance (each `null` when the verdict does not record it).
 pub(crate) fn verdict_json(stored: &camledger_eventstore::verdict::StoredVerdict) -> Value {
     let v = &stored.verdict;
+    let top_label = camledger_processor::judge::top_label(&v.scores)
+        .map(|(label, probability)| json!({ "label": label, "probability": probability }));
     json!({
+        "top_label": top_label,
+        "spam_threshold": v.scores.get(camledger_processor::verdict::SPAM_THRESHOLD),
+        "scene_distance": v.scores.get(camledger_processor::scene::SCENE_DISTANCE),
         "id": stored.id,
         "event_seq": v.event_seq,
         "event_id": v.event_id,

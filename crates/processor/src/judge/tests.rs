@@ -21,7 +21,7 @@ fn upload(camera: &'static str, received_at: i64, image: &RgbImage) -> Upload {
 
 /// Judges uploads as seq 1, 2, … in order; returns each verdict's reasons and near-dup origin.
 fn judge_all(uploads: &[Upload], config: &Config) -> Vec<(Vec<&'static str>, Option<u64>)> {
-    let mut index = NearDupIndex::new(config.thresholds.near_duplicate_distance);
+    let mut history = History::new(config);
     uploads
         .iter()
         .enumerate()
@@ -33,7 +33,7 @@ fn judge_all(uploads: &[Upload], config: &Config) -> Vec<(Vec<&'static str>, Opt
                 received_at: u.received_at,
                 duplicate_of: u.duplicate_of,
             };
-            let verdict = judge_in_order(&mut index, &event, &analysis, config).expect("distance within index");
+            let verdict = judge_in_order(&mut history, &event, &analysis, config).expect("distance within index");
             (verdict.reasons, verdict.near_duplicate_of)
         })
         .collect()
@@ -119,13 +119,15 @@ fn the_classifier_score_and_top_label_are_part_of_the_verdict() {
     let red = encode_jpeg(&RgbImage::from_fn(320, 240, |x, _| Rgb([255, (x % 200) as u8, 0])), 90);
     let analysis = analyse(&red, &config, Some(&mut classifier)).expect("valid image");
     let classification = analysis.classification.clone().expect("classifier ran");
-    let mut index = NearDupIndex::new(config.thresholds.near_duplicate_distance);
+    let mut history = History::new(&config);
     let event = EventFacts { seq: 1, camera: "c", received_at: 0, duplicate_of: None };
-    let verdict = judge_in_order(&mut index, &event, &analysis, &config).expect("valid query");
+    let verdict = judge_in_order(&mut history, &event, &analysis, &config).expect("valid query");
     assert!(classification.spam, "{classification:?}");
     assert_eq!(verdict.reasons, vec![CLASSIFIER]);
     assert_eq!(verdict.scores.get("classifier"), Some(&classification.score));
     assert!(verdict.scores.contains_key("label_spam"), "{:?}", verdict.scores);
+    assert_eq!(top_label(&verdict.scores).map(|(label, _)| label), Some(classification.top_label.as_str()));
+    assert_eq!(verdict.scores.get(crate::verdict::SPAM_THRESHOLD), Some(&config.thresholds.classifier));
 }
 
 #[test]

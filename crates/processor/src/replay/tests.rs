@@ -68,3 +68,32 @@ fn the_summary_counts_flips_each_way() {
     );
     assert!(summary.has_differences());
 }
+
+#[test]
+fn a_score_added_later_is_not_held_against_a_verdict_written_before_it() {
+    let old = outcome(false, &[], &[("blank", 0.1), ("classifier", 0.2)], None);
+    let new = outcome(
+        false,
+        &[],
+        &[("blank", 0.1), ("classifier", 0.2), ("spam_threshold", 0.9), ("scene_distance", 20.0)],
+        None,
+    );
+    assert!(same(&old, &new), "the old verdict lacks the later scores");
+    assert!(!same(&new, &old), "a verdict that records them must get them back");
+    let other_later = outcome(false, &[], &[("blank", 0.1), ("classifier", 0.2), ("label_meme", 0.5)], None);
+    assert!(!same(&old, &other_later), "any other new score is a difference");
+}
+
+#[test]
+fn verdicts_without_a_recorded_threshold_replay_at_their_models_manifest_threshold() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny.manifest.json");
+    let mut manifest: crate::classifier::Manifest =
+        serde_json::from_slice(&std::fs::read(path).expect("fixture exists")).expect("valid manifest");
+    manifest.threshold = 0.7;
+    let model = Model::from_parts(manifest.clone(), std::sync::Arc::from(&b""[..])).expect("valid manifest");
+    assert_eq!(threshold_before_recording(&manifest.sha256, &model), 0.7, "the verdict's own model");
+    for shipped in DEFAULT_MODELS_BEFORE_RECORDED_THRESHOLDS {
+        assert_eq!(threshold_before_recording(shipped, &model), 0.9, "a shipped default model: {shipped}");
+    }
+    assert_eq!(threshold_before_recording(&"ab".repeat(32), &model), 0.7, "unknown: the replay's manifest");
+}

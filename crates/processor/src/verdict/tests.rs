@@ -63,9 +63,13 @@ fn every_score_is_recorded_whether_it_fired_or_not() {
     let signals =
         Signals { duplicate_of: None, near_duplicate: near(4, 20), blank_score: 0.25, classifier_score: Some(0.125) };
     let verdict = decide(&signals, &Thresholds::default());
-    let expected: BTreeMap<String, f64> =
-        [("blank".to_owned(), 0.25), ("classifier".to_owned(), 0.125), ("near_duplicate_distance".to_owned(), 20.0)]
-            .into();
+    let expected: BTreeMap<String, f64> = [
+        ("blank".to_owned(), 0.25),
+        ("classifier".to_owned(), 0.125),
+        ("near_duplicate_distance".to_owned(), 20.0),
+        (SPAM_THRESHOLD.to_owned(), 0.5),
+    ]
+    .into();
     assert_eq!(verdict.scores, expected);
     assert!(!verdict.spam);
 }

@@ -200,12 +200,68 @@ async fn a_replay_reproduces_every_recorded_verdict() {
         crate::replay::replay(&ledger, 1, None, &worker_config.judge, &mut classifier, |_, _| {}).expect("replays");
     assert!(rows[2].recomputed.reasons.contains(&crate::verdict::CLASSIFIER.to_owned()), "{:?}", rows[2]);
 
-    // A laxer configuration flips the classifier-only and blank verdicts, and the replay says so.
+    // A laxer blank threshold flips the blank verdict, and the replay says so; another
+    // classifier threshold does not: each verdict is replayed with the threshold it records.
     let mut laxer = worker_config.judge.clone();
     laxer.thresholds.blank = 2.0;
     laxer.thresholds.classifier = 2.0;
-    let (_, summary) = crate::replay::replay(&ledger, 1, None, &laxer, &mut classifier, |_, _| {}).expect("replays");
-    assert!(summary.flips_to_ok >= 2 && summary.has_differences(), "{summary:?}");
+    let (rows, summary) = crate::replay::replay(&ledger, 1, None, &laxer, &mut classifier, |_, _| {}).expect("replays");
+    assert!(!rows[3].agrees && summary.has_differences(), "the blank frame differs: {summary:?}");
+    assert!(rows[2].agrees, "the classifier verdict is judged at its recorded threshold: {:?}", rows[2]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verdicts_written_before_thresholds_and_scenes_were_recorded_replay_exactly() {
+    let images: Vec<(&str, Vec<u8>)> = (0..12u64)
+        .map(|i| {
+            let red = RgbImage::from_fn(320, 240, |x, y| Rgb([250, ((x + 7 * i as u32) % 50) as u8, (y % 40) as u8]));
+            // The tiny model calls red spam: the scene frames are cooled to stay below 0.5.
+            let scene = alter(&scene(70, 320, 240), Alteration::Brightened10);
+            let cool = RgbImage::from_fn(320, 240, |x, y| {
+                let [r, g, b] = scene.get_pixel(x, y).0;
+                Rgb([r / 4, g, b])
+            });
+            let image = if i % 4 == 3 { red } else { cool };
+            ("cam-1", encode_jpeg(&image, 80 + i as u8))
+        })
+        .collect();
+    let judged = tempfile::tempdir().expect("temp dir");
+    let judged = Ledger::open(judged.path(), LedgerConfig::default()).expect("ledger opens");
+    append_all(&judged, &images).await;
+    let worker_config = WorkerConfig { batch: 5, ..WorkerConfig::default() };
+    let mut worker = Worker::start(judged.clone(), worker_config.clone(), tiny_classifiers(1)).expect("starts");
+    assert_eq!(run_to_end(&mut worker), 12);
+    let recorded: Vec<StoredVerdictRecord> =
+        (1..=12).map(|seq| judged.verdict(seq).expect("readable").expect("judged").verdict).collect();
+    assert!(recorded.iter().any(|v| v.scores.contains_key(crate::scene::SCENE_DISTANCE)), "{recorded:#?}");
+    assert!(recorded.iter().any(|v| v.reasons.contains(&crate::verdict::CLASSIFIER.to_owned())), "{recorded:#?}");
+
+    // The same events with the verdicts an earlier build wrote: no threshold, no scene.
+    let old = tempfile::tempdir().expect("temp dir");
+    let old = Ledger::open(old.path(), LedgerConfig::default()).expect("ledger opens");
+    append_all(&old, &images).await;
+    let stripped: Vec<StoredVerdictRecord> = recorded
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            v.event_id = old.event(v.event_seq).expect("event").id;
+            v.scores.retain(|k, _| !crate::verdict::LATER_SCORES.contains(&k.as_str()));
+            v
+        })
+        .collect();
+    old.append_verdicts(&stripped).expect("old verdicts land");
+    // Whatever the replay is told, the manifest's threshold (what they were made under) applies.
+    let mut other = worker_config.judge.clone();
+    other.thresholds.classifier = 0.01;
+    let mut classifier = tiny_classifiers(1).pop().expect("one classifier");
+    for from in [1, 7] {
+        let (rows, summary) =
+            crate::replay::replay(&old, from, None, &other, &mut classifier, |_, _| {}).expect("replays");
+        assert_eq!(summary.agreements, 13 - from, "from {from}: {rows:#?}");
+    }
+    // Verdicts that record their threshold are replayed with it, not with the configured one.
+    let (_, summary) = crate::replay::replay(&judged, 1, None, &other, &mut classifier, |_, _| {}).expect("replays");
+    assert_eq!(summary.agreements, 12, "{summary:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -272,4 +328,38 @@ async fn a_starting_worker_takes_hashes_from_the_verdicts_and_decodes_only_where
     assert_eq!(reasons(&ledger, 4), (vec![NEAR_DUPLICATE.to_owned()], Some(2)), "a missing hash was recomputed");
     let recorded = ledger.verdict(3).expect("readable").expect("judged").verdict.perceptual_hash;
     assert_eq!(recorded, Some(Hasher::default().record(hash(&c, 85))), "new verdicts record their hash");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_worker_rebuilds_every_cameras_scene_from_the_verdicts() {
+    let images: Vec<(&str, Vec<u8>)> = (0..22u64)
+        .map(|i| {
+            let camera = if i % 2 == 0 { "cam-1" } else { "cam-2" };
+            let seed = if i % 2 == 0 { 80 } else { 81 };
+            let image = if i == 20 { scene(82, 320, 240) } else { scene(seed, 320, 240) };
+            (camera, encode_jpeg(&alter(&image, Alteration::Brightened10), 70 + i as u8))
+        })
+        .collect();
+    let images = &images;
+    let judge = |ledger: Ledger, stop_after: Option<u64>| async move {
+        append_all(&ledger, &images[..stop_after.unwrap_or(22) as usize]).await;
+        let mut worker = Worker::start(ledger.clone(), config(4), tiny_classifiers(1)).expect("starts");
+        run_to_end(&mut worker);
+        drop(worker);
+        if let Some(n) = stop_after {
+            append_all(&ledger, &images[n as usize..]).await;
+            let mut worker = Worker::start(ledger.clone(), config(4), tiny_classifiers(1)).expect("restarts");
+            assert_eq!(run_to_end(&mut worker), 22 - n as usize);
+        }
+        (1..=22).map(|seq| ledger.verdict(seq).expect("readable").expect("judged").verdict.scores).collect::<Vec<_>>()
+    };
+    let (a, b) = (tempfile::tempdir().expect("temp dir"), tempfile::tempdir().expect("temp dir"));
+    let straight = judge(Ledger::open(a.path(), LedgerConfig::default()).expect("opens"), None).await;
+    let restarted = judge(Ledger::open(b.path(), LedgerConfig::default()).expect("opens"), Some(15)).await;
+    assert_eq!(straight, restarted);
+    let distances: Vec<Option<f64>> = straight.iter().map(|s| s.get(crate::scene::SCENE_DISTANCE).copied()).collect();
+    assert!(distances[..crate::scene::MIN_FRAMES * 2].iter().all(Option::is_none), "{distances:?}");
+    let near = distances[21].expect("cam-2 has its scene");
+    let far = distances[20].expect("cam-1 has its scene");
+    assert!(near <= 10.0 && far > 16.0, "{distances:?}");
 }
