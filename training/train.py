@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""Build the data set, train camledger's default spam classifier, export and verify it.
+"""Build the data set, evaluate leave-sources-out, train the spam classifier, export and verify it.
 
-    python3 training/train.py            # everything: data, training, ONNX, report, fixtures
+    python3 training/train.py            # data, leave-sources-out folds, head, ONNX, report, fixtures
     python3 training/train.py --quick    # a small smoke run (writes under training/.cache/quick/)
 
-Outputs (crates/processor/models/): default.onnx, default.manifest.json, TRAINING_REPORT.md,
-fixtures/*.png + fixtures/expected.json; and training/dataset_split.csv (which source went where).
+Outputs (training/.cache/candidate/ unless --out): default.onnx, default.manifest.json,
+TRAINING_REPORT.md, fixtures/*.png + fixtures/expected.json; and training/dataset_split.csv
+(origin -> fold). The model is a frozen ImageNet MobileNetV2 trunk (backbone.py) with a small
+head trained on cached trunk features; the previous CNN (`train`, `export_onnx` below) is kept
+for `--cnn-epochs`, which retrains it on every fold for comparison.
 
-Why JAX and a hand-written ONNX graph: torch's PyPI wheels pull in gigabytes of CUDA libraries;
-jax[cpu] is ~80 MB, and a 4-layer CNN is a dozen ONNX nodes that the `onnx` helper API writes
-directly, with nothing to go wrong in a tracer. The export is checked against the JAX forward pass
-with onnxruntime on the whole test set.
+Why JAX and hand-written ONNX graphs: torch's PyPI wheels pull in gigabytes of CUDA libraries;
+jax[cpu] is ~80 MB, and MobileNetV2's blocks and a head are a few node types that the `onnx`
+helper API writes directly. The export is checked against the features + head computed in training.
 """
 
 from __future__ import annotations
@@ -530,10 +532,10 @@ def macs(model_path: Path, side: int) -> float:
 # ----------------------------------------------------------------------------- main
 
 CONFIGS = {  # name -> (trunk blocks, pooled taps, head hidden units)
-    "mnv2-7-linear": (7, [3, 6], 0),
+    # Linear heads on the same taps were measured too (first run, same folds): at the 0.995
+    # threshold mnv2-7-linear 0.87% photo FPR / 37.8% spam recall, mnv2-14-linear 1.56% / 64.3%.
     "mnv2-7-mlp": (7, [3, 6], 128),
     "mnv2-11-mlp": (11, [3, 6, 10], 128),
-    "mnv2-14-linear": (14, [3, 6, 10, 13], 0),
     "mnv2-14-mlp": (14, [3, 6, 10, 13], 128),
 }
 TAPS_ALL = [3, 6, 10, 13]
@@ -566,12 +568,14 @@ def main():
     ap.add_argument("--cnn-epochs", type=int, default=0,
                     help="also train the previous CNN architecture on every fold for this many epochs")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--out", type=Path, help="output folder (default: crates/processor/models/)")
+    ap.add_argument("--out", type=Path,
+                    help="output folder (default: training/.cache/candidate/; to ship, keep the current "
+                         "default model under crates/processor/models/v<version>/ and give crates/processor/models)")
     args = ap.parse_args()
 
     random.seed(SEED)
     np.random.seed(SEED)
-    out_dir = HERE / ".cache" / "quick" if args.quick else (args.out or MODELS)
+    out_dir = HERE / ".cache" / "quick" if args.quick else (args.out or HERE / ".cache" / "candidate")
     out_dir.mkdir(parents=True, exist_ok=True)
     log_lines = []
 
@@ -710,11 +714,13 @@ def main():
     export_backbone_model(weights, blocks, taps, head, onnx_path)
     sha = src_mod.sha256_file(onnx_path)
     sess = ort_model_session(onnx_path.read_bytes(), args.workers)
-    p_ort = np.concatenate([sess.run(["probs"], {"input": imagenet_normalise(x[i:i + 256])})[0]
-                            for i in range(0, len(x), 256)])
-    p_np = head_probs(head, F_all[:, cols])
+    check = np.arange(0, len(x), 8)  # every 8th sample: all kinds and origins, an eighth of the time
+    p_ort = np.concatenate([sess.run(["probs"], {"input": imagenet_normalise(x[check[i:i + 256]])})[0]
+                            for i in range(0, len(check), 256)])
+    p_np = head_probs(head, F_all[check][:, cols])
     max_diff = float(np.abs(p_np - p_ort).max())
-    log(f"onnxruntime (whole graph) vs trunk features + numpy head on {len(x)} samples: max |diff| = {max_diff:.2e}")
+    log(f"onnxruntime (whole graph) vs trunk features + numpy head on {len(check)} samples: "
+        f"max |diff| = {max_diff:.2e}")
     if max_diff > 1e-4:
         sys.exit("exported ONNX model disagrees with the trained model")
     lat = latency_us(onnx_path, x, mean=backbone.MEAN, std=backbone.STD)
@@ -804,8 +810,8 @@ def write_report(path, packages, images, tasks, fold_of, fold_sizes, results, ex
       f"photos and spam weighted equally); data generation {gen_s:.0f} s, trunk features {feat_s:.0f} s, "
       f"{args.folds} folds × {len(CONFIGS)} configurations {head_s:.0f} s, whole run {total_s:.0f} s")
     w(f"- export: one ONNX graph (opset 17, IR 8) written with the `onnx` helper API; onnxruntime "
-      f"{onnxruntime.__version__} on the whole graph reproduces trunk features + head on all {len(tasks)} samples "
-      f"within {max_diff:.1e}")
+      f"{onnxruntime.__version__} on the whole graph reproduces trunk features + head on {len(tasks) // 8} samples "
+      f"within {max_diff:.1e} (every 8th sample)")
     w(f"- inference latency (onnxruntime, 1 thread, batch 1): p50 {lat['p50_us']:.0f} µs, p99 {lat['p99_us']:.0f} µs "
       "(shared 2-core machine: noisy; `camledger bench judge` gives the pipeline rate)\n")
 
