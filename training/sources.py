@@ -49,6 +49,7 @@ class Source:
     role: str
     image: Image.Image | None = None  # RGB, or RGBA for clip art with transparency
     font_path: Path | None = None
+    archive: Path | None = None  # role "backbone": the package file holding the weights
 
 
 def sha256_file(path: Path) -> str:
@@ -149,8 +150,29 @@ def to_working(im: Image.Image) -> Image.Image:
 
 
 def load_all(manifest_path: Path = HERE / "sources.toml") -> tuple[list[Source], list[dict]]:
-    """Read every image and font listed in the manifest. Returns the sources and the manifest."""
-    manifest = tomllib.loads(manifest_path.read_text())
+    """Read every image and font listed in the manifest. Returns the sources and the manifest.
+
+    The result is cached in training/.cache/ under the manifest's sha256 (reading the archives
+    takes a minute); the archives' own sha256 are checked on every call.
+    """
+    import pickle
+    text = manifest_path.read_text()
+    manifest = tomllib.loads(text)
+    key = hashlib.sha256((text + str(MAX_SIDE)).encode()).hexdigest()[:16]
+    cached = CACHE / f"sources-{key}.pkl"
+    if cached.exists():
+        for pkg in manifest["package"]:
+            fetch(pkg)
+        with open(cached, "rb") as f:
+            return pickle.load(f), manifest["package"]
+    sources, packages = _load_all(manifest)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(cached, "wb") as f:
+        pickle.dump(sources, f)
+    return sources, packages
+
+
+def _load_all(manifest: dict) -> tuple[list[Source], list[dict]]:
     sources: list[Source] = []
     fonts_dir = CACHE / "fonts"
     fonts_dir.mkdir(parents=True, exist_ok=True)
@@ -166,6 +188,9 @@ def load_all(manifest_path: Path = HERE / "sources.toml") -> tuple[list[Source],
                 rng = random.Random(f"{pkg['name']}:{spec['glob']}")
                 names = sorted(rng.sample(names, spec["max_files"]))
             role = spec["role"]
+            if role == "backbone":
+                sources.append(Source(f"{pkg['name']}:{names[0]}", pkg["name"], role, archive=archive))
+                continue
             for n in names:
                 blob = members[n]()
                 if role == "font":

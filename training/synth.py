@@ -200,13 +200,52 @@ def cctv_frame(src: Image.Image, rng: random.Random) -> Image.Image:
     return im
 
 
+def vivid(im: Image.Image, rng: random.Random) -> Image.Image:
+    """Saturated colour and strong contrast: phone cameras' 'vivid' modes, flowers in sun."""
+    im = ImageEnhance.Color(im).enhance(rng.uniform(1.4, 2.4))
+    return ImageEnhance.Contrast(im).enhance(rng.uniform(1.1, 1.5))
+
+
+def macro(im: Image.Image, rng: random.Random) -> Image.Image:
+    """A close-up: a small crop blown up, with a shallow depth of field (sharp centre, soft edges)."""
+    im = random_crop(im, rng, min_area=0.08, aspect=(0.75, 1.5))
+    im = im.resize((max(64, im.width * 2), max(64, im.height * 2)), Image.BICUBIC)
+    blurred = im.filter(ImageFilter.GaussianBlur(rng.uniform(2, 8)))
+    w, h = im.size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
+    r = np.sqrt(((xx - cx) / w) ** 2 + ((yy - cy) / h) ** 2)
+    mask = np.clip((r - rng.uniform(0.1, 0.3)) / 0.2, 0, 1)
+    return Image.composite(blurred, im, Image.fromarray((mask * 255).astype(np.uint8)))
+
+
+def wires(im: Image.Image, rng: random.Random) -> Image.Image:
+    """Power lines or cables crossing the frame (over a sky they are most of the picture)."""
+    im = im.copy()
+    d = ImageDraw.Draw(im)
+    w, h = im.size
+    c = tuple([rng.randint(0, 70)] * 3)
+    for _ in range(rng.randint(1, 5)):
+        y0, y1 = rng.uniform(0, h), rng.uniform(0, h)
+        sag = rng.uniform(0, h * 0.15)
+        pts = [(w * t / 20, y0 + (y1 - y0) * t / 20 + sag * 4 * (t / 20) * (1 - t / 20)) for t in range(21)]
+        d.line(pts, fill=c, width=rng.randint(1, 3))
+    return im
+
+
 def legit_photo(src: Image.Image, rng: random.Random, fonts: Fonts, osd_p: float = 0.35,
                 variant: str | None = None) -> tuple[Image.Image, str]:
     """One augmented legitimate frame. Returns the image and its variant name."""
     im = flatten_alpha(src, (0, 0, 0))
+    if rng.random() < 0.15:
+        im = macro(im, rng)
     im = cctv_frame(im, rng)
     v = variant or rng.choices(["plain", "night", "fog"], [0.72, 0.16, 0.12])[0]
     im = photometric(im, rng)
+    if v == "plain" and rng.random() < 0.2:
+        im = vivid(im, rng)
+    if rng.random() < 0.08:
+        im = wires(im, rng)
     if v == "night":
         im = night(im, rng)
     elif v == "fog":
@@ -253,8 +292,11 @@ def draw_caption(d: ImageDraw.ImageDraw, text: str, box: tuple[int, int, int, in
         y += size * 1.1
 
 
-def meme(photos: list[Image.Image], rng: random.Random, fonts: Fonts) -> Image.Image:
-    style = rng.choices(["classic", "band", "demotivational", "flat"], [0.5, 0.2, 0.15, 0.15])[0]
+MEME_STYLES = ["classic", "band", "demotivational", "flat"]
+
+
+def meme(photos: list[Image.Image], rng: random.Random, fonts: Fonts, style: str | None = None) -> Image.Image:
+    style = style or rng.choices(MEME_STYLES, [0.5, 0.2, 0.15, 0.15])[0]
     base = flatten_alpha(rng.choice(photos), (255, 255, 255))
     base = fit(random_crop(base, rng, min_area=0.5, aspect=(0.7, 1.6)), 560)
     upper = rng.random() < 0.85
@@ -423,7 +465,70 @@ def terminal(rng: random.Random, fonts: Fonts) -> Image.Image:
     return im
 
 
-def screenshot(photos, real_shots, rng, fonts) -> Image.Image:
+CODE = [
+    "fn main() {", "    let mut total = 0;", "    for item in items.iter() {", "        total += item.price;",
+    "    }", "    println!(\"{}\", total);", "}", "def handler(request):", "    if not request.user:",
+    "        return redirect('/login')", "    data = json.loads(request.body)", "    return JsonResponse(data)",
+    "import numpy as np", "class Camera:", "    def __init__(self, name, url):", "        self.name = name",
+    "// TODO: retry on timeout", "const app = express();", "app.get('/', (req, res) => {",
+    "  res.send('ok');", "});", "#include <stdio.h>", "int main(int argc, char **argv) {",
+    "    return 0;", "SELECT id, name FROM events WHERE seq > 42;", "    except Exception as e:",
+    "        log.error(e)", "</div>", "<div class=\"row\">", "  <span>{{ title }}</span>",
+]
+
+
+def code_editor(rng: random.Random, fonts: Fonts) -> Image.Image:
+    """An editor or IDE window: gutter with line numbers, syntax-coloured code, tabs, a side tree."""
+    W, H = rng.randint(520, 660), rng.randint(320, 480)
+    dark = rng.random() < 0.65
+    bg = rand_color(rng, 20, 45) if dark else rand_color(rng, 240, 255)
+    im = Image.new("RGB", (W, H), bg)
+    d = ImageDraw.Draw(im)
+    s = rng.randint(9, 13)
+    palette = [rand_color(rng, 120, 255) if dark else rand_color(rng, 0, 150) for _ in range(5)]
+    plain = (212, 212, 212) if dark else (30, 30, 30)
+    x0, y = 0, 0
+    if rng.random() < 0.7:  # tab bar
+        th = int(s * 2.2)
+        d.rectangle([0, 0, W, th], fill=tuple(max(0, c - 10) for c in bg))
+        x = 4
+        for _ in range(rng.randint(1, 4)):
+            t = rng.choice(["main.rs", "app.py", "index.js", "worker.rs", "README.md", "style.css"])
+            d.text((x + s // 2, th * 0.25), t, font=fonts.get(fonts.regular, s, rng), fill=plain)
+            x += len(t) * s
+        y = th
+    if rng.random() < 0.5:  # file tree
+        x0 = int(W * rng.uniform(0.15, 0.25))
+        d.rectangle([0, y, x0, H], fill=tuple(min(255, c + 12) if dark else max(0, c - 15) for c in bg))
+        text_lines(d, rng, fonts, 6, y + s, x0 - 4, H, s, plain, gap=1.6)
+    gutter = x0 + 4 * s
+    font = fonts.get(fonts.mono, s, rng)
+    n = rng.randint(1, 400)
+    indent = 0
+    while y < H - s:
+        d.text((x0 + 4, y), str(n).rjust(3), font=font, fill=(110, 110, 110))
+        line = rng.choice(CODE)
+        x = gutter + indent
+        for tok in line.split(" "):
+            d.text((x, y), tok, font=font, fill=rng.choice(palette + [plain, plain]))
+            x += d.textlength(tok + " ", font=font)
+        if rng.random() < 0.15:
+            indent = rng.choice([0, 2, 4]) * s // 2
+        y += int(s * 1.45)
+        n += 1
+    return im
+
+
+def screenshot(photos, real_shots, rng, fonts, style: str | None = None) -> Image.Image:
+    if style == "real":
+        im = flatten_alpha(rng.choice(real_shots), (255, 255, 255))
+        return random_crop(im, rng, min_area=0.4) if rng.random() < 0.5 else im
+    if style == "terminal":
+        return terminal(rng, fonts)
+    if style == "code":
+        return code_editor(rng, fonts)
+    if style == "ui":
+        return ui_screenshot(photos, rng, fonts)
     r = rng.random()
     if real_shots and r < 0.35:
         im = flatten_alpha(rng.choice(real_shots), (255, 255, 255))
@@ -435,11 +540,11 @@ def screenshot(photos, real_shots, rng, fonts) -> Image.Image:
 
 # ----------------------------------------------------------------------------- spam: documents
 
-def document(real_docs, rng, fonts) -> Image.Image:
-    if real_docs and rng.random() < 0.15:
+def document(real_docs, rng, fonts, style: str | None = None) -> Image.Image:
+    if style == "real" or (style is None and real_docs and rng.random() < 0.15):
         im = random_crop(flatten_alpha(rng.choice(real_docs), (255, 255, 255)), rng, min_area=0.4)
         return im
-    receipt = rng.random() < 0.2
+    receipt = style == "receipt" if style else rng.random() < 0.2
     W, H = (rng.randint(220, 320), rng.randint(500, 700)) if receipt else (rng.randint(420, 520), rng.randint(560, 700))
     paper = tuple([rng.randint(225, 255)] * 3) if rng.random() < 0.7 else rand_color(rng, 215, 255)
     ink = tuple([rng.randint(0, 70)] * 3)
@@ -484,9 +589,12 @@ def document(real_docs, rng, fonts) -> Image.Image:
 
 # ----------------------------------------------------------------------------- spam: flat frames
 
-def flat(rng: random.Random, fonts: Fonts) -> Image.Image:
+FLAT_TONES = {"dark": (0.0, 0.4), "light": (0.4, 0.55), "colour": (0.55, 1.0)}
+
+
+def flat(rng: random.Random, fonts: Fonts, tone: str | None = None) -> Image.Image:
     W, H = rng.choice([(640, 360), (640, 480), (480, 640), (512, 512)])
-    r = rng.random()
+    r = rng.uniform(*FLAT_TONES[tone]) if tone else rng.random()
     if r < 0.4:
         c = tuple([rng.randint(0, 18)] * 3) if rng.random() < 0.7 else rand_color(rng, 0, 20)
     elif r < 0.55:
@@ -509,11 +617,91 @@ def flat(rng: random.Random, fonts: Fonts) -> Image.Image:
 
 # ----------------------------------------------------------------------------- spam: synthetic graphics
 
-def synthetic(real_figs, rng: random.Random, fonts: Fonts) -> Image.Image:
-    if real_figs and rng.random() < 0.2:
+SYNTH_KINDS = ["gradient", "shapes", "chart", "pattern", "noise", "colorbars", "fractal", "noisefield", "haze"]
+
+
+def fractal(W: int, H: int, rng: random.Random) -> Image.Image:
+    """Mandelbrot or Julia set with a random palette and zoom."""
+    scale = 3.0 * 10 ** rng.uniform(-2.5, 0)
+    cx, cy = rng.uniform(-1.5, 0.4), rng.uniform(-0.8, 0.8)
+    w2, h2 = W // 2, H // 2
+    ys, xs = np.mgrid[0:h2, 0:w2].astype(np.float64)
+    z = (cx + (xs / w2 - 0.5) * scale) + 1j * (cy + (ys / h2 - 0.5) * scale * h2 / w2)
+    julia = rng.random() < 0.5
+    c = complex(rng.uniform(-0.9, 0.4), rng.uniform(-0.8, 0.8)) if julia else z.copy()
+    if julia:
+        z = (xs / w2 - 0.5) * 3 + 1j * (ys / h2 - 0.5) * 3 * h2 / w2
+    it = np.zeros(z.shape, np.float32)
+    alive = np.ones(z.shape, bool)
+    for k in range(60):
+        z[alive] = z[alive] ** 2 + (c[alive] if not julia else c)
+        esc = alive & (np.abs(z) > 4)
+        it[esc] = k + 1
+        alive &= ~esc
+    t = (it / 60.0) ** rng.uniform(0.3, 1.0)
+    ph = [rng.uniform(0, 2 * math.pi) for _ in range(3)]
+    fr = rng.uniform(2, 12)
+    rgb = np.stack([0.5 + 0.5 * np.sin(fr * t + p) for p in ph], -1)
+    rgb[alive] = np.array(rand_color(rng, 0, 60)) / 255
+    return Image.fromarray((rgb * 255).astype(np.uint8)).resize((W, H), Image.BILINEAR)
+
+
+def noisefield(W: int, H: int, rng: random.Random) -> Image.Image:
+    """Multi-octave value noise (clouds, plasma, marble), greyscale or through a colour map."""
+    nrng = np.random.default_rng(rng.getrandbits(32))
+    acc = np.zeros((H, W), np.float32)
+    amp, total = 1.0, 0.0
+    persistence = rng.uniform(0.35, 0.8)
+    for octave in range(rng.randint(2, 7)):
+        cells = 2 ** (octave + 1)
+        small = nrng.random((cells + 1, cells + 1)).astype(np.float32)
+        acc += amp * np.asarray(Image.fromarray(small).resize((W, H), Image.BICUBIC))
+        total += amp
+        amp *= persistence
+    acc = (acc - acc.min()) / max(1e-6, np.ptp(acc))
+    if rng.random() < 0.3:  # marble / plasma bands
+        acc = 0.5 + 0.5 * np.sin(acc * rng.uniform(6, 30))
+    if rng.random() < 0.4:
+        g = (acc * 255).astype(np.uint8)
+        return Image.fromarray(g).convert("RGB")
+    c0, c1, c2 = (np.array(rand_color(rng), np.float32) for _ in range(3))
+    t = acc[..., None]
+    rgb = np.where(t < 0.5, c0 + (c1 - c0) * t * 2, c1 + (c2 - c1) * (t - 0.5) * 2)
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+def haze(W: int, H: int, rng: random.Random) -> Image.Image:
+    """A smooth, nearly uniform grey or pastel gradient: the fog-like render."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    ang = rng.uniform(0, 2 * math.pi)
+    t = (xx * math.cos(ang) + yy * math.sin(ang))
+    t = (t - t.min()) / max(1e-6, np.ptp(t))
+    if rng.random() < 0.5:
+        cx, cy = rng.uniform(0, W), rng.uniform(0, H)
+        r = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
+        t = 0.5 * t + 0.5 * r / max(1e-6, r.max())
+    base = rng.randint(90, 230)
+    span = rng.uniform(10, 90)
+    tint = np.array([rng.uniform(-12, 12) for _ in range(3)], np.float32) if rng.random() < 0.5 else np.zeros(3, np.float32)
+    a = base + (t[..., None] - 0.5) * span + tint
+    im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    return add_noise(im, rng, rng.uniform(0, 3)) if rng.random() < 0.5 else im
+
+
+def synthetic(real_figs, rng: random.Random, fonts: Fonts, kind: str | None = None) -> Image.Image:
+    if kind == "real" or (kind is None and real_figs and rng.random() < 0.2):
         return random_crop(flatten_alpha(rng.choice(real_figs), (255, 255, 255)), rng, min_area=0.5)
     W, H = rng.choice([(640, 360), (640, 480), (480, 640), (512, 512), (600, 400)])
-    kind = rng.choice(["gradient", "shapes", "bars", "lines", "pie", "pattern", "noise", "colorbars"])
+    if kind is None:
+        kind = rng.choice(["gradient", "shapes", "bars", "lines", "pie", "pattern", "noise", "colorbars"])
+    elif kind == "chart":
+        kind = rng.choice(["bars", "lines", "pie"])
+    if kind == "fractal":
+        return fractal(W, H, rng)
+    if kind == "noisefield":
+        return noisefield(W, H, rng)
+    if kind == "haze":
+        return haze(W, H, rng)
     im = Image.new("RGB", (W, H), rand_color(rng))
     d = ImageDraw.Draw(im)
     if kind == "gradient":
@@ -632,17 +820,18 @@ KINDS = ["meme", "screenshot", "document", "flat", "synthetic", "artwork"]
 LABELS = ["photo"] + KINDS
 
 
-def make_spam(kind: str, pool: dict, rng: random.Random, fonts: Fonts) -> Image.Image:
+def make_spam(kind: str, pool: dict, rng: random.Random, fonts: Fonts, style: str | None = None) -> Image.Image:
+    """One spam image of `kind`; `style` forces a generator family (see train.spam_families)."""
     if kind == "meme":
-        im = meme(pool["photo"], rng, fonts)
+        im = meme(pool["photo"], rng, fonts, style)
     elif kind == "screenshot":
-        im = screenshot(pool["photo"], pool["screenshot"], rng, fonts)
+        im = screenshot(pool["photo"], pool["screenshot"], rng, fonts, style)
     elif kind == "document":
-        im = document(pool["document"], rng, fonts)
+        im = document(pool["document"], rng, fonts, style)
     elif kind == "flat":
-        im = flat(rng, fonts)
+        im = flat(rng, fonts, style)
     elif kind == "synthetic":
-        im = synthetic(pool["figure"], rng, fonts)
+        im = synthetic(pool["figure"], rng, fonts, style)
     else:
         im = artwork(pool["artwork"], rng, fonts)
     return spam_post(im.convert("RGB"), rng)

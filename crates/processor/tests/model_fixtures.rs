@@ -5,7 +5,9 @@
 //!
 //! Always checked: the tiny test model (`tests/fixtures/tiny_reference`, made by
 //! `make_tiny_reference.py`). Also checked once it ships: the default model
-//! (`models/default.manifest.json` with `models/fixtures/expected.json`).
+//! (`models/default.manifest.json` with `models/fixtures/expected.json`), and every earlier
+//! default model kept under `models/v<version>/` so that verdicts recorded with it still replay
+//! (`camledger replay --model models/v<version>/default.manifest.json`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,4 +91,30 @@ fn the_default_model_reproduces_its_reference_outputs_once_it_ships() {
         return;
     }
     assert!(check(&manifest, &models.join("fixtures")) > 0, "the default model has reference cases");
+}
+
+/// Earlier default models stay in the repository, byte for byte, with their references: a
+/// verdict records the model's SHA-256, and replaying it needs that very model.
+#[test]
+fn every_earlier_default_model_is_kept_and_reproduces_its_reference_outputs() {
+    let models = crate_dir().join("models");
+    let current = Model::load(&models.join("default.manifest.json")).expect("the default model loads");
+    let mut earlier: Vec<PathBuf> = std::fs::read_dir(&models)
+        .expect("models/ is readable")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('v')))
+        .collect();
+    earlier.sort();
+    assert!(!earlier.is_empty(), "the previous default model is kept under models/v<version>/");
+    for dir in earlier {
+        let manifest = dir.join("default.manifest.json");
+        let model = Model::load(&manifest).unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
+        assert_ne!(model.sha256(), current.sha256(), "{}: a copy of the current model", dir.display());
+        assert_eq!(
+            dir.file_name().unwrap().to_string_lossy(),
+            format!("v{}", model.manifest().version),
+            "the folder is named after the model's version"
+        );
+        assert!(check(&manifest, &dir.join("fixtures")) > 0, "{}: has reference cases", dir.display());
+    }
 }

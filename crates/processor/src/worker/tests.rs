@@ -264,6 +264,70 @@ async fn verdicts_written_before_thresholds_and_scenes_were_recorded_replay_exac
     assert_eq!(summary.agreements, 12, "{summary:?}");
 }
 
+fn shipped_model(manifest: &str) -> Arc<Model> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(manifest);
+    Arc::new(Model::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+/// A model change never rewrites history: verdicts judged with the previous default model
+/// (kept under `models/v1.0.0/`) replay exactly with it, and replaying them with the current
+/// default model reports every changed score or flip instead of passing silently.
+#[tokio::test(flavor = "multi_thread")]
+async fn verdicts_of_the_previous_default_model_replay_with_it_and_a_new_model_reports_changes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = Ledger::open(dir.path(), LedgerConfig::default()).expect("ledger opens");
+    let a = scene(71, 640, 480);
+    let red = RgbImage::from_fn(640, 480, |x, y| Rgb([250, (x % 50) as u8, (y % 40) as u8]));
+    append_all(
+        &ledger,
+        &[
+            ("cam-1", encode_jpeg(&a, 90)),
+            ("cam-1", encode_jpeg(&alter(&a, Alteration::TextStamped), 90)),
+            ("cam-2", encode_jpeg(&red, 90)),
+            ("cam-1", encode_jpeg(&scene(72, 640, 480), 90)),
+        ],
+    )
+    .await;
+    let previous = shipped_model("v1.0.0/default.manifest.json");
+    let current = shipped_model("default.manifest.json");
+    assert_ne!(previous.sha256(), current.sha256());
+    let previous_config =
+        WorkerConfig { batch: 4, judge: judge::Config::for_model(&previous), ..WorkerConfig::default() };
+    let mut worker = Worker::start(
+        ledger.clone(),
+        previous_config.clone(),
+        classifiers(&runtime(), &previous, 1).expect("sessions"),
+    )
+    .expect("worker starts");
+    assert_eq!(run_to_end(&mut worker), 4);
+    let recorded = ledger.verdict(1).expect("readable").expect("judged").verdict.model_sha256;
+    assert_eq!(recorded, previous.sha256(), "the verdict names the model that made it");
+
+    let mut with_previous = classifiers(&runtime(), &previous, 1).expect("session").pop().expect("one");
+    let (rows, summary) =
+        crate::replay::replay(&ledger, 1, None, &previous_config.judge, &mut with_previous, |_, _| {})
+            .expect("replays");
+    assert_eq!((summary.events, summary.agreements), (4, 4), "{rows:#?}");
+
+    let mut with_current = classifiers(&runtime(), &current, 1).expect("session").pop().expect("one");
+    let (rows, summary) =
+        crate::replay::replay(&ledger, 1, None, &judge::Config::for_model(&current), &mut with_current, |_, _| {})
+            .expect("replays");
+    assert_eq!(summary.events, 4);
+    assert!(summary.has_differences() && summary.agreements < 4, "{summary:?}\n{rows:#?}");
+    for row in &rows {
+        let old = row.recorded.as_ref().expect("judged").scores.get(crate::verdict::CLASSIFIER);
+        let new = row.recomputed.scores.get(crate::verdict::CLASSIFIER);
+        let changed = match (old, new) {
+            (Some(a), Some(b)) => (a - b).abs() > crate::replay::SCORE_TOLERANCE,
+            (a, b) => a != b,
+        };
+        if changed {
+            assert!(!row.agrees, "a changed classifier score is reported: {row:?}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_running_worker_picks_up_new_events_and_stops_when_cancelled() {
     let dir = tempfile::tempdir().expect("temp dir");
