@@ -34,6 +34,17 @@ fn config(batch: usize) -> WorkerConfig {
     config
 }
 
+/// The opening both replay tests share: cam-1 sends a scene and its text-stamped copy (a near
+/// duplicate), cam-2 a saturated red frame (classifier spam at the default threshold).
+fn a_scene_its_stamped_copy_and_a_red_frame(a: &RgbImage) -> Vec<(&'static str, Vec<u8>)> {
+    let red = RgbImage::from_fn(640, 480, |x, y| Rgb([250, (x % 50) as u8, (y % 40) as u8]));
+    vec![
+        ("cam-1", encode_jpeg(a, 90)),
+        ("cam-1", encode_jpeg(&alter(a, Alteration::TextStamped), 90)),
+        ("cam-2", encode_jpeg(&red, 90)),
+    ]
+}
+
 async fn append_all(ledger: &Ledger, images: &[(&str, Vec<u8>)]) {
     let writer = ledger.start_writer().expect("writer starts");
     for (camera, bytes) in images {
@@ -169,19 +180,13 @@ async fn a_replay_reproduces_every_recorded_verdict() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ledger = Ledger::open(dir.path(), LedgerConfig::default()).expect("ledger opens");
     let a = scene(41, 640, 480);
-    let red = RgbImage::from_fn(640, 480, |x, y| Rgb([250, (x % 50) as u8, (y % 40) as u8]));
-    append_all(
-        &ledger,
-        &[
-            ("cam-1", encode_jpeg(&a, 90)),
-            ("cam-1", encode_jpeg(&alter(&a, Alteration::TextStamped), 90)),
-            ("cam-2", encode_jpeg(&red, 90)),
-            ("cam-2", encode_jpeg(&RgbImage::from_pixel(640, 480, Rgb([128, 128, 128])), 90)),
-            ("cam-1", encode_jpeg(&scene(42, 640, 480), 90)),
-            ("cam-1", encode_jpeg(&a, 90)),
-        ],
-    )
-    .await;
+    let mut events = a_scene_its_stamped_copy_and_a_red_frame(&a);
+    events.extend([
+        ("cam-2", encode_jpeg(&RgbImage::from_pixel(640, 480, Rgb([128, 128, 128])), 90)),
+        ("cam-1", encode_jpeg(&scene(42, 640, 480), 90)),
+        ("cam-1", encode_jpeg(&a, 90)),
+    ]);
+    append_all(&ledger, &events).await;
     // The classifier counts here: the default threshold, so the red frame is classifier spam.
     let worker_config = WorkerConfig { batch: 4, ..WorkerConfig::default() };
     let mut worker = Worker::start(ledger.clone(), worker_config.clone(), tiny_classifiers(2)).expect("worker starts");
@@ -276,18 +281,9 @@ fn shipped_model(manifest: &str) -> Arc<Model> {
 async fn verdicts_of_the_previous_default_model_replay_with_it_and_a_new_model_reports_changes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ledger = Ledger::open(dir.path(), LedgerConfig::default()).expect("ledger opens");
-    let a = scene(71, 640, 480);
-    let red = RgbImage::from_fn(640, 480, |x, y| Rgb([250, (x % 50) as u8, (y % 40) as u8]));
-    append_all(
-        &ledger,
-        &[
-            ("cam-1", encode_jpeg(&a, 90)),
-            ("cam-1", encode_jpeg(&alter(&a, Alteration::TextStamped), 90)),
-            ("cam-2", encode_jpeg(&red, 90)),
-            ("cam-1", encode_jpeg(&scene(72, 640, 480), 90)),
-        ],
-    )
-    .await;
+    let mut events = a_scene_its_stamped_copy_and_a_red_frame(&scene(71, 640, 480));
+    events.push(("cam-1", encode_jpeg(&scene(72, 640, 480), 90)));
+    append_all(&ledger, &events).await;
     let previous = shipped_model("v1.0.0/default.manifest.json");
     let current = shipped_model("default.manifest.json");
     assert_ne!(previous.sha256(), current.sha256());
