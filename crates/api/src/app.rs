@@ -143,6 +143,7 @@ impl Application {
             anchors,
             git,
             read_model,
+            rate_limits: crate::ratelimit::Buckets::new(config.rate_limit()),
         });
         let tcp =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;

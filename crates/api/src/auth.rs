@@ -44,6 +44,11 @@ impl Caller {
         }
     }
 
+    /// The camera's own rate limit (`cameras limit`), if it has one.
+    pub(crate) fn rate_limit(&self) -> Option<crate::ratelimit::RateLimit> {
+        self.0.rate_limit
+    }
+
     /// `Some(camera)` when reads must be restricted to that camera's events.
     pub(crate) fn camera_scope(&self) -> Option<&str> {
         (self.0.role == Role::Camera).then_some(self.0.name.as_str())

@@ -20,6 +20,7 @@
 //! `camledger bench soak`: minutes of steady load at a fraction of the peak against the
 //! server as its own process; errors, latency and the server's RSS over time (see [`soak`]).
 
+mod ratelimit;
 mod readmodel;
 mod soak;
 
@@ -48,6 +49,8 @@ pub enum BenchCommand {
     Readmodel(readmodel::ReadModelBenchArgs),
     /// One burst of large concurrent uploads against a server process: peak RSS, then RSS while idle.
     Burst(soak::BurstArgs),
+    /// What per-camera rate limiting costs an upload at 10,000 cameras, beside the registry lookup.
+    Ratelimit(ratelimit::RateLimitBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,6 +103,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Soak(args) => soak::soak(args).await,
         BenchCommand::Readmodel(args) => readmodel::run(args).await,
         BenchCommand::Burst(args) => soak::burst(args).await,
+        BenchCommand::Ratelimit(args) => ratelimit::run(args).await,
     }
 }
 

@@ -246,6 +246,18 @@ pub enum CamerasCommand {
         #[command(flatten)]
         data: DataDirArg,
     },
+    /// Set a camera's own rate limit (`10/s`, `600/m`, `3600/h`), in force from its next
+    /// request instead of `serve --rate-limit`; `default` puts it back on the server's.
+    Limit {
+        id: String,
+        /// A rate like 10/s, or `default`.
+        rate: String,
+        /// Events it may send at once (default: twice the per-second rate).
+        #[arg(long, env = "CAMLEDGER_BURST")]
+        burst: Option<u32>,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -494,7 +506,8 @@ async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
                 OutputFormat::Text => {
                     for camera in cameras {
                         let state = camera.revoked_at.map_or("active".to_owned(), |at| format!("revoked {at}"));
-                        println!("{}\tcreated {}\t{state}", camera.id, camera.created_at);
+                        let limit = camera.rate_limit.map_or("default limit".to_owned(), |l| format!("limit {l}"));
+                        println!("{}\tcreated {}\t{state}\t{limit}", camera.id, camera.created_at);
                     }
                 }
             }
@@ -509,6 +522,25 @@ async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
             let token = registry.rotate_camera(&id).await?;
             println!("rotated camera {id}: the old token no longer works");
             println!("token (shown once; configure it on the camera): {token}");
+        }
+        CamerasCommand::Limit { id, rate, burst, data } => {
+            let limit = match rate.as_str() {
+                "default" => {
+                    if burst.is_some() {
+                        return Err(crate::evaluate::UsageError("--burst needs a rate, not `default`".into()).into());
+                    }
+                    None
+                }
+                rate => {
+                    Some(crate::ratelimit::RateLimit::new(rate.parse().map_err(crate::evaluate::UsageError)?, burst))
+                }
+            };
+            let registry = open_registry(&data).await?;
+            registry.set_camera_limit(&id, limit).await?;
+            match limit {
+                Some(l) => println!("camera {id}: limit {l}"),
+                None => println!("camera {id}: back on the server's default limit"),
+            }
         }
     }
     Ok(())

@@ -58,6 +58,16 @@ pub struct ServeConfig {
     #[arg(long, env = "CAMLEDGER_MAX_PARTS", default_value_t = 100)]
     pub max_parts: usize,
 
+    /// Events per camera per second (`10/s`, `600/m`, `3600/h`), a token bucket per camera:
+    /// over it, 429 with Retry-After and nothing written. Unlimited when not given;
+    /// `camledger cameras limit ID RATE` sets one camera's own limit.
+    #[arg(long, env = "CAMLEDGER_RATE_LIMIT")]
+    pub rate_limit: Option<crate::ratelimit::Rate>,
+
+    /// Events a camera may send at once under --rate-limit (default: twice the per-second rate).
+    #[arg(long, env = "CAMLEDGER_BURST", requires = "rate_limit")]
+    pub burst: Option<u32>,
+
     /// Most events written and made durable as one batch (group commit).
     #[arg(long, env = "CAMLEDGER_MAX_BATCH", default_value_t = 256)]
     pub max_batch: usize,
@@ -202,6 +212,8 @@ impl ServeConfig {
             header_timeout_secs: 10,
             max_inflight_bytes: 256 * 1024 * 1024,
             max_parts: 100,
+            rate_limit: None,
+            burst: None,
             max_batch: 256,
             node_name: None,
             shutdown_grace_secs: 30,
@@ -229,6 +241,11 @@ impl ServeConfig {
             projector_off: false,
             fail_fsync_after: None,
         }
+    }
+
+    /// The default per-camera limit (`--rate-limit`, `--burst`).
+    pub fn rate_limit(&self) -> Option<crate::ratelimit::RateLimit> {
+        self.rate_limit.map(|rate| crate::ratelimit::RateLimit::new(rate, self.burst))
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -62,6 +62,28 @@ impl ApiError {
         }
     }
 
+    /// The camera is over its rate limit: nothing was written; retry after the wait.
+    pub(crate) fn rate_limited(refused: crate::ratelimit::Refused) -> Self {
+        use crate::ratelimit::Refused;
+        let (message, retry_after) = match refused {
+            Refused::Wait(wait) => (
+                format!(
+                    "this camera is over its rate limit; nothing was written; retry in {:.1} s",
+                    wait.as_secs_f64()
+                ),
+                Some(u32::try_from(wait.as_secs_f64().ceil() as u64).unwrap_or(u32::MAX).max(1)),
+            ),
+            Refused::OverBurst { burst } => (
+                format!(
+                    "this request carries more images than this camera may send at once ({burst}); nothing was \
+                     written; send them in smaller requests"
+                ),
+                None,
+            ),
+        };
+        Self { status: StatusCode::TOO_MANY_REQUESTS, code: "rate_limited", message, retry_after, source: None }
+    }
+
     pub(crate) fn internal(cause: impl Into<anyhow::Error>) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,

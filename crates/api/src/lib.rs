@@ -33,6 +33,7 @@ pub(crate) mod listener;
 pub mod processing;
 pub mod progress;
 pub mod push;
+pub mod ratelimit;
 pub mod readmodel;
 pub mod registry;
 pub(crate) mod routes;

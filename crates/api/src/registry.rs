@@ -21,6 +21,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::Row;
 use subtle::ConstantTimeEq;
 
+use crate::ratelimit::RateLimit;
+
 /// File name of the registry inside a data dir.
 pub const REGISTRY_FILE: &str = "camledger.sqlite";
 
@@ -69,10 +71,12 @@ impl FromStr for Role {
 }
 
 /// Who presented a valid token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Principal {
     pub name: String,
     pub role: Role,
+    /// A camera's own rate limit (`cameras limit`), in force instead of the default.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// One row of `tokens list`: never the token (only its hash is stored, and not shown).
@@ -91,6 +95,26 @@ pub struct CameraInfo {
     pub id: String,
     pub created_at: String,
     pub revoked_at: Option<String>,
+    /// Its own rate limit, if one was set (`cameras limit`); else the server's default applies.
+    #[serde(serialize_with = "serialize_limit")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+fn serialize_limit<S: serde::Serializer>(limit: &Option<RateLimit>, s: S) -> Result<S::Ok, S::Error> {
+    match limit {
+        Some(l) => serde_json::json!({ "per_sec": l.per_sec, "burst": l.burst }).serialize(s),
+        None => s.serialize_none(),
+    }
+}
+
+/// A rate limit from its two nullable columns.
+fn limit_of(per_sec: Option<f64>, burst: Option<i64>) -> Option<RateLimit> {
+    match (per_sec, burst) {
+        (Some(per_sec), Some(burst)) if per_sec > 0.0 && per_sec.is_finite() => {
+            Some(RateLimit { per_sec, burst: u32::try_from(burst).unwrap_or(u32::MAX).max(1) })
+        }
+        _ => None,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,13 +202,38 @@ impl Registry {
     }
 
     pub async fn list_cameras(&self) -> Result<Vec<CameraInfo>, Error> {
-        let rows =
-            sqlx::query("SELECT name, created_at, revoked_at FROM principals WHERE role = 'camera' ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT name, created_at, revoked_at, rate_per_sec, rate_burst FROM principals WHERE role = 'camera' \
+             ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter()
-            .map(|r| Ok(CameraInfo { id: r.try_get(0)?, created_at: r.try_get(1)?, revoked_at: r.try_get(2)? }))
+            .map(|r| {
+                Ok(CameraInfo {
+                    id: r.try_get(0)?,
+                    created_at: r.try_get(1)?,
+                    revoked_at: r.try_get(2)?,
+                    rate_limit: limit_of(r.try_get(3)?, r.try_get(4)?),
+                })
+            })
             .collect()
+    }
+
+    /// Sets a camera's own rate limit, or (`None`) puts it back on the server's default.
+    /// In force from the camera's next request (every request reads the registry).
+    pub async fn set_camera_limit(&self, id: &str, limit: Option<RateLimit>) -> Result<(), Error> {
+        let done =
+            sqlx::query("UPDATE principals SET rate_per_sec = ?, rate_burst = ? WHERE role = 'camera' AND name = ?")
+                .bind(limit.map(|l| l.per_sec))
+                .bind(limit.map(|l| i64::from(l.burst)))
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound { role: "camera", name: id.to_owned() });
+        }
+        Ok(())
     }
 
     pub async fn revoke_camera(&self, id: &str) -> Result<(), Error> {
@@ -278,18 +327,24 @@ impl Registry {
     /// The principal a bearer token belongs to, if it is known and not revoked.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, Error> {
         let presented = token_hash(token);
-        let row =
-            sqlx::query("SELECT role, name, token_hash FROM principals WHERE token_hash = ? AND revoked_at IS NULL")
-                .bind(presented.to_vec())
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT role, name, token_hash, rate_per_sec, rate_burst FROM principals \
+             WHERE token_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(presented.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let stored: Vec<u8> = row.try_get(2)?;
         if !bool::from(stored.as_slice().ct_eq(presented.as_slice())) {
             return Ok(None);
         }
         let role: String = row.try_get(0)?;
-        Ok(Some(Principal { role: role.parse()?, name: row.try_get(1)? }))
+        Ok(Some(Principal {
+            role: role.parse()?,
+            name: row.try_get(1)?,
+            rate_limit: limit_of(row.try_get(3)?, row.try_get(4)?),
+        }))
     }
 
     pub async fn close(&self) {
@@ -318,7 +373,7 @@ mod tests {
         let token = registry.add_camera("cam-1").await.unwrap();
         assert!(token.starts_with("cam_"));
         let who = registry.authenticate(&token).await.unwrap();
-        assert_eq!(who, Some(Principal { name: "cam-1".into(), role: Role::Camera }));
+        assert_eq!(who, Some(Principal { name: "cam-1".into(), role: Role::Camera, rate_limit: None }));
         registry.revoke_camera("cam-1").await.unwrap();
         assert_eq!(registry.authenticate(&token).await.unwrap(), None);
     }
@@ -336,7 +391,7 @@ mod tests {
         assert_eq!(registry.authenticate(&second).await.unwrap(), None);
         assert_eq!(
             registry.authenticate(&third).await.unwrap(),
-            Some(Principal { name: "cam-1".into(), role: Role::Camera })
+            Some(Principal { name: "cam-1".into(), role: Role::Camera, rate_limit: None })
         );
         assert!(matches!(registry.rotate_camera("nobody").await, Err(Error::NotFound { .. })));
     }

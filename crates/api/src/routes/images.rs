@@ -45,6 +45,10 @@ struct UploadMeta {
 async fn upload(State(state): State<Arc<AppState>>, caller: Caller, request: Request) -> Result<Response, ApiError> {
     let camera = caller.camera()?.to_owned();
     tracing::Span::current().record("camera", camera.as_str());
+    // One token before the body is read: a camera over its limit costs no buffering. A
+    // multipart upload takes one more per further part once its parts are counted.
+    let own_limit = caller.rate_limit();
+    state.rate_limits.take(&camera, own_limit, 1).map_err(ApiError::rate_limited)?;
     let meta = UploadMeta {
         captured_at: captured_at(request.headers())?,
         idempotency_key: idempotency_key(request.headers())?,
@@ -59,7 +63,7 @@ async fn upload(State(state): State<Arc<AppState>>, caller: Caller, request: Req
         buffer_body(&state.body_budget, state.max_body_bytes, &parts.headers, body, deadline).await?;
     if is_multipart(&parts.headers) {
         tracing::Span::current().record("multipart", true);
-        upload_multipart(&state, meta, &parts.headers, bytes, deadline).await
+        upload_multipart(&state, meta, own_limit, &parts.headers, bytes, deadline).await
     } else {
         let appended = ingest(&state, &meta, bytes, meta.idempotency_key.clone()).await?;
         let answer = answer(&state, &meta.camera, &appended).await;
@@ -249,11 +253,17 @@ fn disposition_param(mut value: &[u8], key: &[u8]) -> Option<String> {
 async fn upload_multipart(
     state: &Arc<AppState>,
     meta: UploadMeta,
+    own_limit: Option<crate::ratelimit::RateLimit>,
     headers: &HeaderMap,
     body: Bytes,
     deadline: Instant,
 ) -> Result<Response, ApiError> {
     let parts = read_parts(headers, &body, state.max_parts)?;
+    let images = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+    state.rate_limits.fits(own_limit, images).map_err(ApiError::rate_limited)?;
+    if images > 1 {
+        state.rate_limits.take(&meta.camera, own_limit, images - 1).map_err(ApiError::rate_limited)?;
+    }
     let mut results: Vec<Value> = Vec::with_capacity(parts.len());
     let mut statuses: Vec<StatusCode> = Vec::with_capacity(parts.len());
     for (index, part) in parts.into_iter().enumerate() {
