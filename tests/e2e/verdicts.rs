@@ -2,7 +2,7 @@
 //! the API returns them, and a compliance replay reproduces them.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -194,4 +194,54 @@ async fn worker_processes_killed_mid_stream_or_running_side_by_side_judge_every_
     let log = app.git(&["log", "--notes=verdicts", "refs/heads/events"]);
     assert_eq!(log.matches("Notes (verdicts):").count(), total, "a note on every event");
     assert_fsck_clean(&app.git_dir());
+}
+
+#[tokio::test]
+async fn a_camera_long_polls_its_verdict_and_gets_it_as_soon_as_a_worker_writes_it() {
+    let app = TestApp::spawn().await; // the server judges nothing: a separate worker will
+    let created: Value = app.upload(jpeg(1)).await.json().await.unwrap();
+    let seq = created["seq"].as_u64().unwrap();
+    let path = format!("/v1/events/{seq}/verdict");
+
+    // Not judged yet: wait=0 answers 204 at once, wait=1 after about a second.
+    assert_eq!(app.get(&path, &app.camera_token).await.status(), 204);
+    let started = Instant::now();
+    assert_eq!(app.get(&format!("{path}?wait=1"), &app.camera_token).await.status(), 204);
+    assert!(started.elapsed() >= Duration::from_millis(900), "answered after {:?}", started.elapsed());
+
+    // A long poll in flight is answered once the worker's verdict lands.
+    let poll = {
+        let (client, url, token) = (app.client.clone(), app.url(&format!("{path}?wait=30")), app.camera_token.clone());
+        tokio::spawn(async move { client.get(url).bearer_auth(token).send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut worker = spawn_worker(&app);
+    let answered = poll.await.unwrap();
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert_eq!(answered.status(), 200);
+    let verdict: Value = answered.json().await.unwrap();
+    assert_eq!(verdict["event_seq"], seq, "{verdict}");
+    assert!(verdict["spam"].is_boolean(), "{verdict}");
+    assert_eq!(judged_seqs(&app), vec![seq]);
+    // Afterwards it answers at once, whatever the wait.
+    assert_eq!(app.get(&format!("{path}?wait=60"), &app.camera_token).await.status(), 200);
+}
+
+#[tokio::test]
+async fn verdict_polls_are_refused_for_other_cameras_unknown_seqs_and_long_waits() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.upload(jpeg(1)).await.status(), 201);
+    let other = app.add_camera("cam-2");
+    let started = Instant::now();
+    // Another camera's event is as unknown as a seq past the head: 404 at once, no waiting.
+    assert_eq!(app.get("/v1/events/1/verdict?wait=30", &other).await.status(), 404);
+    assert_eq!(app.get("/v1/events/99/verdict?wait=30", &app.camera_token).await.status(), 404);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    for bad in ["wait=61", "wait=-1", "wait=soon", "timeout=5"] {
+        let answer = app.get(&format!("/v1/events/1/verdict?{bad}"), &app.camera_token).await;
+        assert_eq!(answer.status(), 400, "{bad}");
+        let body: Value = answer.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().starts_with("invalid_"), "{body}");
+    }
 }

@@ -322,6 +322,7 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .merge(routes::health::router())
         .merge(routes::images::router())
         .merge(routes::events::router())
+        .merge(routes::verdict::router())
         .merge(routes::git::router())
         .merge(routes::keys::router())
         .merge(routes::checkpoint::router())

@@ -108,7 +108,7 @@ fn check_exists(ledger: &Ledger, seq: u64) -> Result<(), camledger_eventstore::r
     }
 }
 
-fn parse_seq(text: &str) -> Result<u64, ApiError> {
+pub(crate) fn parse_seq(text: &str) -> Result<u64, ApiError> {
     match text.parse::<u64>() {
         Ok(seq) if seq >= 1 => Ok(seq),
         _ => Err(ApiError::bad_request(
@@ -153,6 +153,12 @@ async fn one(
     Path(seq): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let seq = parse_seq(&seq)?;
+    Ok(Json(read_one(&state, &caller, seq).await?))
+}
+
+/// One event with its verdict (`null` until judged) as `caller` may see it: 404 for a seq
+/// past the head or another camera's event, references to other cameras' events masked.
+pub(crate) async fn read_one(state: &AppState, caller: &Caller, seq: u64) -> Result<Value, ApiError> {
     let (event, verdict) = blocking(&state.ledger, move |l| {
         check_exists(l, seq)?;
         Ok((l.event(seq)?, l.verdict(seq)?))
@@ -164,9 +170,9 @@ async fn one(
     let mut body = event_json(&event);
     body["verdict"] = verdict.map_or(Value::Null, |v| verdict_json(&v));
     let mut bodies = [body];
-    mask_other_cameras(&state.ledger, &caller, &mut bodies).await;
+    mask_other_cameras(&state.ledger, caller, &mut bodies).await;
     let [body] = bodies;
-    Ok(Json(body))
+    Ok(body)
 }
 
 #[tracing::instrument(skip_all, fields(seq = %seq))]

@@ -8,3 +8,4 @@ pub(crate) mod health;
 pub(crate) mod images;
 pub(crate) mod keys;
 pub(crate) mod stats;
+pub(crate) mod verdict;
