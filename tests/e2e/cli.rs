@@ -110,3 +110,49 @@ fn bench_judge_without_the_runtime_library_says_how_to_get_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("fetch-onnxruntime"), "the message says how to fix it: {stderr}");
 }
+
+#[tokio::test]
+async fn long_commands_draw_no_progress_bars_into_pipes() {
+    let mut app = TestApp::spawn().await;
+    for n in 0..3 {
+        assert_eq!(app.upload(jpeg(n)).await.status(), 201);
+    }
+    assert!(app.signal("-TERM").success());
+    let dir = app.dir().to_owned();
+    let target = tempfile::tempdir().unwrap();
+    let restored = target.path().join("restored");
+    let export = target.path().join("export.jsonl");
+    let key = app.path().join("keys").join("backup.key");
+    let database = format!("sqlite://{dir}/backups.sqlite");
+    let ort = ort_dylib();
+    let commands: [Vec<&str>; 6] = [
+        vec!["reindex", "--data-dir", &dir],
+        vec!["verify", "--data-dir", &dir],
+        vec!["replay", "--data-dir", &dir, "--ort-dylib", &ort, "--model", TINY_MODEL],
+        vec!["export", "--data-dir", &dir, "--out", export.to_str().unwrap()],
+        vec!["snapshot", "--data-dir", &dir],
+        vec![
+            "restore",
+            "--database-url",
+            &database,
+            "--backup-key",
+            key.to_str().unwrap(),
+            "--to",
+            restored.to_str().unwrap(),
+        ],
+    ];
+    for args in commands {
+        // stdout and stderr are pipes here, as in a script or CI log.
+        let out = Command::new(BIN).args(&args).env("CAMLEDGER_LOG", "warn").output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
+        for text in [&stdout, &stderr] {
+            assert!(
+                !text.contains('\u{1b}') && !text.contains('\r'),
+                "{args:?} drew a progress bar into a pipe: {text:?}"
+            );
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&export).unwrap().lines().count(), 3);
+    assert_eq!(seqs_in_git(&restored.join("ledger.git")), vec![3, 2, 1]);
+}

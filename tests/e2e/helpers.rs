@@ -106,6 +106,8 @@ pub struct TestApp {
     /// A data dir the test made elsewhere (used instead of `data_dir`).
     owned_dir: Option<PathBuf>,
     pub base: String,
+    /// `http://ADDR/metrics` of the `--metrics-listen` listener, when spawned with one.
+    pub metrics_url: Option<String>,
     pub camera_token: String,
     pub auditor_token: String,
     pub client: reqwest::Client,
@@ -128,6 +130,7 @@ impl TestApp {
             data_dir,
             owned_dir: None,
             base: String::new(),
+            metrics_url: None,
             camera_token,
             auditor_token,
             client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("a client"),
@@ -144,6 +147,7 @@ impl TestApp {
             data_dir: tempfile::TempDir::with_prefix("unused").expect("a temp dir"),
             owned_dir: Some(data_dir),
             base: String::new(),
+            metrics_url: None,
             camera_token,
             auditor_token,
             client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("a client"),
@@ -166,7 +170,8 @@ impl TestApp {
         self.path().join("ledger.git")
     }
 
-    /// Starts the server process and waits for its "listening on" line.
+    /// Starts the server process and waits for its "listening on" line (and its "metrics on"
+    /// line when started with `--metrics-listen`).
     pub fn start(&mut self) {
         let mut child = Command::new(BIN)
             .args(["serve", "--data-dir", self.dir(), "--listen", "127.0.0.1:0"])
@@ -179,12 +184,20 @@ impl TestApp {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawning camledger serve");
-        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("reading the listening line");
+        stdout.read_line(&mut line).expect("reading the listening line");
         let url = line.trim().rsplit(' ').next().expect("a URL").to_owned();
         assert!(url.starts_with("http://"), "unexpected first line {line:?}");
         self.base = url;
+        self.metrics_url = None;
+        if self.extra_args.iter().any(|a| a == "--metrics-listen") {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("reading the metrics line");
+            let url = line.trim().rsplit(' ').next().expect("a URL").to_owned();
+            assert!(url.starts_with("http://") && url.ends_with("/metrics"), "unexpected second line {line:?}");
+            self.metrics_url = Some(url);
+        }
         self.child = Some(child);
     }
 

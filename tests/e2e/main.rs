@@ -20,6 +20,7 @@ mod hostile_backup;
 mod hostile_clients;
 mod hostile_images;
 mod ingest;
+mod metrics;
 mod rate_limits;
 mod reading;
 mod readme;

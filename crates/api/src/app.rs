@@ -47,6 +47,8 @@ struct SnapshotSchedule {
 pub struct Application {
     listener: CappedListener,
     router: Router,
+    /// `--metrics-listen`: `/metrics` without a token.
+    metrics_listener: Option<(CappedListener, Router)>,
     state: Arc<AppState>,
     grace: Duration,
     header_timeout: Duration,
@@ -80,9 +82,11 @@ impl Application {
         crate::datadir::prepare_ledger_dir(&config.data)?;
         let data_dir = &config.data.data_dir;
         let signing_key = config.signing_key.load_or_create(data_dir)?;
+        let metrics = Arc::new(crate::metrics::Metrics::new(config.snapshot_interval.is_some()));
         let ledger_config = LedgerConfig {
             node_name: config.node_name()?,
             signing_key: Some(Arc::clone(&signing_key)),
+            observer: Some(Arc::clone(&metrics) as Arc<dyn camledger_eventstore::observe::Observer>),
             max_batch: config.max_batch.max(1),
             fail_fsync_after: config.fail_fsync_after,
             idempotency_retention: config.idempotency_retention,
@@ -144,15 +148,29 @@ impl Application {
             git,
             read_model,
             rate_limits: crate::ratelimit::Buckets::new(config.rate_limit()),
+            metrics,
         });
         let tcp =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let listener =
             CappedListener::new(tcp, config.max_connections, Duration::from_secs(config.idle_timeout_secs.max(1)));
         let router = router(Arc::clone(&state), &config);
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let tcp = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding --metrics-listen {addr}"))?;
+                // A scraper needs one or two connections; the cap keeps a stray client from
+                // holding many.
+                let listener = CappedListener::new(tcp, 16, Duration::from_secs(config.idle_timeout_secs.max(1)));
+                Some((listener, routes::metrics::unauthenticated_router(Arc::clone(&state))))
+            }
+            None => None,
+        };
         Ok(Self {
             listener,
             router,
+            metrics_listener,
             state,
             grace: Duration::from_secs(config.shutdown_grace_secs),
             header_timeout: config.header_timeout(),
@@ -165,6 +183,13 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound TCP listener has a local address")
+    }
+
+    /// The `--metrics-listen` address, once bound (port 0 allowed).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(|(listener, _)| listener.local_addr().expect("a bound TCP listener has a local address"))
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, finishes in-flight requests
@@ -195,9 +220,10 @@ impl Application {
         };
         let worker = self.judging.map(|judging| {
             let (ledger, stop) = (self.state.ledger.clone(), stop_background.clone());
+            let observer = Arc::clone(&self.state.metrics) as Arc<dyn camledger_processor::worker::Observer>;
             tokio::spawn(async move {
                 // A failing worker stops judging, not ingest: log it loudly and keep serving.
-                if let Err(e) = crate::processing::run_worker(ledger, judging, stop).await {
+                if let Err(e) = crate::processing::run_worker(ledger, judging, Some(observer), stop).await {
                     tracing::error!(
                         error = format!("{e:#}"),
                         "verdict worker failed; ingest continues, judging stopped"
@@ -224,6 +250,9 @@ impl Application {
                 let _ = stopping_tx.send(());
             });
         }
+        let metrics_serving = self
+            .metrics_listener
+            .map(|(listener, router)| tokio::spawn(serve(listener, router, self.header_timeout, stop_serving.clone())));
         let serving = serve(self.listener, self.router, self.header_timeout, stop_serving);
         let grace = self.grace;
         let served = tokio::spawn(serving);
@@ -236,6 +265,11 @@ impl Application {
             } => {
                 tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish within the grace period");
                 served.abort();
+            }
+        }
+        if let Some(task) = metrics_serving {
+            if tokio::time::timeout(grace, task).await.is_err() {
+                tracing::warn!("the metrics listener did not stop within the grace period");
             }
         }
         stop_background.cancel();
@@ -328,6 +362,7 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .merge(routes::checkpoint::router())
         .merge(routes::stats::router())
         .merge(routes::export::router())
+        .merge(routes::metrics::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         // Bodies are limited by the upload handler itself (with a JSON 413); this only
         // lifts axum's 2 MiB default for the multipart extractor.
@@ -336,6 +371,7 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
             config.request_timeout() + crate::routes::images::APPEND_GRACE + Duration::from_secs(5),
             request_deadline,
         ))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), routes::metrics::track))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
             tracing::info_span!(

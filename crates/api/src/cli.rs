@@ -457,9 +457,16 @@ async fn export(
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
     let mut pages = std::pin::pin!(crate::routes::export::export_stream(std::sync::Arc::clone(&model), after, through));
+    // One line per event: the bar counts lines against the seqs in the range.
+    let (bar, total) = (crate::progress::Bar::new("exporting events"), through.saturating_sub(after));
+    let mut done = 0;
     while let Some(chunk) = pages.next().await {
-        sink.write_all(&chunk.context("reading the read model")?).context("writing the export")?;
+        let chunk = chunk.context("reading the read model")?;
+        sink.write_all(&chunk).context("writing the export")?;
+        done += memchr::memchr_iter(b'\n', &chunk).count() as u64;
+        bar.update(done, total);
     }
+    bar.finish();
     sink.flush().context("writing the export")?;
     model.close().await;
     Ok(())
@@ -472,8 +479,15 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     let addr = app.local_addr();
     tracing::info!(%addr, "listening");
-    // Scripts and tests read this line to find the port when listening on port 0.
-    println!("camledger listening on http://{addr}");
+    // Scripts and tests read this line to find the port when listening on port 0. The
+    // metrics line follows in the same write, so a reader that stops after the first line
+    // cannot make the second one fail.
+    let mut lines = format!("camledger listening on http://{addr}\n");
+    if let Some(metrics) = app.metrics_addr() {
+        tracing::info!(%metrics, "serving metrics");
+        lines.push_str(&format!("camledger metrics on http://{metrics}/metrics\n"));
+    }
+    std::io::stdout().write_all(lines.as_bytes()).context("writing to stdout")?;
     std::io::stdout().flush().context("writing to stdout")?;
     app.run(shutdown).await
 }

@@ -23,6 +23,12 @@ pub struct ServeConfig {
     #[arg(long, env = "CAMLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// A second address that serves only `GET /metrics` (Prometheus), without a token: for
+    /// a scraper on a trusted network (bind it to loopback or a private interface). Without
+    /// it, `GET /metrics` on --listen needs an auditor or admin token.
+    #[arg(long, env = "CAMLEDGER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Largest accepted request body in bytes (a multipart request counts as a whole).
     #[arg(long, env = "CAMLEDGER_MAX_BODY_BYTES", default_value_t = 25 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -204,6 +210,7 @@ impl ServeConfig {
         Self {
             data: DataDirArg { data_dir: data_dir.into() },
             listen: "127.0.0.1:0".parse().expect("a literal socket address"),
+            metrics_listen: None,
             max_body_bytes: 25 * 1024 * 1024,
             max_pixels: 50_000_000,
             max_connections: 4096,

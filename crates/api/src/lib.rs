@@ -5,7 +5,8 @@
 //! 1. leaves: [`config`] (every flag and `CAMLEDGER_*` variable, clap types included),
 //!    `shutdown` (SIGINT/SIGTERM), [`error_chain`] (an error's causes on one line),
 //!    [`registry`] (cameras and reader tokens in `<data-dir>/camledger.sqlite`), `listener`
-//!    (connection cap and idle timeout), [`progress`], [`telemetry`];
+//!    (connection cap and idle timeout), [`progress`], [`telemetry`], `metrics` (the
+//!    Prometheus registry; the libraries report into it through their observer traits);
 //! 2. `datadir` (checks, opening the ledger), [`keys`] (the signing key and its history),
 //!    `error` (the one HTTP error type), [`push`] (the camera-side uploader);
 //! 3. [`snapshots`] (snapshot/restore commands and scheduled snapshots), [`processing`]
@@ -30,6 +31,7 @@ pub mod error_chain;
 pub mod evaluate;
 pub mod keys;
 pub(crate) mod listener;
+pub(crate) mod metrics;
 pub mod processing;
 pub mod progress;
 pub mod push;

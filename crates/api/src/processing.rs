@@ -122,9 +122,15 @@ impl JudgeArgs {
     }
 }
 
-/// Starts a worker (blocking: it rebuilds the near-duplicate index) and runs it until `stop`.
-pub(crate) async fn run_worker(ledger: Ledger, judging: Judging, stop: CancellationToken) -> anyhow::Result<()> {
-    let config = WorkerConfig { judge: judging.config, ..WorkerConfig::default() };
+/// Starts a worker (blocking: it rebuilds the near-duplicate index) and runs it until `stop`;
+/// `observer` (the server's metrics) hears of every verdict.
+pub(crate) async fn run_worker(
+    ledger: Ledger,
+    judging: Judging,
+    observer: Option<Arc<dyn worker::Observer>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = WorkerConfig { judge: judging.config, observer, ..WorkerConfig::default() };
     let classifiers = judging.classifiers;
     let worker = tokio::task::spawn_blocking(move || Worker::start(ledger, config, classifiers))
         .await
@@ -151,7 +157,7 @@ pub async fn worker_command(
             stop.cancel();
         })
     };
-    let result = run_worker(ledger, judging, stop).await;
+    let result = run_worker(ledger, judging, None, stop).await;
     signal.abort();
     result
 }

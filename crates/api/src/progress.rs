@@ -4,6 +4,16 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
+/// Items (events) done of a total, their rate and the time left.
+pub(crate) fn count_style() -> ProgressStyle {
+    ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} ({rate}, eta {eta})")
+        .expect("a valid progress template")
+        // indicatif's {per_sec} prints `1,178.4135/s`; people read `1178.4/s`.
+        .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.1}/s", state.per_sec());
+        })
+}
+
 pub struct Bar {
     bar: ProgressBar,
 }
@@ -14,14 +24,7 @@ impl Bar {
         if std::io::stderr().is_terminal() {
             bar.set_draw_target(ProgressDrawTarget::stderr());
         }
-        bar.set_style(
-            ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} ({rate}, eta {eta})")
-                .expect("a valid progress template")
-                // indicatif's {per_sec} prints `1,178.4135/s`; people read `1178.4/s`.
-                .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{:.1}/s", state.per_sec());
-                }),
-        );
+        bar.set_style(count_style());
         bar.set_message(message);
         Self { bar }
     }

@@ -121,6 +121,16 @@ impl Progress for BarProgress {
         self.bar.inc(n);
     }
 
+    fn items(&self, what: &str, done: u64, total: u64) {
+        if self.bar.message() != what {
+            self.bar.reset();
+            self.bar.set_style(crate::progress::count_style());
+            self.bar.set_message(what.to_owned());
+        }
+        self.bar.set_length(total);
+        self.bar.set_position(done);
+    }
+
     fn finish(&self) {
         self.bar.finish_and_clear();
     }

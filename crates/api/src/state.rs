@@ -38,6 +38,8 @@ pub(crate) struct AppState {
     pub(crate) read_model: Arc<crate::readmodel::ReadModel>,
     /// Per-camera token buckets (`--rate-limit`, `cameras limit`).
     pub(crate) rate_limits: crate::ratelimit::Buckets,
+    /// Prometheus metrics (`GET /metrics`).
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How clones are served; built once from the configuration.

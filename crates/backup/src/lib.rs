@@ -101,12 +101,16 @@ pub const MAX_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// Progress reporting; the CLI plugs a terminal progress bar in, the server a no-op.
 ///
-/// `start` opens a phase (`total` 0 when unknown), `advance` adds bytes (or items) done,
-/// `finish` closes the phase.
+/// `start` opens a phase (`total` 0 when unknown), `advance` adds bytes done, `finish`
+/// closes the phase. `items` reports a phase counted in items (events) instead: `done` of
+/// `total` so far, called again as it moves (the default shows nothing).
 pub trait Progress: Send + Sync {
     fn start(&self, what: &str, total: u64);
     fn advance(&self, n: u64);
     fn finish(&self);
+    fn items(&self, what: &str, done: u64, total: u64) {
+        let _ = (what, done, total);
+    }
 }
 
 /// An error and all its sources, `outer: inner: innermost`, for logs and status fields.

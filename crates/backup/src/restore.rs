@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::Serialize;
 use tracing::instrument;
@@ -239,14 +241,32 @@ pub async fn restore(
     if !manifest.refs.contains_key(EVENTS_REF) {
         return Err(Error::Proof(ProofFailure::NoEvents));
     }
-    let verified = blocking({
+    // The event walk is the long part of the proof: its count goes to `progress` from here
+    // (the walk runs on the blocking pool; `progress` is borrowed by this task).
+    let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let walk = blocking({
         let data_dir = temp.path().to_owned();
+        let counts = Arc::clone(&counts);
         move || {
             let ledger = Ledger::open(&data_dir, LedgerConfig::default()).map_err(|e| e.to_string())?;
-            ledger.verify(|_, _| {}).map_err(|e| e.to_string())
+            ledger
+                .verify(|done, total| {
+                    counts.0.store(done, Ordering::Relaxed);
+                    counts.1.store(total, Ordering::Relaxed);
+                })
+                .map_err(|e| e.to_string())
         }
-    })
-    .await?;
+    });
+    tokio::pin!(walk);
+    let verified = loop {
+        tokio::select! {
+            verified = &mut walk => break verified?,
+            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                let (done, total) = (counts.0.load(Ordering::Relaxed), counts.1.load(Ordering::Relaxed));
+                progress.items("restore: verifying events", done, total);
+            }
+        }
+    };
     let events = match verified {
         Ok(report) => report.events,
         Err(problem) => return Err(Error::Proof(ProofFailure::Event(problem))),

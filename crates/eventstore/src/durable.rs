@@ -5,6 +5,10 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::observe::Observer;
 
 /// One fsync (or a few in sequence) for [`Fsync::concurrently`].
 pub(crate) type SyncJob<'a> = dyn Fn(&Fsync) -> io::Result<()> + Sync + 'a;
@@ -14,11 +18,19 @@ pub(crate) struct Fsync {
     done: AtomicU64,
     failed: AtomicBool,
     fail_after: Option<u64>,
+    /// Told how long each fsync took (metrics).
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl Fsync {
     pub(crate) fn new(fail_after: Option<u64>) -> Self {
-        Fsync { done: AtomicU64::new(0), failed: AtomicBool::new(false), fail_after }
+        Fsync { done: AtomicU64::new(0), failed: AtomicBool::new(false), fail_after, observer: None }
+    }
+
+    /// Reports every fsync's duration to `observer`.
+    pub(crate) fn observed(mut self, observer: Option<Arc<dyn Observer>>) -> Self {
+        self.observer = observer;
+        self
     }
 
     fn sync(&self, file: &File) -> io::Result<()> {
@@ -31,7 +43,15 @@ impl Fsync {
             Some(limit) if n > limit => {
                 Err(io::Error::other(format!("injected fsync failure (fsync #{n}, limit {limit})")))
             }
-            _ => how(file),
+            _ => match &self.observer {
+                Some(observer) => {
+                    let started = Instant::now();
+                    let result = how(file);
+                    observer.fsync(started.elapsed());
+                    result
+                }
+                None => how(file),
+            },
         };
         if result.is_err() {
             self.failed.store(true, Ordering::Relaxed);

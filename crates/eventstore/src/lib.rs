@@ -9,7 +9,8 @@
 //! - [`EventWriter`] (`writer.rs`): the one group-commit writer thread per repository.
 //! - `pack.rs`: one pack file (+ `.idx`) per batch, written by hand, and size-tiered consolidation.
 //! - `seqidx.rs`, `windex.rs`: the derived indexes (`seq.idx`, `writer.redb`), rebuilt from git.
-//! - `durable.rs`: the single fsync gate (fault injection goes through it).
+//! - `durable.rs`: the single fsync gate (fault injection and fsync timing go through it).
+//! - [`observe`]: the hook through which the binary's metrics see fsyncs and batches.
 //! - `refs.rs`: ref updates with git's lock protocol, the lock file fsynced before the rename.
 //! - `publish.rs`: the one durable publish path (pack, ref compare-and-swap, fsyncs) that event,
 //!   verdict and notes commits all take; every commit is built (and signed, when the ledger
@@ -57,6 +58,7 @@ use std::sync::{Arc, Mutex};
 pub mod checkpoint;
 mod durable;
 pub mod format;
+pub mod observe;
 mod pack;
 mod publish;
 pub mod read;
@@ -121,6 +123,9 @@ pub struct LedgerConfig {
     /// carries its SSH signature (`gpgsig`, see [`sign`]). `None` writes unsigned commits
     /// (tests and benchmarks only; the `camledger` binary always signs).
     pub signing_key: Option<Arc<sign::SigningKey>>,
+    /// Told about every fsync and every batch the writer makes durable (metrics); `None`
+    /// reports nothing.
+    pub observer: Option<Arc<dyn observe::Observer>>,
     /// Fault injection for tests: every fsync after the n-th fails with an I/O error.
     #[doc(hidden)]
     pub fail_fsync_after: Option<u64>,
@@ -139,6 +144,7 @@ impl Default for LedgerConfig {
             max_merge_objects: pack::MAX_MERGE_OBJECTS,
             idempotency_retention: std::time::Duration::from_secs(7 * 24 * 3600),
             signing_key: None,
+            observer: None,
             fail_fsync_after: None,
             fake_free_space: None,
         }
@@ -220,7 +226,7 @@ impl Ledger {
             move |source| open::Error::Io { path, source }
         };
         fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
-        let fsync = durable::Fsync::new(config.fail_fsync_after);
+        let fsync = durable::Fsync::new(config.fail_fsync_after).observed(config.observer.clone());
         let git_dir = data_dir.join("ledger.git");
         if !git_dir.join("HEAD").exists() {
             create_repository(data_dir, &git_dir, &fsync)?;

@@ -829,7 +829,11 @@ impl Writer {
                 }
             }
             if !batch.is_empty() {
+                let (requests, started) = (batch.len(), std::time::Instant::now());
                 self.process(batch);
+                if let Some(observer) = &self.ledger.config().observer {
+                    observer.batch(requests, started.elapsed());
+                }
             }
         }
         stop

@@ -43,6 +43,17 @@ pub struct WorkerConfig {
     pub error_backoff: Duration,
     /// Recorded in every verdict.
     pub processor_version: String,
+    /// Told about every verdict this worker appends (metrics); `None` reports nothing.
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+/// Told about each verdict a worker appended, for metrics, without this crate knowing any
+/// metrics library (camledger's Prometheus registry implements it). Called on the worker's
+/// thread after the verdicts are durable: must be cheap and must never block.
+pub trait Observer: Send + Sync + std::fmt::Debug {
+    /// One event judged: how long its analysis took (decode, hashes, blank check, classifier),
+    /// and the verdict.
+    fn judged(&self, analysis: Duration, spam: bool, reasons: &[String]);
 }
 
 impl Default for WorkerConfig {
@@ -53,6 +64,7 @@ impl Default for WorkerConfig {
             idle_poll: Duration::from_millis(250),
             error_backoff: Duration::from_secs(1),
             processor_version: concat!("camledger-processor/", env!("CARGO_PKG_VERSION")).to_owned(),
+            observer: None,
         }
     }
 }
@@ -94,6 +106,9 @@ impl WorkerError {
         }
     }
 }
+
+/// One event's analysis and how long it took.
+type Analysed = (Result<Analysis, AnalyseError>, Duration);
 
 /// One judged event's history entry: seq, camera, received_at, hash (`None`: undecodable),
 /// accepted into its camera's scene.
@@ -238,17 +253,25 @@ impl Worker {
         })
     }
 
-    /// Analyses `events` in parallel, one thread per classifier, preserving order.
-    fn analyse_all(&mut self, events: &[Loaded]) -> Result<Vec<Result<Analysis, AnalyseError>>, WorkerError> {
+    /// Analyses `events` in parallel, one thread per classifier, preserving order; each with
+    /// how long its analysis took.
+    fn analyse_all(&mut self, events: &[Loaded]) -> Result<Vec<Analysed>, WorkerError> {
         let config = &self.config.judge;
         let per_thread = events.len().div_ceil(self.classifiers.len()).max(1);
-        let chunks: Vec<Vec<Result<Analysis, AnalyseError>>> = std::thread::scope(|scope| {
+        let chunks: Vec<Vec<Analysed>> = std::thread::scope(|scope| {
             let handles: Vec<_> = events
                 .chunks(per_thread)
                 .zip(self.classifiers.iter_mut())
                 .map(|(chunk, classifier)| {
                     scope.spawn(move || {
-                        chunk.iter().map(|e| analyse(&e.image, config, Some(&mut *classifier))).collect()
+                        chunk
+                            .iter()
+                            .map(|e| {
+                                let started = std::time::Instant::now();
+                                let analysis = analyse(&e.image, config, Some(&mut *classifier));
+                                (analysis, started.elapsed())
+                            })
+                            .collect()
                     })
                 })
                 .collect();
@@ -271,7 +294,9 @@ impl Worker {
         let history_before = self.history.mark();
         let mut verdicts = Vec::with_capacity(events.len());
         let mut hashes = Vec::with_capacity(events.len());
-        for (event, analysis) in events.iter().zip(analyses) {
+        let mut took = Vec::with_capacity(events.len());
+        for (event, (analysis, analysis_took)) in events.iter().zip(analyses) {
+            took.push(analysis_took);
             let record = match analysis {
                 Ok(analysis) => {
                     let facts = EventFacts {
@@ -317,6 +342,11 @@ impl Worker {
         match self.ledger.append_verdicts(&verdicts) {
             Ok(_) => {
                 self.next_seq = last + 1;
+                if let Some(observer) = &self.config.observer {
+                    for (verdict, took) in verdicts.iter().zip(&took) {
+                        observer.judged(*took, verdict.spam, &verdict.reasons);
+                    }
+                }
                 tracing::debug!(count = verdicts.len(), through = last, "verdicts appended");
                 Ok(verdicts.len())
             }

@@ -43,6 +43,18 @@ struct UploadMeta {
 
 #[tracing::instrument(name = "upload", skip_all, fields(camera = tracing::field::Empty, multipart))]
 async fn upload(State(state): State<Arc<AppState>>, caller: Caller, request: Request) -> Result<Response, ApiError> {
+    let multipart = is_multipart(request.headers());
+    let answer = receive(&state, caller, request).await;
+    // Metrics: one upload per image; a multipart upload counts its parts as it answers them.
+    match &answer {
+        Err(refused) => state.metrics.upload(refused.status.as_u16()),
+        Ok(response) if !multipart => state.metrics.upload(response.status().as_u16()),
+        Ok(_) => {}
+    }
+    answer
+}
+
+async fn receive(state: &Arc<AppState>, caller: Caller, request: Request) -> Result<Response, ApiError> {
     let camera = caller.camera()?.to_owned();
     tracing::Span::current().record("camera", camera.as_str());
     // One token before the body is read: a camera over its limit costs no buffering. A
@@ -63,10 +75,10 @@ async fn upload(State(state): State<Arc<AppState>>, caller: Caller, request: Req
         buffer_body(&state.body_budget, state.max_body_bytes, &parts.headers, body, deadline).await?;
     if is_multipart(&parts.headers) {
         tracing::Span::current().record("multipart", true);
-        upload_multipart(&state, meta, own_limit, &parts.headers, bytes, deadline).await
+        upload_multipart(state, meta, own_limit, &parts.headers, bytes, deadline).await
     } else {
-        let appended = ingest(&state, &meta, bytes, meta.idempotency_key.clone()).await?;
-        let answer = answer(&state, &meta.camera, &appended).await;
+        let appended = ingest(state, &meta, bytes, meta.idempotency_key.clone()).await?;
+        let answer = answer(state, &meta.camera, &appended).await;
         Ok((status_of(&appended), Json(answer)).into_response())
     }
 }
@@ -292,6 +304,7 @@ async fn upload_multipart(
         };
         entry["status"] = json!(status.as_u16());
         entry["part"] = json!(part.name);
+        state.metrics.upload(status.as_u16());
         results.push(entry);
         statuses.push(status);
     }

@@ -7,5 +7,6 @@ pub(crate) mod git;
 pub(crate) mod health;
 pub(crate) mod images;
 pub(crate) mod keys;
+pub(crate) mod metrics;
 pub(crate) mod stats;
 pub(crate) mod verdict;
