@@ -36,6 +36,8 @@ pub(crate) struct AppState {
     pub(crate) git: GitService,
     /// The SQL projection of events and verdicts that listings, search, stats and export read.
     pub(crate) read_model: Arc<crate::readmodel::ReadModel>,
+    /// Sessions, the live feed and thumbnails of the dashboard (`GET /`).
+    pub(crate) dashboard: crate::dashboard::Dashboard,
 }
 
 /// How clones are served; built once from the configuration.

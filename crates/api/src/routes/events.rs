@@ -91,6 +91,11 @@ fn references(bodies: &[Value]) -> Vec<u64> {
 /// makes it, with an optional `verdict`).
 async fn mask_other_cameras(ledger: &Ledger, caller: &Caller, bodies: &mut [Value]) {
     let Some(camera) = caller.camera_scope() else { return };
+    mask_for_camera(ledger, camera, bodies).await;
+}
+
+/// Hides, in `bodies`, the seqs of events that are not `camera`'s (what that camera reads).
+pub(crate) async fn mask_for_camera(ledger: &Ledger, camera: &str, bodies: &mut [Value]) {
     let cameras = cameras_of(ledger, references(bodies)).await;
     for body in bodies.iter_mut() {
         mask_reference(&mut body["event"], "duplicate_of", camera, &cameras);
@@ -108,7 +113,7 @@ fn check_exists(ledger: &Ledger, seq: u64) -> Result<(), camledger_eventstore::r
     }
 }
 
-fn parse_seq(text: &str) -> Result<u64, ApiError> {
+pub(crate) fn parse_seq(text: &str) -> Result<u64, ApiError> {
     match text.parse::<u64>() {
         Ok(seq) if seq >= 1 => Ok(seq),
         _ => Err(ApiError::bad_request(

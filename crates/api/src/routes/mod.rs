@@ -1,6 +1,7 @@
 //! One module per resource, each exposing `router()`.
 
 pub(crate) mod checkpoint;
+pub(crate) mod dashboard;
 pub(crate) mod events;
 pub(crate) mod export;
 pub(crate) mod git;
@@ -8,3 +9,5 @@ pub(crate) mod health;
 pub(crate) mod images;
 pub(crate) mod keys;
 pub(crate) mod stats;
+pub(crate) mod stream;
+pub(crate) mod thumbnails;
