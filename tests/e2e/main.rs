@@ -13,6 +13,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod crash_recovery;
+mod dashboard;
 mod explain;
 mod first_hour;
 mod git_clone;

@@ -149,6 +149,7 @@ impl Application {
             read_model,
             rate_limits: crate::ratelimit::Buckets::new(config.rate_limit()),
             metrics,
+            dashboard: crate::dashboard::Dashboard::new(),
         });
         let tcp =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -239,8 +240,11 @@ impl Application {
                 stop_background.clone(),
             ))
         });
+        let live = tokio::spawn(routes::stream::feed(Arc::clone(&self.state), stop_background.clone()));
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let stop_serving = CancellationToken::new();
+        // Also ends the dashboard's open streams, which would otherwise hold their
+        // connections until the grace period runs out.
+        let stop_serving = self.state.dashboard.stopping.clone();
         {
             let stop_serving = stop_serving.clone();
             tokio::spawn(async move {
@@ -284,6 +288,7 @@ impl Application {
             }
         }
         let _ = checkpoints.await;
+        let _ = live.await;
         if let Some(task) = projector {
             if tokio::time::timeout(grace, task).await.is_err() {
                 tracing::warn!("the read model projector did not stop within the grace period");
@@ -363,6 +368,9 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .merge(routes::stats::router())
         .merge(routes::export::router())
         .merge(routes::metrics::router())
+        .merge(routes::dashboard::router())
+        .merge(routes::stream::router())
+        .merge(routes::thumbnails::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         // Bodies are limited by the upload handler itself (with a JSON 413); this only
         // lifts axum's 2 MiB default for the multipart extractor.

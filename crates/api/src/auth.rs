@@ -124,10 +124,12 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token> header"))?;
+        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            return match session_cookie(parts) {
+                Some(id) => session_caller(state, id).await,
+                None => Err(ApiError::unauthorized("missing Authorization: Bearer <token> header")),
+            };
+        };
         let token = header
             .to_str()
             .ok()
@@ -143,6 +145,41 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             None => Err(ApiError::unauthorized("unknown or revoked token")),
         }
     }
+}
+
+/// Routes the dashboard reads with its session cookie: safe GETs only. Nothing that writes
+/// (uploads, `POST /logout` aside) and nothing outside this list accepts the cookie, so a
+/// forged cross-site request can at most read (and SameSite=Strict keeps the cookie off
+/// those too).
+const SESSION_ROUTES: [&str; 6] = [
+    "/v1/stats",
+    "/v1/events",
+    "/v1/events/{seq}",
+    "/v1/events/{seq}/image",
+    "/v1/events/{seq}/thumbnail",
+    "/v1/stream",
+];
+
+/// The session id of a GET or HEAD to one of [`SESSION_ROUTES`], from its cookie.
+fn session_cookie(parts: &Parts) -> Option<&str> {
+    if parts.method != axum::http::Method::GET && parts.method != axum::http::Method::HEAD {
+        return None;
+    }
+    let route = parts.extensions.get::<axum::extract::MatchedPath>()?.as_str();
+    if !SESSION_ROUTES.contains(&route) {
+        return None;
+    }
+    crate::dashboard::cookie(&parts.headers, crate::dashboard::COOKIE)
+}
+
+/// The caller behind a session: the registry is asked again on every request, so a revoked
+/// token's sessions end with it.
+async fn session_caller(state: &AppState, id: &str) -> Result<Caller, ApiError> {
+    let expired = || ApiError::unauthorized("the session has ended or expired; sign in again");
+    let token_hash = state.dashboard.sessions.token_hash(id).ok_or_else(expired)?;
+    let principal = state.registry.authenticate_hash(token_hash).await?.ok_or_else(expired)?;
+    tracing::Span::current().record("principal", principal.name.as_str());
+    Ok(Caller(principal))
 }
 
 #[cfg(test)]

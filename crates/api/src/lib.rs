@@ -6,7 +6,8 @@
 //!    `shutdown` (SIGINT/SIGTERM), [`error_chain`] (an error's causes on one line),
 //!    [`registry`] (cameras and reader tokens in `<data-dir>/camledger.sqlite`), `listener`
 //!    (connection cap and idle timeout), [`progress`], [`telemetry`], `metrics` (the
-//!    Prometheus registry; the libraries report into it through their observer traits);
+//!    Prometheus registry; the libraries report into it through their observer traits),
+//!    `dashboard` (sessions, the live feed's channel, the thumbnail cache);
 //! 2. `datadir` (checks, opening the ledger), [`keys`] (the signing key and its history),
 //!    `error` (the one HTTP error type), [`push`] (the camera-side uploader);
 //! 3. [`snapshots`] (snapshot/restore commands and scheduled snapshots), [`processing`]
@@ -25,6 +26,7 @@ pub(crate) mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub(crate) mod dashboard;
 pub(crate) mod datadir;
 pub(crate) mod error;
 pub mod error_chain;

@@ -326,7 +326,12 @@ impl Registry {
 
     /// The principal a bearer token belongs to, if it is known and not revoked.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, Error> {
-        let presented = token_hash(token);
+        self.authenticate_hash(token_hash(token)).await
+    }
+
+    /// [`Registry::authenticate`] for a token known only by its SHA-256 (a dashboard session
+    /// keeps that, never the token).
+    pub async fn authenticate_hash(&self, presented: [u8; 32]) -> Result<Option<Principal>, Error> {
         let row = sqlx::query(
             "SELECT role, name, token_hash, rate_per_sec, rate_burst FROM principals \
              WHERE token_hash = ? AND revoked_at IS NULL",
@@ -352,7 +357,8 @@ impl Registry {
     }
 }
 
-fn token_hash(token: &str) -> [u8; 32] {
+/// The SHA-256 of a token, as the registry stores it.
+pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 

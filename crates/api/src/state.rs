@@ -40,6 +40,8 @@ pub(crate) struct AppState {
     pub(crate) rate_limits: crate::ratelimit::Buckets,
     /// Prometheus metrics (`GET /metrics`).
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Sessions, the live feed and thumbnails of the dashboard (`GET /`).
+    pub(crate) dashboard: crate::dashboard::Dashboard,
 }
 
 /// How clones are served; built once from the configuration.

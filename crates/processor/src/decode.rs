@@ -122,6 +122,25 @@ pub fn decode_full_pair(bytes: &[u8], a: u32, b: u32, limits: &Limits) -> Result
     Ok((to(a), to(b)))
 }
 
+/// Decodes `bytes` to at most `max_side` pixels on the long side, keeping the aspect ratio:
+/// the dashboard's thumbnails. The same reduced-scale path as [`decode_scaled`] (a 1080p JPEG
+/// is read from its DC coefficients, 240×135, then shrunk), bounded by admission's limits.
+pub fn decode_thumbnail(bytes: &[u8], max_side: u32, limits: &Limits) -> Result<RgbImage, DecodeError> {
+    let admitted = admission::check(bytes, limits)?;
+    let (width, height) = (admitted.width.max(1), admitted.height.max(1));
+    let scale = (f64::from(max_side.max(1)) / f64::from(width.max(height))).min(1.0);
+    let fit = |n: u32| ((f64::from(n) * scale).round() as u32).max(1);
+    let (w, h) = (fit(width), fit(height));
+    let image = match admitted.format {
+        Format::Jpeg => decode_jpeg_scaled(bytes, w.min(h), width, height, limits)?,
+        Format::Png | Format::Webp => decode_with_image_crate(bytes, admitted.format, limits)?,
+    };
+    if image.width() == w && image.height() == h {
+        return Ok(image);
+    }
+    Ok(image::imageops::resize(&image, w, h, FilterType::Triangle))
+}
+
 fn decode_with_image_crate(bytes: &[u8], format: Format, limits: &Limits) -> Result<RgbImage, DecodeError> {
     let format = match format {
         Format::Jpeg => image::ImageFormat::Jpeg,

@@ -122,6 +122,11 @@ impl ReadModel {
         *self.projected.borrow()
     }
 
+    /// Follows how far the projection gets (the live feed waits on this).
+    pub fn subscribe(&self) -> watch::Receiver<Projected> {
+        self.projected.subscribe()
+    }
+
     /// Wakes the projector now (instead of at its next poll).
     pub fn wake(&self) {
         self.wake.notify_one();

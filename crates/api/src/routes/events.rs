@@ -91,6 +91,11 @@ fn references(bodies: &[Value]) -> Vec<u64> {
 /// makes it, with an optional `verdict`).
 async fn mask_other_cameras(ledger: &Ledger, caller: &Caller, bodies: &mut [Value]) {
     let Some(camera) = caller.camera_scope() else { return };
+    mask_for_camera(ledger, camera, bodies).await;
+}
+
+/// Hides, in `bodies`, the seqs of events that are not `camera`'s (what that camera reads).
+pub(crate) async fn mask_for_camera(ledger: &Ledger, camera: &str, bodies: &mut [Value]) {
     let cameras = cameras_of(ledger, references(bodies)).await;
     for body in bodies.iter_mut() {
         mask_reference(&mut body["event"], "duplicate_of", camera, &cameras);

@@ -1,6 +1,7 @@
 //! One module per resource, each exposing `router()`.
 
 pub(crate) mod checkpoint;
+pub(crate) mod dashboard;
 pub(crate) mod events;
 pub(crate) mod export;
 pub(crate) mod git;
@@ -9,4 +10,6 @@ pub(crate) mod images;
 pub(crate) mod keys;
 pub(crate) mod metrics;
 pub(crate) mod stats;
+pub(crate) mod stream;
+pub(crate) mod thumbnails;
 pub(crate) mod verdict;

@@ -114,3 +114,17 @@ fn every_decode_path_holds_to_the_decode_budget() {
     assert!(matches!(decode_scaled(&jpeg, 16, &jpeg_tight), Err(DecodeError::Rejected(_))));
     assert!(matches!(decode_jpeg_scaled(&jpeg, 200, 256, 256, &jpeg_tight), Err(DecodeError::Jpeg(_))));
 }
+
+#[test]
+fn thumbnails_keep_the_aspect_ratio_and_look_like_the_image() {
+    let photo = scene(3, 1920, 1080);
+    for (name, bytes) in [("jpeg", encode_jpeg(&photo, 90)), ("png", encode_png(&photo))] {
+        let thumb = decode_thumbnail(&bytes, 160, &Limits::default()).expect(name);
+        assert_eq!(thumb.dimensions(), (160, 90), "{name}");
+        let reference = image::imageops::thumbnail(&photo, 160, 90);
+        let diff = mean_abs_diff(&thumb, &reference);
+        assert!(diff < 6.0, "{name}: mean abs difference {diff}");
+    }
+    let portrait = encode_jpeg(&scene(4, 30, 100), 85);
+    assert_eq!(decode_thumbnail(&portrait, 160, &Limits::default()).unwrap().dimensions(), (30, 100), "never enlarged");
+}
