@@ -20,6 +20,7 @@ mod hostile_backup;
 mod hostile_clients;
 mod hostile_images;
 mod ingest;
+mod push;
 mod reading;
 mod readme;
 mod readmodel;

@@ -47,6 +47,18 @@ pub(crate) struct GitService {
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) max_request_bytes: usize,
     pub(crate) timeout: Duration,
+    /// Pushes of image commits (`routes::receive`).
+    pub(crate) push: PushService,
+}
+
+/// How `git push` of image commits is received; built once from the configuration.
+pub(crate) struct PushService {
+    /// Where each push gets its own temporary quarantine repository (`<data-dir>/push-quarantine`).
+    pub(crate) quarantine: PathBuf,
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) max_bytes: usize,
+    pub(crate) max_commits: usize,
+    pub(crate) timeout: Duration,
 }
 
 /// The writer's state as seen from the answers to appends.

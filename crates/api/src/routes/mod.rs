@@ -7,4 +7,5 @@ pub(crate) mod git;
 pub(crate) mod health;
 pub(crate) mod images;
 pub(crate) mod keys;
+pub(crate) mod receive;
 pub(crate) mod stats;
