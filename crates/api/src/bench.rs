@@ -17,9 +17,12 @@
 //! The client runs in the same process as the server, on the same cores: the figures are
 //! a lower bound of what the server does with the machine to itself.
 //!
+//! `camledger bench push`: `git push` of image commits beside `POST /v1/images` (see [`push`]).
+//!
 //! `camledger bench soak`: minutes of steady load at a fraction of the peak against the
 //! server as its own process; errors, latency and the server's RSS over time (see [`soak`]).
 
+mod push;
 mod readmodel;
 mod soak;
 
@@ -48,6 +51,8 @@ pub enum BenchCommand {
     Readmodel(readmodel::ReadModelBenchArgs),
     /// One burst of large concurrent uploads against a server process: peak RSS, then RSS while idle.
     Burst(soak::BurstArgs),
+    /// `git push` of one image per commit beside `POST /v1/images`: events/s, same run.
+    Push(push::PushBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,6 +105,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Soak(args) => soak::soak(args).await,
         BenchCommand::Readmodel(args) => readmodel::run(args).await,
         BenchCommand::Burst(args) => soak::burst(args).await,
+        BenchCommand::Push(args) => push::run(args).await,
     }
 }
 

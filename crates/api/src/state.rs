@@ -44,6 +44,10 @@ pub(crate) struct GitService {
     /// The server's own `PATH` (git is looked up in it); nothing of a request reaches git's
     /// environment.
     pub(crate) path: std::ffi::OsString,
+    /// `git` as found in `path` at start-up: an absolute program path lets the standard
+    /// library spawn with `posix_spawn` instead of forking the whole server (with `PATH` set
+    /// in a cleared environment it must fork to search it).
+    pub(crate) program: PathBuf,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) max_request_bytes: usize,
     pub(crate) timeout: Duration,

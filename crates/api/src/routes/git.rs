@@ -75,10 +75,15 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
 
 impl GitService {
     pub(crate) fn new(config: &ServeConfig, git_dir: PathBuf) -> Self {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
         Self {
             push: super::receive::service(&config.push, &git_dir),
             git_dir,
-            path: std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+            program: std::env::split_paths(&path)
+                .map(|dir| dir.join("git"))
+                .find(|candidate| candidate.is_file())
+                .unwrap_or_else(|| PathBuf::from("git")),
+            path,
             slots: Arc::new(Semaphore::new(config.git_max_concurrent.max(1))),
             max_request_bytes: config.git_max_request_bytes.max(1),
             timeout: Duration::from_secs(config.git_timeout_secs.max(1)),
@@ -88,7 +93,7 @@ impl GitService {
     /// `git` with a cleared environment: the server's `PATH`, no system or global config, no
     /// replace objects, never a prompt.
     pub(crate) fn git(&self) -> Command {
-        let mut command = Command::new("git");
+        let mut command = Command::new(&self.program);
         command
             .env_clear()
             .env("PATH", &self.path)

@@ -690,12 +690,14 @@ async fn receive(
             return reply.finish(why, &refuse_all(why)).await;
         }
     };
+    let received_ms = started.elapsed().as_millis() as u64;
     if needs_pack {
         if let Err(why) = index_pack(&state, &quarantine, &mut input, &mut pending).await {
             tracing::info!(camera, reason = why.as_str(), "push refused before its commits were read");
             return reply.finish(&why, &refuse_all(&why)).await;
         }
     }
+    let indexed_ms = started.elapsed().as_millis() as u64;
     let repo = match gix::open_opts(quarantine.path(), gix::open::Options::isolated()) {
         Ok(repo) => repo.into_sync(),
         Err(e) => {
@@ -718,6 +720,7 @@ async fn receive(
             return reply.finish(why, &refuse_all(why)).await;
         }
     };
+    let planned_ms = started.elapsed().as_millis() as u64;
     let mut results = Vec::with_capacity(plans.len());
     let (mut created, mut replayed) = (0usize, 0usize);
     for plan in plans {
@@ -772,6 +775,9 @@ async fn receive(
         refused,
         created,
         replayed,
+        received_ms,
+        indexed_ms,
+        planned_ms,
         ms = started.elapsed().as_millis() as u64,
         "push received"
     );
