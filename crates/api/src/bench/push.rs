@@ -256,8 +256,10 @@ mod tests {
     #[test]
     fn the_bench_push_request_is_a_pack_git_accepts() {
         let body = push_request("cam", b"not really an image").unwrap();
-        let flush = body.windows(4).position(|w| w == b"0000").unwrap();
-        let pack = &body[flush + 4..];
+        // One command pkt-line, a flush, then the pack.
+        let command = usize::from_str_radix(std::str::from_utf8(&body[..4]).unwrap(), 16).unwrap();
+        assert_eq!(&body[command..command + 4], b"0000");
+        let pack = &body[command + 4..];
         let dir = tempfile::tempdir().unwrap();
         let status = Command::new("git").args(["init", "--quiet", "--bare"]).arg(dir.path()).status().unwrap();
         assert!(status.success());

@@ -1010,7 +1010,7 @@ mod tests {
             report_status("ok", &[("refs/heads/a".into(), Ok(())), ("refs/heads/b".into(), Err("no\nway".into()))]);
         assert_eq!(
             String::from_utf8(report.clone()).unwrap(),
-            "000eunpack ok\n0014ok refs/heads/a\n001ang refs/heads/b no way\n0000"
+            "000eunpack ok\n0014ok refs/heads/a\n001bng refs/heads/b no way\n0000"
         );
         let framed = sideband(1, &report);
         assert_eq!(&framed[..5], format!("{:04x}\u{1}", report.len() + 5).as_bytes());
