@@ -694,6 +694,7 @@ async fn receive(
     if needs_pack {
         if let Err(why) = index_pack(&state, &quarantine, &mut input, &mut pending).await {
             tracing::info!(camera, reason = why.as_str(), "push refused before its commits were read");
+            remove(quarantine).await;
             return reply.finish(&why, &refuse_all(&why)).await;
         }
     }
@@ -702,6 +703,7 @@ async fn receive(
         Ok(repo) => repo.into_sync(),
         Err(e) => {
             tracing::error!(error = %e, "opening a push quarantine failed");
+            remove(quarantine).await;
             let why = "unavailable: the server cannot read the push; retry later";
             return reply.finish(why, &refuse_all(why)).await;
         }
@@ -716,6 +718,8 @@ async fn receive(
         Ok(plans) => plans,
         Err(e) => {
             tracing::error!(error = %e, "checking a push panicked");
+            drop(repo);
+            remove(quarantine).await;
             let why = "internal: checking the push failed; it has been logged";
             return reply.finish(why, &refuse_all(why)).await;
         }
@@ -781,9 +785,14 @@ async fn receive(
         ms = started.elapsed().as_millis() as u64,
         "push received"
     );
-    reply.finish("ok", &results).await;
     drop(repo);
-    // Removing the quarantine is file-system work: off the async workers.
+    remove(quarantine).await;
+    reply.finish("ok", &results).await;
+}
+
+/// Removes a quarantine (file-system work: off the async workers) before the push is
+/// answered, so that an answered push has left nothing behind.
+async fn remove(quarantine: Quarantine) {
     let _ = tokio::task::spawn_blocking(move || drop(quarantine)).await;
 }
 
