@@ -105,19 +105,61 @@ impl FromRequestParts<Arc<AppState>> for GitReader {
 
 /// The token in `Bearer <token>`, or the password in `Basic base64(user:password)`.
 fn bearer_or_basic_password(header: &axum::http::HeaderValue) -> Option<String> {
+    git_credentials(header).map(|(_, token)| token)
+}
+
+/// `(None, token)` from `Bearer <token>`, `(Some(user), password)` from
+/// `Basic base64(user:password)`; `None` for anything else or an empty token.
+fn git_credentials(header: &axum::http::HeaderValue) -> Option<(Option<String>, String)> {
     use base64::Engine as _;
     let value = header.to_str().ok()?;
     let (scheme, rest) = value.split_once(' ')?;
-    let token = if scheme.eq_ignore_ascii_case("bearer") {
-        rest.trim().to_owned()
+    let (user, token) = if scheme.eq_ignore_ascii_case("bearer") {
+        (None, rest.trim().to_owned())
     } else if scheme.eq_ignore_ascii_case("basic") {
         let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
-        let (_user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-        password.to_owned()
+        let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+        (Some(user.to_owned()), password.to_owned())
     } else {
         return None;
     };
-    (!token.is_empty()).then_some(token)
+    (!token.is_empty()).then_some((user, token))
+}
+
+/// The camera pushing image commits over git (`git-receive-pack`): its token as
+/// `Authorization: Bearer`, or as the Basic password with the camera id as the user name. A
+/// Basic user name that is not the token's camera is refused (403), so a camera cannot push
+/// under another camera's name even by mistake; reader tokens are refused (403): only
+/// cameras create events.
+pub(crate) async fn git_camera(headers: &axum::http::HeaderMap, state: &AppState) -> Result<String, ApiError> {
+    let header = headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized(
+            "a camera token is needed: Authorization: Bearer <token>, or Basic with the camera id as user and \
+             the token as password",
+        )
+    })?;
+    let (user, token) = git_credentials(header).ok_or_else(|| {
+        ApiError::unauthorized("the Authorization header must be 'Bearer <token>' or Basic with the token as password")
+    })?;
+    let principal =
+        state.registry.authenticate(&token).await?.ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
+    tracing::Span::current().record("principal", principal.name.as_str());
+    match principal.role {
+        Role::Camera => {}
+        other => {
+            return Err(ApiError::forbidden(format!(
+                "a {} token cannot push; events come from camera tokens",
+                other.as_str()
+            )))
+        }
+    }
+    match user {
+        Some(user) if user != principal.name => Err(ApiError::forbidden(format!(
+            "the user name {user:?} is not this token's camera; push as {:?} (or send the token as Bearer)",
+            principal.name
+        ))),
+        _ => Ok(principal.name),
+    }
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
@@ -198,6 +240,17 @@ mod tests {
         assert_eq!(token("Basic YXVkaXRvcjphdWRfMTIz").as_deref(), Some("aud_123"));
         // base64(":aud_123"): git sends an empty user name when the URL has none.
         assert_eq!(token("Basic OmF1ZF8xMjM=").as_deref(), Some("aud_123"));
+    }
+
+    #[test]
+    fn basic_credentials_keep_the_user_name_for_the_camera_check() {
+        let header = |v: &str| HeaderValue::from_str(v).unwrap();
+        // base64("cam-1:tok")
+        assert_eq!(
+            super::git_credentials(&header("Basic Y2FtLTE6dG9r")),
+            Some((Some("cam-1".to_owned()), "tok".to_owned()))
+        );
+        assert_eq!(super::git_credentials(&header("bearer tok")), Some((None, "tok".to_owned())));
     }
 
     #[test]

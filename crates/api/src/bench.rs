@@ -17,9 +17,12 @@
 //! The client runs in the same process as the server, on the same cores: the figures are
 //! a lower bound of what the server does with the machine to itself.
 //!
+//! `camledger bench push`: `git push` of image commits beside `POST /v1/images` (see [`push`]).
+//!
 //! `camledger bench soak`: minutes of steady load at a fraction of the peak against the
 //! server as its own process; errors, latency and the server's RSS over time (see [`soak`]).
 
+mod push;
 mod ratelimit;
 mod readmodel;
 mod soak;
@@ -51,6 +54,8 @@ pub enum BenchCommand {
     Burst(soak::BurstArgs),
     /// What per-camera rate limiting costs an upload at 10,000 cameras, beside the registry lookup.
     Ratelimit(ratelimit::RateLimitBenchArgs),
+    /// `git push` of one image per commit beside `POST /v1/images`: events/s, same run.
+    Push(push::PushBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +109,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Readmodel(args) => readmodel::run(args).await,
         BenchCommand::Burst(args) => soak::burst(args).await,
         BenchCommand::Ratelimit(args) => ratelimit::run(args).await,
+        BenchCommand::Push(args) => push::run(args).await,
     }
 }
 

@@ -139,6 +139,9 @@ pub struct ServeConfig {
     #[arg(long, env = "CAMLEDGER_GIT_TIMEOUT_SECS", default_value_t = 3600)]
     pub git_timeout_secs: u64,
 
+    #[command(flatten)]
+    pub push: PushLimitArgs,
+
     /// Benchmarks only (`bench ingest --no-projector`): serve without the read model projector.
     #[arg(skip)]
     pub projector_off: bool,
@@ -245,6 +248,7 @@ impl ServeConfig {
             git_max_concurrent: 4,
             git_max_request_bytes: 16 * 1024 * 1024,
             git_timeout_secs: 3600,
+            push: PushLimitArgs::default(),
             projector_off: false,
             fail_fsync_after: None,
         }
@@ -483,4 +487,39 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
 pub enum OutputFormat {
     Text,
     Json,
+}
+
+/// Limits on `git push` of image commits (`POST /git/ledger.git/git-receive-pack`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct PushLimitArgs {
+    /// Largest pack one `git push` may send, in bytes (after gunzip); a larger one is refused
+    /// whole ("unpack push_too_large") and nothing of it is written.
+    #[arg(long, env = "CAMLEDGER_MAX_PUSH_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_push_bytes: usize,
+
+    /// Most image commits one push may carry over all its refs; a ref past the limit is
+    /// refused. A pack may hold at most 4 objects per commit (commit, tree, image,
+    /// capture.json).
+    #[arg(long, env = "CAMLEDGER_MAX_PUSH_COMMITS", default_value_t = 100)]
+    pub max_push_commits: usize,
+
+    /// Most pushes received at once; more answer 503 with Retry-After.
+    #[arg(long, env = "CAMLEDGER_PUSH_MAX_CONCURRENT", default_value_t = 64)]
+    pub push_max_concurrent: usize,
+
+    /// Seconds one push may take in all (receiving its pack and appending its commits); the
+    /// commits not attempted by then are refused ("timeout") and may be pushed again.
+    #[arg(long, env = "CAMLEDGER_PUSH_TIMEOUT_SECS", default_value_t = 300)]
+    pub push_timeout_secs: u64,
+}
+
+impl Default for PushLimitArgs {
+    fn default() -> Self {
+        Self {
+            max_push_bytes: 64 * 1024 * 1024,
+            max_push_commits: 100,
+            push_max_concurrent: 64,
+            push_timeout_secs: 300,
+        }
+    }
 }

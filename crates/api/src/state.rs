@@ -50,8 +50,24 @@ pub(crate) struct GitService {
     /// The server's own `PATH` (git is looked up in it); nothing of a request reaches git's
     /// environment.
     pub(crate) path: std::ffi::OsString,
+    /// `git` as found in `path` at start-up: an absolute program path lets the standard
+    /// library spawn with `posix_spawn` instead of forking the whole server (with `PATH` set
+    /// in a cleared environment it must fork to search it).
+    pub(crate) program: PathBuf,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) max_request_bytes: usize,
+    pub(crate) timeout: Duration,
+    /// Pushes of image commits (`routes::receive`).
+    pub(crate) push: PushService,
+}
+
+/// How `git push` of image commits is received; built once from the configuration.
+pub(crate) struct PushService {
+    /// Where each push gets its own temporary quarantine repository (`<data-dir>/push-quarantine`).
+    pub(crate) quarantine: PathBuf,
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) max_bytes: usize,
+    pub(crate) max_commits: usize,
     pub(crate) timeout: Duration,
 }
 

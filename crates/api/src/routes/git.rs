@@ -25,8 +25,11 @@
 //! `--git-timeout-secs` for the whole exchange (408 if git had not answered yet). A client
 //! that goes away (or stops reading past the listener's idle timeout) drops the response,
 //! which kills the process group.
-//! git's stderr is logged (bounded), never sent to the client. `git-receive-pack` is 403:
-//! events enter the ledger only through `POST /v1/images`.
+//! git's stderr is logged (bounded), never sent to the client.
+//!
+//! `git-receive-pack` (cameras pushing image commits) is served by [`super::receive`]: a
+//! pushed commit becomes an event through the same admission and writer as
+//! `POST /v1/images`; nothing pushed reaches the ledger's object store or refs directly.
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -37,7 +40,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use axum::Router;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,14 +70,20 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route(&format!("{REPO}/info/refs"), get(info_refs))
         .route(&format!("{REPO}/git-upload-pack"), post(upload_pack).fallback(method_not_allowed))
-        .route(&format!("{REPO}/git-receive-pack"), any(|| async { GitError(read_only()) }))
+        .route(&format!("{REPO}/git-receive-pack"), post(super::receive::receive_pack).fallback(method_not_allowed))
 }
 
 impl GitService {
     pub(crate) fn new(config: &ServeConfig, git_dir: PathBuf) -> Self {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
         Self {
+            push: super::receive::service(&config.push, &git_dir),
             git_dir,
-            path: std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+            program: std::env::split_paths(&path)
+                .map(|dir| dir.join("git"))
+                .find(|candidate| candidate.is_file())
+                .unwrap_or_else(|| PathBuf::from("git")),
+            path,
             slots: Arc::new(Semaphore::new(config.git_max_concurrent.max(1))),
             max_request_bytes: config.git_max_request_bytes.max(1),
             timeout: Duration::from_secs(config.git_timeout_secs.max(1)),
@@ -83,8 +92,8 @@ impl GitService {
 
     /// `git` with a cleared environment: the server's `PATH`, no system or global config, no
     /// replace objects, never a prompt.
-    fn git(&self) -> Command {
-        let mut command = Command::new("git");
+    pub(crate) fn git(&self) -> Command {
+        let mut command = Command::new(&self.program);
         command
             .env_clear()
             .env("PATH", &self.path)
@@ -179,7 +188,7 @@ impl GitService {
 
 /// An [`ApiError`] that asks for credentials on 401, so git's credential machinery (and
 /// curl, which picks the scheme from the challenge) answers with Basic.
-struct GitError(ApiError);
+pub(crate) struct GitError(pub(crate) ApiError);
 
 impl From<ApiError> for GitError {
     fn from(e: ApiError) -> Self {
@@ -200,16 +209,12 @@ impl IntoResponse for GitError {
     }
 }
 
-fn read_only() -> ApiError {
-    ApiError::forbidden("the ledger is read-only over git; events enter only through POST /v1/images")
-}
-
 async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST")
 }
 
 /// One pkt-line: four hex digits of length (themselves included), then the payload.
-fn pkt_line(payload: &str) -> String {
+pub(crate) fn pkt_line(payload: &str) -> String {
     format!("{:04x}{payload}", payload.len() + 4)
 }
 
@@ -221,15 +226,17 @@ fn service(uri: &Uri) -> Option<&str> {
 async fn info_refs(
     State(state): State<Arc<AppState>>,
     reader: Result<GitReader, ApiError>,
+    headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, GitError> {
     match service(&uri) {
         Some("git-upload-pack") => {}
-        Some("git-receive-pack") => return Err(read_only().into()),
+        Some("git-receive-pack") => return super::receive::advertise(&state, &headers).await,
         _ => {
-            return Err(
-                ApiError::forbidden("only smart HTTP clones and fetches are served (service=git-upload-pack)").into()
+            return Err(ApiError::forbidden(
+                "only smart HTTP is served (service=git-upload-pack to clone, service=git-receive-pack to push)",
             )
+            .into())
         }
     }
     reader?;
@@ -253,7 +260,7 @@ async fn info_refs(
     Ok(git_response("application/x-git-upload-pack-advertisement", Body::from(body)))
 }
 
-fn git_response(content_type: &'static str, body: Body) -> Response {
+pub(crate) fn git_response(content_type: &'static str, body: Body) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
@@ -567,9 +574,9 @@ fn want_section(bytes: &[u8]) -> Option<Vec<String>> {
 
 /// A gunzip sink that fails with `FileTooLarge` past its allowance, so a gzip bomb stops
 /// within one write instead of inflating into memory.
-struct Capped {
-    buf: Vec<u8>,
-    left: usize,
+pub(crate) struct Capped {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) left: usize,
 }
 
 impl std::io::Write for Capped {
@@ -632,7 +639,7 @@ async fn supervise(
 
 /// SIGKILL to the child's process group (upload-pack and its pack-objects). A group that is
 /// already gone is fine.
-fn kill_group(pid: Option<u32>) {
+pub(crate) fn kill_group(pid: Option<u32>) {
     let pid = pid.and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw);
     if let Some(pid) = pid {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
@@ -641,7 +648,7 @@ fn kill_group(pid: Option<u32>) {
 
 /// Reads all of git's stderr (so it never blocks on a full pipe) and keeps the first
 /// [`STDERR_KEPT`] bytes.
-async fn read_bounded(mut stderr: tokio::process::ChildStderr) -> Vec<u8> {
+pub(crate) async fn read_bounded(mut stderr: tokio::process::ChildStderr) -> Vec<u8> {
     let mut kept = Vec::new();
     let mut buf = [0u8; 4096];
     while let Ok(n @ 1..) = stderr.read(&mut buf).await {
@@ -651,7 +658,7 @@ async fn read_bounded(mut stderr: tokio::process::ChildStderr) -> Vec<u8> {
     kept
 }
 
-fn stderr_text(stderr: &[u8]) -> String {
+pub(crate) fn stderr_text(stderr: &[u8]) -> String {
     String::from_utf8_lossy(&stderr[..stderr.len().min(STDERR_KEPT)]).trim().to_owned()
 }
 

@@ -35,10 +35,10 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
 }
 
 /// What the client told us besides the bytes.
-struct UploadMeta {
-    camera: String,
-    captured_at: Option<String>,
-    idempotency_key: Option<String>,
+pub(crate) struct UploadMeta {
+    pub(crate) camera: String,
+    pub(crate) captured_at: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
 }
 
 #[tracing::instrument(name = "upload", skip_all, fields(camera = tracing::field::Empty, multipart))]
@@ -320,8 +320,9 @@ async fn upload_multipart(
 
 /// Validates one image and appends it; answers once the event is durable. Admission always
 /// runs on the blocking pool (at most `admission_slots` at once): however slow a parse is,
-/// it never holds an async worker that `/healthz` and every other request need.
-async fn ingest(
+/// it never holds an async worker that `/healthz` and every other request need. `git push`
+/// (`routes::receive`) admits each pushed image through here too.
+pub(crate) async fn ingest(
     state: &Arc<AppState>,
     meta: &UploadMeta,
     bytes: Bytes,
@@ -364,7 +365,7 @@ fn status_of(appended: &Appended) -> StatusCode {
 
 /// The answer to one accepted image. `duplicate_of` names another camera's event only as
 /// `"other-camera"`: an uploader never learns another camera's seq.
-async fn answer(state: &AppState, camera: &str, appended: &Appended) -> Value {
+pub(crate) async fn answer(state: &AppState, camera: &str, appended: &Appended) -> Value {
     let duplicate_of = match appended.duplicate_of {
         Some(seq) => {
             let own = crate::routes::events::cameras_of(&state.ledger, vec![seq]).await.get(&seq).map(String::as_str)

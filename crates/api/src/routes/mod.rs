@@ -9,6 +9,7 @@ pub(crate) mod health;
 pub(crate) mod images;
 pub(crate) mod keys;
 pub(crate) mod metrics;
+pub(crate) mod receive;
 pub(crate) mod stats;
 pub(crate) mod stream;
 pub(crate) mod thumbnails;
