@@ -401,3 +401,21 @@ async fn the_camera_script_in_docs_pushes_one_image_per_commit() {
     assert_eq!(event["sha256"], sha256_hex(&jpeg(3)));
     assert!(event["captured_at"].is_string(), "the script sends capture.json");
 }
+
+#[tokio::test]
+async fn pushed_images_count_against_the_cameras_rate_limit_like_uploads() {
+    let app = TestApp::spawn_with(&["--rate-limit", "1/m", "--burst", "2"]).await;
+    assert_eq!(app.upload(jpeg(1)).await.status(), 201, "an HTTP upload takes the first token");
+    let camera = Camera::new();
+    let first = camera.commit(&[file("2.jpg", &jpeg(2))], None);
+    let second = camera.commit(&[file("3.jpg", &jpeg(3))], Some(&first));
+
+    let out = camera.push(&app, &app.camera_token, &[&incoming(&second)]);
+
+    let said = stderr(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains(&format!("camledger: {} seq 2", short(&first))), "{said}");
+    assert!(said.contains("rate_limited"), "{said}");
+    assert_eq!(seqs_in_git(&app.git_dir()).len(), 2, "the image over the limit wrote nothing");
+    assert_nothing_pushed_is_kept(&app);
+}

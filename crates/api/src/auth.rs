@@ -131,7 +131,11 @@ fn git_credentials(header: &axum::http::HeaderValue) -> Option<(Option<String>, 
 /// Basic user name that is not the token's camera is refused (403), so a camera cannot push
 /// under another camera's name even by mistake; reader tokens are refused (403): only
 /// cameras create events.
-pub(crate) async fn git_camera(headers: &axum::http::HeaderMap, state: &AppState) -> Result<String, ApiError> {
+/// Answers the camera's id and its own rate limit (`cameras limit`), if any.
+pub(crate) async fn git_camera(
+    headers: &axum::http::HeaderMap,
+    state: &AppState,
+) -> Result<(String, Option<crate::ratelimit::RateLimit>), ApiError> {
     let header = headers.get(AUTHORIZATION).ok_or_else(|| {
         ApiError::unauthorized(
             "a camera token is needed: Authorization: Bearer <token>, or Basic with the camera id as user and \
@@ -158,7 +162,7 @@ pub(crate) async fn git_camera(headers: &axum::http::HeaderMap, state: &AppState
             "the user name {user:?} is not this token's camera; push as {:?} (or send the token as Bearer)",
             principal.name
         ))),
-        _ => Ok(principal.name),
+        _ => Ok((principal.name, principal.rate_limit)),
     }
 }
 

@@ -99,7 +99,7 @@ pub(crate) async fn receive_pack(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GitError> {
-    let camera = crate::auth::git_camera(&headers, &state).await?;
+    let (camera, own_limit) = crate::auth::git_camera(&headers, &state).await?;
     tracing::Span::current().record("camera", camera.as_str());
     let push = &state.git.push;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -140,7 +140,7 @@ pub(crate) async fn receive_pack(
     let deadline = Instant::now() + push.timeout;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let input = Input::new(body, gzip, limit, deadline);
-    let task = receive(Arc::clone(&state), camera, input, Reply::new(tx), deadline, slot);
+    let task = receive(Arc::clone(&state), camera, own_limit, input, Reply::new(tx), deadline, slot);
     tokio::spawn(task.instrument(tracing::Span::current()));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|bytes| (Ok::<_, std::io::Error>(bytes), rx))
@@ -640,6 +640,7 @@ fn pack_objects(header: &[u8]) -> Result<u32, String> {
 async fn receive(
     state: Arc<AppState>,
     camera: String,
+    own_limit: Option<crate::ratelimit::RateLimit>,
     mut input: Input,
     mut reply: Reply,
     deadline: Instant,
@@ -737,7 +738,7 @@ async fn receive(
                     let short = &commit.id.to_string()[..8];
                     let appended = match commit.shape {
                         Err(why) => Err(why),
-                        Ok(shape) => append(&state, &repo, &camera, commit.id, shape, deadline).await,
+                        Ok(shape) => append(&state, &repo, &camera, own_limit, commit.id, shape, deadline).await,
                     };
                     match appended {
                         Ok((line, was_replayed)) => {
@@ -892,12 +893,18 @@ async fn append(
     state: &Arc<AppState>,
     repo: &Arc<gix::ThreadSafeRepository>,
     camera: &str,
+    own_limit: Option<crate::ratelimit::RateLimit>,
     id: ObjectId,
     shape: Shape,
     deadline: Instant,
 ) -> Result<(String, bool), String> {
     if Instant::now() >= deadline {
         return Err("timeout: not attempted within the push's time limit; push it again".into());
+    }
+    // The same per-camera rate limit as an HTTP upload: one token per pushed image.
+    if let Err(refused) = state.rate_limits.take(camera, own_limit, 1) {
+        let error = crate::error::ApiError::rate_limited(refused);
+        return Err(format!("{}: {}", error.code, error.message));
     }
     // The image is held in memory like an upload's body: under the same global budget.
     let size = u32::try_from(shape.image_size).map_err(|_| "body_too_large: the image is too large".to_owned())?;
