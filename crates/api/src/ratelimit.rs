@@ -147,7 +147,7 @@ impl Buckets {
         let shard = &self.shards[(self.hasher.hash_one(camera) % SHARDS as u64) as usize];
         let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         shard.takes = shard.takes.wrapping_add(1);
-        if shard.takes % SWEEP_EVERY == 0 {
+        if shard.takes.is_multiple_of(SWEEP_EVERY) {
             // A bucket full again is the same as no bucket: drop it (bounds memory to the
             // cameras active within the last `burst / per_sec` seconds).
             shard.buckets.retain(|_, b| !b.is_full_at(now));
