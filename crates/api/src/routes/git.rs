@@ -272,6 +272,28 @@ pub(crate) fn git_response(content_type: &'static str, body: Body) -> Response {
 }
 
 #[tracing::instrument(name = "git_upload_pack", skip_all, fields(gzip, request_bytes, outcome))]
+/// Checks a smart HTTP request's `Content-Type` (`application/x-SERVICE-request`) and
+/// answers whether its body is gzipped (415 for any other encoding).
+pub(crate) fn request_encoding(headers: &HeaderMap, service: &str) -> Result<bool, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if content_type.strip_prefix("application/x-").and_then(|t| t.strip_suffix("-request")) != Some(service) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("the body must be application/x-{service}-request"),
+        ));
+    }
+    match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim()) {
+        None | Some("identity") => Ok(false),
+        Some("gzip" | "x-gzip") => Ok(true),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            "Content-Encoding must be gzip or none",
+        )),
+    }
+}
+
 async fn upload_pack(
     State(state): State<Arc<AppState>>,
     reader: Result<GitReader, ApiError>,
@@ -280,27 +302,7 @@ async fn upload_pack(
 ) -> Result<Response, GitError> {
     reader?;
     let git = &state.git;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if content_type != "application/x-git-upload-pack-request" {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the body must be application/x-git-upload-pack-request",
-        )
-        .into());
-    }
-    let gzip = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim()) {
-        None | Some("identity") => false,
-        Some("gzip" | "x-gzip") => true,
-        Some(_) => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_encoding",
-                "Content-Encoding must be gzip or none",
-            )
-            .into())
-        }
-    };
+    let gzip = request_encoding(&headers, "git-upload-pack")?;
     tracing::Span::current().record("gzip", gzip);
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > git.max_request_bytes as u64) {

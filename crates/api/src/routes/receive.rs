@@ -102,27 +102,7 @@ pub(crate) async fn receive_pack(
     let (camera, own_limit) = crate::auth::git_camera(&headers, &state).await?;
     tracing::Span::current().record("camera", camera.as_str());
     let push = &state.git.push;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if content_type != "application/x-git-receive-pack-request" {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the body must be application/x-git-receive-pack-request",
-        )
-        .into());
-    }
-    let gzip = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim()) {
-        None | Some("identity") => false,
-        Some("gzip" | "x-gzip") => true,
-        Some(_) => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_encoding",
-                "Content-Encoding must be gzip or none",
-            )
-            .into())
-        }
-    };
+    let gzip = crate::routes::git::request_encoding(&headers, "git-receive-pack")?;
     let limit = push.max_bytes.saturating_add(MAX_COMMAND_BYTES);
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
