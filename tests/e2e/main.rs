@@ -30,4 +30,5 @@ mod readmodel;
 mod signing_keys;
 mod tamper;
 mod tokens;
+mod upload_links;
 mod verdicts;

@@ -364,6 +364,7 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .merge(routes::verdict::router())
         .merge(routes::git::router())
         .merge(routes::keys::router())
+        .merge(routes::links::router())
         .merge(routes::checkpoint::router())
         .merge(routes::stats::router())
         .merge(routes::export::router())

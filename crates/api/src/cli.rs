@@ -42,6 +42,11 @@ pub enum Command {
         #[command(subcommand)]
         action: TokensCommand,
     },
+    /// Manage upload links (a camera's uploads without its token, for a while).
+    Links {
+        #[command(subcommand)]
+        action: crate::links::LinksCommand,
+    },
     /// Upload image files as a camera, retrying safely.
     Push(PushArgs),
     /// Print the events of a ledger, oldest first.
@@ -312,6 +317,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(config) => serve(*config).await,
         Command::Cameras { action } => cameras(action).await,
         Command::Tokens { action } => tokens(action).await,
+        Command::Links { action } => crate::links::run(action).await,
         Command::Push(args) => crate::push::run(args).await,
         Command::Log { data, from, limit, format } => log(data, from, limit, format).await,
         Command::Verify(args) => crate::verify::run(args).await,

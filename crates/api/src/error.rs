@@ -194,3 +194,19 @@ impl From<crate::readmodel::query::FilterError> for ApiError {
         ApiError::bad_request(e.code, e.message)
     }
 }
+
+impl From<crate::registry::LinkError> for ApiError {
+    fn from(e: crate::registry::LinkError) -> Self {
+        use crate::registry::LinkError as E;
+        match e {
+            E::InvalidExpiresIn(_) | E::ExpiresInOutOfRange => ApiError::bad_request("invalid_expires_in", e.to_string()),
+            E::InvalidMaxUploads => ApiError::bad_request("invalid_max_uploads", e.to_string()),
+            E::UnknownCamera(_) => ApiError::bad_request("unknown_camera", e.to_string()),
+            E::Gone => ApiError::new(StatusCode::GONE, "link_gone", e.to_string()),
+            E::NotEnoughUses { .. } => ApiError::new(StatusCode::CONFLICT, "not_enough_uses", e.to_string()),
+            // Only the CLI revokes links; at the HTTP edge this is a server-side surprise.
+            E::NotFound(_) => ApiError::internal(e),
+            E::Database(_) => ApiError::unavailable(e),
+        }
+    }
+}

@@ -4,13 +4,14 @@
 //! re-exports such as `keys::SigningKeyArg` point back at `config`):
 //! 1. leaves: [`config`] (every flag and `CAMLEDGER_*` variable, clap types included),
 //!    `shutdown` (SIGINT/SIGTERM), [`error_chain`] (an error's causes on one line),
-//!    [`registry`] (cameras and reader tokens in `<data-dir>/camledger.sqlite`), `listener`
+//!    [`registry`] (cameras, reader tokens, upload links in `<data-dir>/camledger.sqlite`), `listener`
 //!    (connection cap and idle timeout), [`progress`], [`telemetry`], `metrics` (the
 //!    Prometheus registry; the libraries report into it through their observer traits),
 //!    `dashboard` (sessions, the live feed's channel, the thumbnail cache);
 //! 2. `datadir` (checks, opening the ledger), [`keys`] (the signing key and its history),
 //!    `error` (the one HTTP error type), [`push`] (the camera-side uploader);
-//! 3. [`snapshots`] (snapshot/restore commands and scheduled snapshots), [`processing`]
+//! 3. [`links`] (the `links` command: upload links),
+//!    [`snapshots`] (snapshot/restore commands and scheduled snapshots), [`processing`]
 //!    (verdict workers, `worker`, `replay`), [`evaluate`] (judging labelled folders),
 //!    [`readmodel`] (the SQL projection of git that search, stats and export read);
 //! 4. [`anchors`] (signed checkpoints);
@@ -32,6 +33,7 @@ pub(crate) mod error;
 pub mod error_chain;
 pub mod evaluate;
 pub mod keys;
+pub mod links;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 pub mod processing;

@@ -10,6 +10,9 @@
 //! `UPDATE`, so there is no moment when both or neither token works, and the old one can
 //! never come back. Rotating a revoked camera puts it back into service with a new token
 //! (its id, and so its events' camera field, stay the same).
+//!
+//! Upload links (`POST /v1/u/<secret>`) are stored the same way (only the secret's hash):
+//! `links`.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -22,6 +25,10 @@ use sqlx::Row;
 use subtle::ConstantTimeEq;
 
 use crate::ratelimit::RateLimit;
+
+mod links;
+pub use links::{parse_expires_in, LinkError, LinkInfo, LinkState, NewLink, MAX_LINK_LIFETIME, MAX_LINK_UPLOADS};
+pub(crate) use links::Uses;
 
 /// File name of the registry inside a data dir.
 pub const REGISTRY_FILE: &str = "camledger.sqlite";
@@ -183,8 +190,7 @@ impl Registry {
         if !valid_name(name) {
             return Err(Error::InvalidName(name.to_owned()));
         }
-        let secret: [u8; 32] = rand::random();
-        let token = format!("{}{}", role.token_prefix(), hex::encode(secret));
+        let token = new_secret(role.token_prefix());
         let result = sqlx::query("INSERT INTO principals (role, name, token_hash, created_at) VALUES (?, ?, ?, ?)")
             .bind(role.as_str())
             .bind(name)
@@ -308,8 +314,7 @@ impl Registry {
     /// Give camera `id` a new token and return it; the old token (revoked or not) stops
     /// working in the same statement. A revoked camera comes back into service.
     pub async fn rotate_camera(&self, id: &str) -> Result<String, Error> {
-        let secret: [u8; 32] = rand::random();
-        let token = format!("{}{}", Role::Camera.token_prefix(), hex::encode(secret));
+        let token = new_secret(Role::Camera.token_prefix());
         let done = sqlx::query(
             "UPDATE principals SET token_hash = ?, rotated_at = ?, revoked_at = NULL WHERE role = 'camera' AND name = ?",
         )
@@ -341,7 +346,7 @@ impl Registry {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let stored: Vec<u8> = row.try_get(2)?;
-        if !bool::from(stored.as_slice().ct_eq(presented.as_slice())) {
+        if !hash_matches(&stored, &presented) {
             return Ok(None);
         }
         let role: String = row.try_get(0)?;
@@ -360,6 +365,18 @@ impl Registry {
 /// The SHA-256 of a token, as the registry stores it.
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// A new secret: `prefix` then 32 random bytes in hex (tokens, upload links).
+fn new_secret(prefix: &str) -> String {
+    let secret: [u8; 32] = rand::random();
+    format!("{prefix}{}", hex::encode(secret))
+}
+
+/// Whether a stored hash is the presented one, compared in constant time (the SQL lookup by
+/// hash found the row; this is the check that does not depend on how the index compares).
+fn hash_matches(stored: &[u8], presented: &[u8; 32]) -> bool {
+    bool::from(stored.ct_eq(presented.as_slice()))
 }
 
 pub(crate) fn now_rfc3339() -> String {

@@ -41,10 +41,54 @@ pub(crate) struct UploadMeta {
     pub(crate) idempotency_key: Option<String>,
 }
 
+/// Who an upload is recorded as: the camera of a token (`POST /v1/images`) or of an upload
+/// link (`POST /v1/u/{secret}`, `routes::links`), with the camera's own rate limit.
+pub(crate) struct Uploader<'a> {
+    pub(crate) camera: String,
+    pub(crate) rate_limit: Option<crate::ratelimit::RateLimit>,
+    /// The link's uses when the upload came through one: one per image, reserved before
+    /// anything is admitted.
+    pub(crate) link: Option<&'a crate::registry::Uses>,
+}
+
+impl Uploader<'_> {
+    /// Tells the link which images keep their use: a new event (a duplicate is one too) and a
+    /// failure that may have written one (5xx); a replay and a refusal (4xx) wrote nothing.
+    fn spent(&self, outcome: &Result<Appended, ApiError>) {
+        let kept = match outcome {
+            Ok(appended) => !appended.replayed,
+            Err(error) => error.status.is_server_error(),
+        };
+        if let (Some(uses), true) = (self.link, kept) {
+            uses.keep_one();
+        }
+    }
+}
+
 #[tracing::instrument(name = "upload", skip_all, fields(camera = tracing::field::Empty, multipart))]
 async fn upload(State(state): State<Arc<AppState>>, caller: Caller, request: Request) -> Result<Response, ApiError> {
+    let uploader = caller.camera().map(|camera| Uploader {
+        camera: camera.to_owned(),
+        rate_limit: caller.rate_limit(),
+        link: None,
+    });
+    match uploader {
+        Ok(uploader) => receive(&state, uploader, request).await,
+        Err(refused) => {
+            state.metrics.upload(refused.status.as_u16());
+            Err(refused)
+        }
+    }
+}
+
+/// The one upload path: `POST /v1/images` and upload links both end here.
+pub(crate) async fn receive(
+    state: &Arc<AppState>,
+    uploader: Uploader<'_>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let multipart = is_multipart(request.headers());
-    let answer = receive(&state, caller, request).await;
+    let answer = receive_images(state, uploader, request).await;
     // Metrics: one upload per image; a multipart upload counts its parts as it answers them.
     match &answer {
         Err(refused) => state.metrics.upload(refused.status.as_u16()),
@@ -54,12 +98,16 @@ async fn upload(State(state): State<Arc<AppState>>, caller: Caller, request: Req
     answer
 }
 
-async fn receive(state: &Arc<AppState>, caller: Caller, request: Request) -> Result<Response, ApiError> {
-    let camera = caller.camera()?.to_owned();
+async fn receive_images(
+    state: &Arc<AppState>,
+    uploader: Uploader<'_>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let camera = uploader.camera.clone();
     tracing::Span::current().record("camera", camera.as_str());
     // One token before the body is read: a camera over its limit costs no buffering. A
     // multipart upload takes one more per further part once its parts are counted.
-    let own_limit = caller.rate_limit();
+    let own_limit = uploader.rate_limit;
     state.rate_limits.take(&camera, own_limit, 1).map_err(ApiError::rate_limited)?;
     let meta = UploadMeta {
         captured_at: captured_at(request.headers())?,
@@ -75,9 +123,11 @@ async fn receive(state: &Arc<AppState>, caller: Caller, request: Request) -> Res
         buffer_body(&state.body_budget, state.max_body_bytes, &parts.headers, body, deadline).await?;
     if is_multipart(&parts.headers) {
         tracing::Span::current().record("multipart", true);
-        upload_multipart(state, meta, own_limit, &parts.headers, bytes, deadline).await
+        upload_multipart(state, meta, &uploader, &parts.headers, bytes, deadline).await
     } else {
-        let appended = ingest(state, &meta, bytes, meta.idempotency_key.clone()).await?;
+        let appended = ingest(state, &meta, bytes, meta.idempotency_key.clone()).await;
+        uploader.spent(&appended);
+        let appended = appended?;
         let answer = answer(state, &meta.camera, &appended).await;
         Ok((status_of(&appended), Json(answer)).into_response())
     }
@@ -265,14 +315,18 @@ fn disposition_param(mut value: &[u8], key: &[u8]) -> Option<String> {
 async fn upload_multipart(
     state: &Arc<AppState>,
     meta: UploadMeta,
-    own_limit: Option<crate::ratelimit::RateLimit>,
+    uploader: &Uploader<'_>,
     headers: &HeaderMap,
     body: Bytes,
     deadline: Instant,
 ) -> Result<Response, ApiError> {
     let parts = read_parts(headers, &body, state.max_parts)?;
     let images = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+    let own_limit = uploader.rate_limit;
     state.rate_limits.fits(own_limit, images).map_err(ApiError::rate_limited)?;
+    if let Some(uses) = uploader.link {
+        uses.reserve_total(images).await?;
+    }
     if images > 1 {
         state.rate_limits.take(&meta.camera, own_limit, images - 1).map_err(ApiError::rate_limited)?;
     }
@@ -298,6 +352,7 @@ async fn upload_multipart(
                 )),
             }
         };
+        uploader.spent(&outcome);
         let (status, mut entry) = match outcome {
             Ok(appended) => (status_of(&appended), answer(state, &meta.camera, &appended).await),
             Err(error) => (error.status, error.body()),

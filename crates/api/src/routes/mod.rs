@@ -8,6 +8,7 @@ pub(crate) mod git;
 pub(crate) mod health;
 pub(crate) mod images;
 pub(crate) mod keys;
+pub(crate) mod links;
 pub(crate) mod metrics;
 pub(crate) mod receive;
 pub(crate) mod stats;

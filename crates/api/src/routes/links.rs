@@ -1,0 +1,113 @@
+//! Upload links over HTTP: `POST /v1/upload-links` (admin token) creates one, and
+//! `POST /v1/u/{secret}` uploads through it without `Authorization`, recorded as the link's
+//! camera, through the same path as `POST /v1/images` ([`images::receive`]: rate limit,
+//! admission, Idempotency-Key, X-Captured-At, multipart, the cross-camera privacy of the
+//! answer).
+//!
+//! The secret is in the path, so the path is never logged or labelled: request spans and
+//! metrics name the route template (`/v1/u/{secret}`, from `MatchedPath`), and the upload's
+//! span names the link by its public id. Storage and counting: `registry::links`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::registry::{parse_expires_in, LinkError, Role, Uses, MAX_LINK_UPLOADS};
+use crate::routes::images::{self, Uploader};
+use crate::state::AppState;
+
+/// The route of link uploads; the secret follows it.
+const UPLOAD_PREFIX: &str = "/v1/u/";
+/// A creation request is three short fields.
+const MAX_CREATE_BODY: usize = 4 * 1024;
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new().route("/v1/upload-links", post(create)).route("/v1/u/{secret}", post(upload))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateLink {
+    camera: String,
+    expires_in: String,
+    /// Checked by hand: a negative, fractional or huge number is `invalid_max_uploads`, not
+    /// a serde type error.
+    max_uploads: serde_json::Value,
+}
+
+/// `POST /v1/upload-links` `{"camera", "expires_in", "max_uploads"}` → `201 {"id", "camera",
+/// "url", "expires_at", "max_uploads"}`. The secret is in `url` and nowhere else, ever.
+async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: Body) -> Result<Response, ApiError> {
+    if caller.0.role != Role::Admin {
+        return Err(ApiError::forbidden(format!(
+            "a {} token cannot create upload links; use an admin token",
+            caller.0.role.as_str()
+        )));
+    }
+    let invalid_body = |why: String| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!(
+                "the body must be a JSON object {{\"camera\", \"expires_in\", \"max_uploads\"}} of at most \
+                 {MAX_CREATE_BODY} bytes: {why}"
+            ),
+        )
+    };
+    let bytes = axum::body::to_bytes(body, MAX_CREATE_BODY).await.map_err(|e| invalid_body(e.to_string()))?;
+    let request: CreateLink = serde_json::from_slice(&bytes).map_err(|e| invalid_body(e.to_string()))?;
+    let expires_in = parse_expires_in(&request.expires_in)?;
+    let max_uploads = request
+        .max_uploads
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| (1..=MAX_LINK_UPLOADS).contains(n))
+        .ok_or(LinkError::InvalidMaxUploads)?;
+    let created_by = format!("admin:{}", caller.0.name);
+    let link = state.registry.create_link(&request.camera, expires_in, max_uploads, &created_by).await?;
+    tracing::info!(link = %link.id, camera = %link.camera, by = %caller.0.name, max_uploads, "upload link created");
+    let mut response = (StatusCode::CREATED, Json(link)).into_response();
+    // The answer holds the secret: no cache keeps it.
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `POST /v1/u/{secret}`: reserves a use of the link (unknown, expired, used up, revoked or
+/// its camera revoked: `410 link_gone`, nothing written, one statement for all of them),
+/// uploads as its camera, then gives back the uses of images that wrote nothing.
+#[tracing::instrument(
+    name = "link_upload",
+    skip_all,
+    fields(link = tracing::field::Empty, camera = tracing::field::Empty, multipart)
+)]
+async fn upload(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
+    // The raw path: no percent-decoding, so the secret is exactly the bytes a link holds.
+    let secret = request.uri().path().strip_prefix(UPLOAD_PREFIX).unwrap_or_default();
+    let reserved = match state.registry.reserve_link_use(secret).await {
+        Ok(Some(reserved)) => reserved,
+        Ok(None) => return Err(refused(&state, LinkError::Gone.into())),
+        Err(e) => return Err(refused(&state, e.into())),
+    };
+    tracing::Span::current().record("link", reserved.id.as_str());
+    let uses = Uses::new(state.registry.clone(), &reserved);
+    let uploader = Uploader { camera: reserved.camera.clone(), rate_limit: reserved.rate_limit, link: Some(&uses) };
+    let answer = images::receive(&state, uploader, request).await;
+    let returned = uses.settle().await;
+    if returned > 0 {
+        tracing::info!(returned, "uses of images that wrote nothing went back to the link");
+    }
+    answer
+}
+
+/// A link upload refused before the upload path: counted like any refused upload.
+fn refused(state: &AppState, error: ApiError) -> ApiError {
+    state.metrics.upload(error.status.as_u16());
+    error
+}
