@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -45,7 +45,12 @@ struct CreateLink {
 
 /// `POST /v1/upload-links` `{"camera", "expires_in", "max_uploads"}` → `201 {"id", "camera",
 /// "url", "expires_at", "max_uploads"}`. The secret is in `url` and nowhere else, ever.
-async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: Body) -> Result<Response, ApiError> {
+async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     if caller.0.role != Role::Admin {
         return Err(ApiError::forbidden(format!(
             "a {} token cannot create upload links; use an admin token",
@@ -61,6 +66,14 @@ async fn create(State(state): State<Arc<AppState>>, caller: Caller, body: Body) 
             ),
         )
     };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_CREATE_BODY as u64) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {MAX_CREATE_BODY} bytes"),
+        ));
+    }
     let bytes = axum::body::to_bytes(body, MAX_CREATE_BODY).await.map_err(|e| invalid_body(e.to_string()))?;
     let request: CreateLink = serde_json::from_slice(&bytes).map_err(|e| invalid_body(e.to_string()))?;
     let expires_in = parse_expires_in(&request.expires_in)?;
