@@ -27,7 +27,10 @@ async fn link(app: &TestApp, admin: &str, expires_in: &str, max_uploads: u32) ->
     assert_eq!(response.status(), 201);
     assert_eq!(response.headers()["cache-control"], "no-store");
     let answer: Value = response.json().await.unwrap();
-    assert_eq!((answer["max_uploads"].as_u64(), answer["camera"].as_str()), (Some(u64::from(max_uploads)), Some("cam-1")));
+    assert_eq!(
+        (answer["max_uploads"].as_u64(), answer["camera"].as_str()),
+        (Some(u64::from(max_uploads)), Some("cam-1"))
+    );
     answer["url"].as_str().expect("a url").to_owned()
 }
 
@@ -122,8 +125,7 @@ async fn images_that_write_nothing_give_their_use_back_and_a_duplicate_keeps_it(
     assert_eq!(refused.status(), 415);
     // An idempotent retry replays the first answer and spends nothing more.
     for _ in 0..3 {
-        let sent =
-            app.client.post(app.url(&url)).header("idempotency-key", "k1").body(jpeg(1)).send().await.unwrap();
+        let sent = app.client.post(app.url(&url)).header("idempotency-key", "k1").body(jpeg(1)).send().await.unwrap();
         assert_eq!(sent.status(), 201);
     }
     // More images than uses left: refused whole, its reserved use back.
@@ -150,8 +152,17 @@ async fn an_expired_link_answers_410() {
 async fn a_link_revoked_with_the_cli_stops_working_on_the_running_server_within_a_second() {
     let app = TestApp::spawn().await;
     let created = camledger(&[
-        "links", "create", "cam-1", "--expires-in", "PT1H", "--max-uploads", "100", "--format", "json",
-        "--data-dir", app.dir(),
+        "links",
+        "create",
+        "cam-1",
+        "--expires-in",
+        "PT1H",
+        "--max-uploads",
+        "100",
+        "--format",
+        "json",
+        "--data-dir",
+        app.dir(),
     ]);
     let created: Value = serde_json::from_str(&created).unwrap();
     let (id, url) = (created["id"].as_str().unwrap().to_owned(), created["url"].as_str().unwrap().to_owned());

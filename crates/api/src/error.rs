@@ -199,7 +199,9 @@ impl From<crate::registry::LinkError> for ApiError {
     fn from(e: crate::registry::LinkError) -> Self {
         use crate::registry::LinkError as E;
         match e {
-            E::InvalidExpiresIn(_) | E::ExpiresInOutOfRange => ApiError::bad_request("invalid_expires_in", e.to_string()),
+            E::InvalidExpiresIn(_) | E::ExpiresInOutOfRange => {
+                ApiError::bad_request("invalid_expires_in", e.to_string())
+            }
             E::InvalidMaxUploads => ApiError::bad_request("invalid_max_uploads", e.to_string()),
             E::UnknownCamera(_) => ApiError::bad_request("unknown_camera", e.to_string()),
             E::Gone => ApiError::new(StatusCode::GONE, "link_gone", e.to_string()),

@@ -27,8 +27,8 @@ use subtle::ConstantTimeEq;
 use crate::ratelimit::RateLimit;
 
 mod links;
-pub use links::{parse_expires_in, LinkError, LinkInfo, LinkState, NewLink, MAX_LINK_LIFETIME, MAX_LINK_UPLOADS};
 pub(crate) use links::Uses;
+pub use links::{parse_expires_in, LinkError, LinkInfo, LinkState, NewLink, MAX_LINK_LIFETIME, MAX_LINK_UPLOADS};
 
 /// File name of the registry inside a data dir.
 pub const REGISTRY_FILE: &str = "camledger.sqlite";

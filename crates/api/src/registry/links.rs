@@ -442,8 +442,27 @@ mod tests {
     #[test]
     fn malformed_or_unbounded_durations_are_refused() {
         for bad in [
-            "", "P", "PT", "P1DT", "1H", "PT1h", "pt1h", "PT1.5H", "PT-1H", "PT+1H", "P1Y", "P1M", "PT1M1H",
-            "PT1H1H", "P1D1W", "PT 1H", "PT1H ", "PT1234567890S", "PTH", "P1DX", "PT1HP",
+            "",
+            "P",
+            "PT",
+            "P1DT",
+            "1H",
+            "PT1h",
+            "pt1h",
+            "PT1.5H",
+            "PT-1H",
+            "PT+1H",
+            "P1Y",
+            "P1M",
+            "PT1M1H",
+            "PT1H1H",
+            "P1D1W",
+            "PT 1H",
+            "PT1H ",
+            "PT1234567890S",
+            "PTH",
+            "P1DX",
+            "PT1HP",
         ] {
             assert!(matches!(parse_expires_in(bad), Err(LinkError::InvalidExpiresIn(_))), "{bad:?}");
         }

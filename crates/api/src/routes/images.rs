@@ -98,11 +98,7 @@ pub(crate) async fn receive(
     answer
 }
 
-async fn receive_images(
-    state: &Arc<AppState>,
-    uploader: Uploader<'_>,
-    request: Request,
-) -> Result<Response, ApiError> {
+async fn receive_images(state: &Arc<AppState>, uploader: Uploader<'_>, request: Request) -> Result<Response, ApiError> {
     let camera = uploader.camera.clone();
     tracing::Span::current().record("camera", camera.as_str());
     // One token before the body is read: a camera over its limit costs no buffering. A
