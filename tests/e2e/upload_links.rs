@@ -139,6 +139,43 @@ async fn images_that_write_nothing_give_their_use_back_and_a_duplicate_keeps_it(
 }
 
 #[tokio::test]
+async fn a_multipart_part_that_is_refused_gives_its_use_back() {
+    let app = TestApp::spawn().await;
+    let url = link(&app, &admin(&app), "PT1H", 3).await;
+    let form = reqwest::multipart::Form::new()
+        .part("a", reqwest::multipart::Part::bytes(jpeg(1)).file_name("a.jpg"))
+        .part("b", reqwest::multipart::Part::bytes(b"not an image".to_vec()).file_name("b.jpg"));
+    let answer = app.client.post(app.url(&url)).multipart(form).send().await.unwrap();
+    assert_eq!(answer.status(), 201);
+    let parts: Vec<Value> = answer.json().await.unwrap();
+    assert_eq!(parts.iter().map(|p| p["status"].as_u64().unwrap()).collect::<Vec<_>>(), [201, 415]);
+    assert_eq!(links_json(&app)[0]["used"], 1, "only the image that became an event keeps its use");
+}
+
+#[tokio::test]
+async fn the_camera_s_rate_limit_applies_to_its_links_and_a_429_costs_no_use() {
+    let app = TestApp::spawn_with(&["--rate-limit", "1/m", "--burst", "2"]).await;
+    let url = link(&app, &admin(&app), "PT1H", 10).await;
+    assert_eq!(post(&app, &url, jpeg(1)).await.status(), 201);
+    assert_eq!(app.upload(jpeg(2)).await.status(), 201, "the camera's own token shares the bucket");
+    assert_eq!(error_code(post(&app, &url, jpeg(3)).await).await, (429, "rate_limited".to_owned()));
+    assert_eq!(links_json(&app)[0]["used"], 1);
+    assert_eq!(events(&app), 2);
+}
+
+#[tokio::test]
+async fn a_link_upload_never_learns_another_camera_s_seq() {
+    let app = TestApp::spawn().await;
+    let other = app.add_camera("cam-2");
+    assert_eq!(app.upload_as(&other, jpeg(1), "image/jpeg").await.status(), 201);
+    let url = link(&app, &admin(&app), "PT1H", 5).await;
+    let duplicate = post(&app, &url, jpeg(1)).await;
+    assert_eq!(duplicate.status(), 200);
+    let answer: Value = duplicate.json().await.unwrap();
+    assert_eq!((answer["seq"].as_u64(), answer["duplicate_of"].as_str()), (Some(2), Some("other-camera")));
+}
+
+#[tokio::test]
 async fn an_expired_link_answers_410() {
     let app = TestApp::spawn().await;
     let url = link(&app, &admin(&app), "PT1S", 10).await;
