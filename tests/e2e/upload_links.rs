@@ -266,6 +266,34 @@ async fn only_an_admin_token_creates_links_and_bad_input_is_a_400() {
     assert_eq!(create(&app, &admin, good).await.status(), 201);
 }
 
+#[test]
+fn links_create_refuses_bad_flags_as_usage_errors_and_list_never_shows_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    camledger(&["cameras", "add", "cam-1", "--data-dir", dir]);
+    let run = |args: &[&str]| Command::new(BIN).args(args).args(["--data-dir", dir]).output().unwrap();
+    for (expires_in, max_uploads) in [("P31D", "1"), ("1h", "1"), ("PT1H", "0"), ("PT1H", "10001")] {
+        let out = run(&["links", "create", "cam-1", "--expires-in", expires_in, "--max-uploads", max_uploads]);
+        assert_eq!(out.status.code(), Some(2), "{expires_in} {max_uploads}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let unknown = run(&["links", "create", "cam-9", "--expires-in", "PT1H", "--max-uploads", "1"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no active camera named \"cam-9\""));
+
+    let created =
+        camledger(&["links", "create", "cam-1", "--expires-in", "P1DT12H", "--max-uploads", "3", "--data-dir", dir]);
+    let url = created.lines().last().unwrap().split_whitespace().last().unwrap();
+    let secret = url.strip_prefix("/v1/u/upl_").expect("the URL is the last word");
+    let text = camledger(&["links", "list", "--data-dir", dir]);
+    let json = camledger(&["links", "list", "--format", "json", "--data-dir", dir]);
+    for out in [&text, &json] {
+        assert!(out.contains("cam-1") && !out.contains(secret) && !out.contains("upl_"), "{out}");
+    }
+    assert!(text.contains("active\tused 0/3"), "{text}");
+    let missing = run(&["links", "revoke", "lnk_0000000000000000"]);
+    assert_eq!(missing.status.code(), Some(1));
+}
+
 #[tokio::test]
 async fn an_unknown_secret_gets_the_same_410_as_a_revoked_link_whatever_token_it_carries() {
     let app = TestApp::spawn().await;
