@@ -85,8 +85,9 @@ pub enum LinkError {
     Database(#[from] sqlx::Error),
 }
 
-/// A link just created: the only time its secret exists outside the caller.
-#[derive(Clone, Debug, Serialize)]
+/// A link just created: the only time its secret exists outside the caller. Serialised for
+/// the one answer that shows it; its `Debug` never prints it.
+#[derive(Clone, Serialize)]
 pub struct NewLink {
     pub id: String,
     pub camera: String,
@@ -94,6 +95,18 @@ pub struct NewLink {
     pub url: String,
     pub expires_at: String,
     pub max_uploads: u32,
+}
+
+impl std::fmt::Debug for NewLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewLink")
+            .field("id", &self.id)
+            .field("camera", &self.camera)
+            .field("url", &"/v1/u/<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("max_uploads", &self.max_uploads)
+            .finish()
+    }
 }
 
 /// Whether a link can still be used (as `links list` shows it).
@@ -488,6 +501,7 @@ mod tests {
         let link = registry.create_link("cam-1", Duration::from_secs(60), 2, "test").await.unwrap();
         let secret = secret_of(&link);
         assert!(secret.starts_with("upl_") && secret.len() == 4 + 64);
+        assert!(!format!("{link:?}").contains(&secret[4..]), "Debug never prints the secret");
 
         let first = registry.reserve_link_use(secret).await.unwrap().expect("a first use");
         assert_eq!((first.id.as_str(), first.camera.as_str()), (link.id.as_str(), "cam-1"));
