@@ -28,7 +28,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::readmodel::{ExportRow, Filters, Projected};
-use crate::routes::openapi::ServerErrors;
+use crate::routes::openapi::{Binary, ServerErrors};
 use crate::state::AppState;
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
@@ -229,9 +229,9 @@ pub(crate) async fn read_one(state: &AppState, caller: &Caller, seq: u64) -> Res
     ),
     responses(
         (status = 200, description = "The image", content(
-            (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"), (Vec<u8> = "image/webp")
+            (Binary = "image/jpeg"), (Binary = "image/png"), (Binary = "image/webp")
         ), headers(("ETag" = String, description = "`\"<sha256>\"`"))),
-        (status = 206, description = "The range asked for, with `Content-Range`", body = Vec<u8>, content_type = "image/*"),
+        (status = 206, description = "The range asked for, with `Content-Range`", body = Binary, content_type = "image/*"),
         (status = 304, description = "Not modified (`If-None-Match`)"),
         (status = 400, description = "`invalid_seq`", body = ErrorBody),
         (status = 401, description = "`unauthorized`: missing, unknown or revoked token", body = ErrorBody),
@@ -419,8 +419,8 @@ pub(crate) fn entry_json(row: &ExportRow) -> Result<Value, crate::readmodel::Err
     Ok(json!({ "id": row.commit_id, "event": record, "verdict": verdict }))
 }
 
-/// `GET /v1/events`: a search page from the read model (see [`Filters`]); a camera token
-/// reads only its own events (another camera's `camera=` finds nothing).
+/// A search page from the read model, oldest first; a camera token reads only its own events
+/// (another camera's `camera=` finds nothing).
 #[utoipa::path(
     get,
     path = "/v1/events",

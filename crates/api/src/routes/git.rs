@@ -54,7 +54,7 @@ use utoipa_axum::routes;
 use crate::auth::GitReader;
 use crate::config::ServeConfig;
 use crate::error::{ApiError, ErrorBody};
-use crate::routes::openapi::ServerErrors;
+use crate::routes::openapi::{Binary, ServerErrors};
 use crate::routes::receive;
 use crate::state::{AppState, GitService};
 
@@ -239,8 +239,8 @@ fn service(uri: &Uri) -> Option<&str> {
     responses(
         (status = 200, description = "pkt-lines: `# service=…`, then the refs (`HEAD`, `refs/heads/events`, \
                                       `refs/heads/verdicts`, `refs/notes/verdicts`; none for a push)", content(
-            (Vec<u8> = "application/x-git-upload-pack-advertisement"),
-            (Vec<u8> = "application/x-git-receive-pack-advertisement")
+            (Binary = "application/x-git-upload-pack-advertisement"),
+            (Binary = "application/x-git-receive-pack-advertisement")
         )),
         (status = 401, description = "`unauthorized`, with `WWW-Authenticate: Basic`", body = ErrorBody),
         (status = 403, description = "`forbidden`: dumb HTTP, or the wrong kind of token", body = ErrorBody),
@@ -325,9 +325,9 @@ pub(crate) fn request_encoding(headers: &HeaderMap, service: &str) -> Result<boo
     tag = "git",
     security(("bearer" = []), ("basic" = [])),
     request_body(description = "The client's wants and haves (pkt-lines), gzip allowed",
-                 content = Vec<u8>, content_type = "application/x-git-upload-pack-request"),
+                 content = Binary, content_type = "application/x-git-upload-pack-request"),
     responses(
-        (status = 200, description = "The pack, streamed", body = Vec<u8>,
+        (status = 200, description = "The pack, streamed", body = Binary,
          content_type = "application/x-git-upload-pack-result"),
         (status = 400, description = "`invalid_git_request`, `invalid_gzip`, a want that is not a commit",
          body = ErrorBody),

@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::events::OTHER_CAMERA;
-use crate::routes::openapi::ServerErrors;
+use crate::routes::openapi::{Binary, ServerErrors};
 use crate::state::AppState;
 
 /// How long past its deadline an append already handed to the writer may take before the
@@ -37,21 +37,37 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
 }
 
 /// The answer to one accepted image.
-#[derive(utoipa::ToSchema)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 #[allow(dead_code)] // The schema of the `json!` answer of [`answer`].
 struct Uploaded {
     seq: u64,
     /// The event's commit id.
     id: String,
     sha256: String,
-    /// The original's seq when these bytes were seen before (`"other-camera"` when it is
-    /// another camera's event); `null` for new bytes.
-    #[schema(value_type = Option<String>)]
+    /// The original's seq (a number) when these bytes were seen before, or `"other-camera"`
+    /// when it is another camera's event; `null` for new bytes.
     duplicate_of: Option<Value>,
 }
 
-/// One entry of a multipart answer: an [`Uploaded`] or an [`ErrorBody`], with `status` and `part`.
+/// A multipart upload: one image per part, under any field name.
 #[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only its schema is used, in `#[utoipa::path]`.
+struct MultipartImages(std::collections::HashMap<String, Binary>);
+
+/// The answer to an upload: one `Uploaded` for a raw body, one `PartAnswer` per part for a
+/// multipart body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Only its schema is used, in `#[utoipa::path]`.
+enum UploadAnswer {
+    #[schema(title = "One image")]
+    One(Uploaded),
+    #[schema(title = "Multipart, one entry per part")]
+    Parts(Vec<PartAnswer>),
+}
+
+/// One entry of a multipart answer: an `Uploaded` or an `ErrorBody`, with `status` and `part`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
 #[allow(dead_code)] // The schema of the `json!` entries of `upload_multipart`.
 struct PartAnswer {
     /// This part's own HTTP status.
@@ -61,9 +77,8 @@ struct PartAnswer {
     seq: Option<u64>,
     id: Option<String>,
     sha256: Option<String>,
-    #[schema(value_type = Option<String>)]
     duplicate_of: Option<Value>,
-    /// The refusal's code, as in [`ErrorBody`].
+    /// The refusal's code, as in `ErrorBody`.
     error: Option<String>,
     message: Option<String>,
 }
@@ -87,13 +102,13 @@ pub(crate) struct UploadMeta {
         ("X-Captured-At" = Option<String>, Header, description = "The camera's capture time, RFC 3339")
     ),
     request_body(description = "The image, typed by its `Content-Type`; or one image per multipart part", content(
-        (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"), (Vec<u8> = "image/webp"), (Vec<u8> = "multipart/form-data")
+        (Binary = "image/jpeg"), (Binary = "image/png"), (Binary = "image/webp"), (MultipartImages = "multipart/form-data")
     )),
     responses(
         (status = 201, description = "A new event (multipart: an array, one entry per part; 201 if any part is new)",
-         content((Uploaded = "application/json"), (Vec<PartAnswer> = "application/json"))),
+         body = UploadAnswer),
         (status = 200, description = "A duplicate or a retry (multipart: any part accepted, none new)",
-         content((Uploaded = "application/json"), (Vec<PartAnswer> = "application/json"))),
+         body = UploadAnswer),
         (status = 400, description = "`empty_body`, `invalid_captured_at`, `invalid_idempotency_key`, \
                                       `invalid_multipart`, `no_image_parts`", body = ErrorBody),
         (status = 401, description = "`unauthorized`: missing, unknown or revoked token", body = ErrorBody),

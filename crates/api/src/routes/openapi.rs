@@ -100,6 +100,13 @@ pub(crate) enum ServerErrors {
     Unavailable(ErrorBody),
 }
 
+/// Raw bytes: an image, a git pack, a file. (`Vec<u8>` would be described as an array of
+/// integers.)
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // Only its schema is used, in `#[utoipa::path]`.
+pub(crate) struct Binary(Vec<u8>);
+
 /// The document as served, made once from the router it describes.
 #[derive(Clone)]
 pub(crate) struct Document(Arc<str>);
@@ -154,7 +161,7 @@ async fn docs() -> Redirect {
     params(("file" = String, Path, description = "`index.html`, `swagger-ui-bundle.js`, `swagger-ui.css`, …")),
     responses(
         (status = 200, description = "The file, under the docs' Content-Security-Policy", content(
-            (String = "text/html"), (String = "text/javascript"), (String = "text/css"), (Vec<u8> = "image/png")
+            (String = "text/html"), (String = "text/javascript"), (String = "text/css"), (Binary = "image/png")
         )),
         (status = 404, description = "`not_found`: no such file", body = ErrorBody),
         ServerErrors

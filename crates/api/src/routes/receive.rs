@@ -99,12 +99,12 @@ pub(crate) async fn advertise(state: &AppState, headers: &HeaderMap) -> Result<R
     path = "/git/ledger.git/git-receive-pack",
     tag = "git",
     security(("bearer" = []), ("basic" = [])),
-    request_body(description = "The ref commands and the pack, gzip allowed", content = Vec<u8>,
+    request_body(description = "The ref commands and the pack, gzip allowed", content = crate::routes::openapi::Binary,
                  content_type = "application/x-git-receive-pack-request"),
     responses(
         (status = 200, description = "git's report, streamed: `remote: camledger: <commit> seq N` per commit, \
                                       `ok` or `ng` per ref (refusals are reported here, not as statuses)",
-         body = Vec<u8>, content_type = "application/x-git-receive-pack-result"),
+         body = crate::routes::openapi::Binary, content_type = "application/x-git-receive-pack-result"),
         (status = 401, description = "`unauthorized`, with `WWW-Authenticate: Basic`", body = crate::error::ErrorBody),
         (status = 403, description = "`forbidden`: a reader token, or a Basic user that is not the token's camera",
          body = crate::error::ErrorBody),

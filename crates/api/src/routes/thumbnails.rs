@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::events::parse_seq;
-use crate::routes::openapi::ServerErrors;
+use crate::routes::openapi::{Binary, ServerErrors};
 use crate::state::AppState;
 
 pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
@@ -73,7 +73,7 @@ fn make(bytes: &[u8], limits: &camledger_processor::admission::Limits) -> Result
     security(("bearer" = []), ("session" = [])),
     params(("seq" = u64, Path, description = "The event's sequence number, from 1")),
     responses(
-        (status = 200, description = "The thumbnail", body = Vec<u8>, content_type = "image/jpeg"),
+        (status = 200, description = "The thumbnail", body = Binary, content_type = "image/jpeg"),
         (status = 400, description = "`invalid_seq`", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no token or session", body = ErrorBody),
         (status = 404, description = "`not_found`: no such event, or another camera's", body = ErrorBody),
