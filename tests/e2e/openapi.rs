@@ -203,3 +203,26 @@ async fn the_docs_are_swagger_ui_from_the_binary_under_their_own_policy() {
     let dashboard = client.get(app.url("/")).send().await.unwrap();
     assert!(!dashboard.headers()["content-security-policy"].to_str().unwrap().contains("unsafe-inline"));
 }
+
+#[tokio::test]
+async fn swagger_ui_renders_every_operation_in_chromium_within_its_policy() {
+    if let Err(why) = crate::dashboard::browser_available() {
+        // CI installs both (.ci/run); a developer machine without them is told loudly.
+        assert!(std::env::var_os("CI").is_none(), "CI must run the browser test: {why}");
+        eprintln!("\n!!!!!!!! SKIPPED the Swagger UI browser test: {why} !!!!!!!!\n");
+        return;
+    }
+    let app = TestApp::spawn().await;
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/browser/docs.py");
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .args(["--base", &app.base, "--token", &app.auditor_token])
+        .output()
+        .expect("running python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let measured: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("")).expect("measurements");
+    eprintln!("Swagger UI in Chromium: {measured}");
+    assert!(measured["operations"].as_u64().unwrap() > 20, "{measured}");
+}

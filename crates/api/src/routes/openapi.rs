@@ -12,8 +12,9 @@
 //! Swagger UI's files come from the utoipa-swagger-ui crate, built with its `vendored`
 //! feature (the Swagger UI release is inside a crates.io crate: nothing is downloaded at
 //! build or run time) and served from the binary under `/docs/` with their own
-//! Content-Security-Policy: this origin only, plus the inline styles and `data:` images
-//! Swagger UI's bundle uses; no inline script, no framing.
+//! Content-Security-Policy: this origin only, plus the `<style>` elements and `data:` images
+//! Swagger UI's bundle adds (tests/browser/docs.py finds both blocked without them); no
+//! inline script, no framing.
 
 use std::sync::Arc;
 
