@@ -171,6 +171,7 @@ async fn the_docs_are_swagger_ui_from_the_binary_under_their_own_policy() {
 
     let page = client.get(app.url("/docs/index.html")).send().await.unwrap();
     assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["cache-control"], "no-cache");
     assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
     assert!(csp.contains("script-src 'self';") && csp.contains("frame-ancestors 'none'"), "{csp}");
@@ -196,8 +197,14 @@ async fn the_docs_are_swagger_ui_from_the_binary_under_their_own_policy() {
 
     let initializer = client.get(app.url("/docs/swagger-initializer.js")).send().await.unwrap().text().await.unwrap();
     assert!(initializer.contains("/openapi.json"), "the UI reads this server's document: {initializer}");
-    let missing = client.get(app.url("/docs/nothing.js")).send().await.unwrap();
-    assert_eq!(missing.status(), 404);
+    let bundle = client.get(app.url("/docs/swagger-ui-bundle.js")).send().await.unwrap();
+    assert_eq!(bundle.headers()["cache-control"], "public, max-age=300");
+    assert!(bundle.headers()["content-type"].to_str().unwrap().contains("javascript"));
+    for hostile in ["/docs/nothing.js", "/docs/..%2F..%2Fetc%2Fpasswd", "/docs/%00", "/docs/index.html%00.js"] {
+        let missing = client.get(app.url(hostile)).send().await.unwrap();
+        assert_eq!(missing.status(), 404, "{hostile}");
+        assert_eq!(missing.json::<Value>().await.unwrap()["error"], "not_found", "{hostile}");
+    }
 
     // The dashboard keeps its stricter policy.
     let dashboard = client.get(app.url("/")).send().await.unwrap();

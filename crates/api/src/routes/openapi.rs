@@ -16,12 +16,14 @@
 //! Swagger UI's bundle adds (tests/browser/docs.py finds both blocked without them); no
 //! inline script, no framing.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, LazyLock};
 
 use axum::extract::Path;
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
+use bytes::Bytes;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -108,9 +110,9 @@ pub(crate) enum ServerErrors {
 #[allow(dead_code)] // Only its schema is used, in `#[utoipa::path]`.
 pub(crate) struct Binary(Vec<u8>);
 
-/// The document as served, made once from the router it describes.
+/// The document as served, made once from the router it describes (a clone shares the bytes).
 #[derive(Clone)]
-pub(crate) struct Document(Arc<str>);
+pub(crate) struct Document(Bytes);
 
 impl Document {
     pub(crate) fn new(openapi: &utoipa::openapi::OpenApi) -> Self {
@@ -120,6 +122,11 @@ impl Document {
 
 /// Where Swagger UI lives; `/docs` redirects to its page.
 const DOCS_PAGE: &str = "/docs/index.html";
+
+/// Swagger UI's settings, written into its `swagger-initializer.js`: this server's document,
+/// and no validator badge (it would load an image from swagger.io).
+static SWAGGER_CONFIG: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> =
+    LazyLock::new(|| Arc::new(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none")));
 
 /// Swagger UI's policy: its scripts, styles and the document from this origin only; inline
 /// styles and `data:` images because its bundle uses them; no inline script, no framing.
@@ -139,8 +146,7 @@ pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
     responses((status = 200, description = "The OpenAPI 3.1 description of every route", body = serde_json::Value))
 )]
 async fn openapi_json(Extension(document): Extension<Document>) -> Response {
-    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-cache")], document.0.to_string())
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-cache")], document.0).into_response()
 }
 
 /// Swagger UI: redirects to its page.
@@ -169,23 +175,34 @@ async fn docs() -> Redirect {
     )
 )]
 async fn docs_file(Path(file): Path<String>) -> Result<Response, ApiError> {
-    let config = Arc::new(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none"));
-    match utoipa_swagger_ui::serve(&file, config) {
-        Ok(Some(found)) => Ok((
-            [
-                (header::CONTENT_TYPE, found.content_type),
-                (header::CACHE_CONTROL, "no-cache".to_owned()),
-                (header::CONTENT_SECURITY_POLICY, DOCS_CSP.to_owned()),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
-                (header::X_FRAME_OPTIONS, "DENY".to_owned()),
-                (header::REFERRER_POLICY, "no-referrer".to_owned()),
-            ],
-            found.bytes.into_owned(),
-        )
-            .into_response()),
-        Ok(None) => Err(ApiError::not_found(format!("no file {file:?} in the docs"))),
-        Err(e) => Err(ApiError::internal(anyhow::anyhow!("serving Swagger UI's {file:?}: {e}"))),
+    let found = match utoipa_swagger_ui::serve(&file, Arc::clone(&SWAGGER_CONFIG)) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(ApiError::not_found(format!("no file {file:?} in the docs"))),
+        Err(e) => return Err(ApiError::internal(anyhow::anyhow!("serving Swagger UI's {file:?}: {e}"))),
+    };
+    // The page is checked on every visit; its files for five minutes, as the dashboard's.
+    let cache = if file == "index.html" { "no-cache" } else { "public, max-age=300" };
+    let mut response = (
+        [
+            (header::CACHE_CONTROL, cache),
+            (header::CONTENT_SECURITY_POLICY, DOCS_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        // The embedded files are served from the binary without a copy.
+        match found.bytes {
+            Cow::Borrowed(bytes) => Bytes::from_static(bytes),
+            Cow::Owned(bytes) => Bytes::from(bytes),
+        },
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, found.content_type.parse().map_err(ApiError::internal)?);
+    if found.gzpipped {
+        headers.insert(header::CONTENT_ENCODING, header::HeaderValue::from_static("gzip"));
     }
+    Ok(response)
 }
 
 #[cfg(test)]
