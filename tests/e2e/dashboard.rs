@@ -199,7 +199,7 @@ async fn the_stream_sends_new_events_and_verdicts_within_two_seconds_and_ends_on
 }
 
 /// Whether Debian's Chromium and Playwright for Python are here.
-fn browser_available() -> Result<(), String> {
+pub(crate) fn browser_available() -> Result<(), String> {
     if !std::path::Path::new("/usr/bin/chromium").exists() {
         return Err("/usr/bin/chromium is missing (apt-get install chromium chromium-driver)".into());
     }

@@ -22,6 +22,7 @@ mod hostile_clients;
 mod hostile_images;
 mod ingest;
 mod metrics;
+mod openapi;
 mod push;
 mod rate_limits;
 mod reading;

@@ -77,7 +77,7 @@ pub struct AnchorStatus {
 }
 
 /// A checkpoint as the API and `checkpoints list --format json` show it.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct CheckpointJson {
     pub id: i64,
     pub origin: String,

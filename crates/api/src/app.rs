@@ -357,21 +357,7 @@ async fn request_deadline(State(limit): State<Duration>, request: Request<axum::
 }
 
 fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
-    Router::new()
-        .merge(routes::health::router())
-        .merge(routes::images::router())
-        .merge(routes::events::router())
-        .merge(routes::verdict::router())
-        .merge(routes::git::router())
-        .merge(routes::keys::router())
-        .merge(routes::links::router())
-        .merge(routes::checkpoint::router())
-        .merge(routes::stats::router())
-        .merge(routes::export::router())
-        .merge(routes::metrics::router())
-        .merge(routes::dashboard::router())
-        .merge(routes::stream::router())
-        .merge(routes::thumbnails::router())
+    routes::router()
         .fallback(|| async { ApiError::not_found("no such route") })
         // Bodies are limited by the upload handler itself (with a JSON 413); this only
         // lifts axum's 2 MiB default for the multipart extractor.

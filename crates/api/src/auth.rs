@@ -197,7 +197,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 /// (uploads, `POST /logout` aside) and nothing outside this list accepts the cookie, so a
 /// forged cross-site request can at most read (and SameSite=Strict keeps the cookie off
 /// those too).
-const SESSION_ROUTES: [&str; 6] = [
+pub(crate) const SESSION_ROUTES: [&str; 6] = [
     "/v1/stats",
     "/v1/events",
     "/v1/events/{seq}",

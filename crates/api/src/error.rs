@@ -6,7 +6,17 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+
+/// The JSON body of every error answer (and of each refused part of a multipart upload).
+/// [`ApiError::body`] serialises it, so the OpenAPI schema and the answer are one type.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": "not_found", "message": "no event 42"}))]
+pub(crate) struct ErrorBody {
+    /// A stable machine code, e.g. `unauthorized`, `invalid_seq`, `body_too_large`.
+    pub(crate) error: String,
+    /// What went wrong and how to fix it, for people.
+    pub(crate) message: String,
+}
 
 #[derive(Debug)]
 pub(crate) struct ApiError {
@@ -96,7 +106,8 @@ impl ApiError {
 
     /// The JSON body this error answers with (also used inside multipart result arrays).
     pub(crate) fn body(&self) -> serde_json::Value {
-        json!({ "error": self.code, "message": self.message })
+        let body = ErrorBody { error: self.code.to_owned(), message: self.message.clone() };
+        serde_json::to_value(body).expect("two strings serialise")
     }
 }
 

@@ -6,18 +6,33 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::anchors::CheckpointJson;
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::routes::openapi::ServerErrors;
 use crate::state::AppState;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/v1/checkpoint", get(latest))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(latest))
 }
 
+/// The latest signed checkpoint from the anchor store.
+#[utoipa::path(
+    get,
+    path = "/v1/checkpoint",
+    tag = "read",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The checkpoint; `note` is the C2SP signed note", body = CheckpointJson),
+        (status = 401, description = "`unauthorized`: missing, unknown or revoked token", body = ErrorBody),
+        (status = 404, description = "`not_found`: no checkpoint yet", body = ErrorBody),
+        ServerErrors
+    )
+)]
 async fn latest(_caller: Caller, State(state): State<Arc<AppState>>) -> Result<Json<CheckpointJson>, ApiError> {
     match state.anchors.latest().await.map_err(ApiError::internal)? {
         Some(stored) => Ok(Json(CheckpointJson::from(&stored))),

@@ -16,21 +16,19 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::dashboard::{cookie, COOKIE, SESSION_TTL};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::registry::Role;
+use crate::routes::openapi::ServerErrors;
 use crate::state::AppState;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/", get(page))
-        .route("/assets/{name}", get(asset))
-        .route("/login", post(login))
-        .route("/logout", post(logout))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(page)).routes(routes!(asset)).routes(routes!(login)).routes(routes!(logout))
 }
 
 /// The page's policy: everything from this origin only, no inline script or style, no
@@ -64,10 +62,31 @@ fn hardened(content_type: &'static str, cache: &'static str) -> [(header::Header
     ]
 }
 
+/// The live dashboard (the page signs in).
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "dashboard",
+    responses((status = 200, description = "The page, under a strict Content-Security-Policy", body = String,
+               content_type = "text/html"))
+)]
 async fn page() -> Response {
     (hardened("text/html; charset=utf-8", "no-cache"), INDEX_HTML).into_response()
 }
 
+/// The dashboard's script, styles, icon and the vendored uPlot, compiled into the binary.
+#[utoipa::path(
+    get,
+    path = "/assets/{name}",
+    tag = "dashboard",
+    params(("name" = String, Path, description = "`app.js`, `app.css`, `icon.svg`, `uPlot.iife.min.js`, `uPlot.min.css`")),
+    responses(
+        (status = 200, description = "The asset", content(
+            (String = "text/javascript"), (String = "text/css"), (String = "image/svg+xml")
+        )),
+        (status = 404, description = "`not_found`: no such asset", body = ErrorBody)
+    )
+)]
 async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
     let (_, content_type, bytes) =
         ASSETS.iter().find(|(n, _, _)| *n == name).ok_or_else(|| ApiError::not_found(format!("no asset {name:?}")))?;
@@ -102,7 +121,25 @@ fn session_cookie(value: &str, max_age: u64) -> HeaderValue {
     HeaderValue::from_str(&cookie).expect("a session id is base64url")
 }
 
-/// `POST /login` with the form field `token`: a session cookie for an auditor or admin.
+/// The form field `token`: a session cookie for an auditor or admin.
+#[utoipa::path(
+    post,
+    path = "/login",
+    tag = "dashboard",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded",
+                 description = "`token=<auditor or admin token>`, at most 4 KiB"),
+    responses(
+        (status = 200, description = "`{\"name\", \"role\"}`, and the `camledger_session` cookie (HttpOnly, \
+                                      SameSite=Strict, 8 hours)", body = serde_json::Value,
+         headers(("Set-Cookie" = String))),
+        (status = 400, description = "`missing_token`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: unknown or revoked token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a camera token, or a request from another origin", body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not a form", body = ErrorBody),
+        ServerErrors
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn login(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     same_origin(&headers)?;
@@ -150,7 +187,18 @@ async fn login(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bod
     Ok(response)
 }
 
-/// `POST /logout`: ends the session of the cookie sent (if any) and clears the cookie.
+/// Ends the session of the cookie sent (if any) and clears the cookie.
+#[utoipa::path(
+    post,
+    path = "/logout",
+    tag = "dashboard",
+    security((), ("session" = [])),
+    responses(
+        (status = 200, description = "`{\"signed_out\": true}`; the cookie is cleared", body = serde_json::Value,
+         headers(("Set-Cookie" = String))),
+        (status = 403, description = "`forbidden`: a request from another origin", body = ErrorBody)
+    )
+)]
 async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
     same_origin(&headers)?;
     if let Some(id) = cookie(&headers, COOKIE) {

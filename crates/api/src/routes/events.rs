@@ -19,21 +19,42 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use camledger_eventstore::{Ledger, StoredEvent};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::readmodel::{ExportRow, Filters, Projected};
+use crate::routes::openapi::{Binary, ServerErrors};
 use crate::state::AppState;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/events", get(list))
-        .route("/v1/events/{seq}", get(one))
-        .route("/v1/events/{seq}/image", get(image))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(one)).routes(routes!(image))
+}
+
+/// An event as `GET /v1/events`, `GET /v1/events/{seq}`, the export and the stream show it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // The schema of the `json!` answers below.
+pub(crate) struct EventEntry {
+    /// The event's commit id.
+    id: String,
+    /// `event.json` as in git (docs/event-format.md).
+    event: Value,
+    /// `verdict.json` plus its commit `id`, `top_label`, `spam_threshold` and
+    /// `scene_distance`; `null` until judged.
+    verdict: Option<Value>,
+}
+
+/// A page of `GET /v1/events`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // The schema of the `json!` answer below.
+struct EventPage {
+    events: Vec<EventEntry>,
+    /// Where the next page starts (`after=`); `null`: nothing follows.
+    next_after: Option<u64>,
 }
 
 /// What a camera reads instead of the seq of another camera's event.
@@ -151,6 +172,21 @@ pub(crate) fn verdict_json(stored: &camledger_eventstore::verdict::StoredVerdict
     })
 }
 
+/// One event and its verdict (`null` until judged).
+#[utoipa::path(
+    get,
+    path = "/v1/events/{seq}",
+    tag = "read",
+    security(("bearer" = []), ("session" = [])),
+    params(("seq" = u64, Path, description = "The event's sequence number, from 1")),
+    responses(
+        (status = 200, description = "The event", body = EventEntry),
+        (status = 400, description = "`invalid_seq`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, unknown or revoked token", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event, or another camera's", body = ErrorBody),
+        ServerErrors
+    )
+)]
 #[tracing::instrument(skip_all, fields(seq = %seq))]
 async fn one(
     State(state): State<Arc<AppState>>,
@@ -180,6 +216,30 @@ pub(crate) async fn read_one(state: &AppState, caller: &Caller, seq: u64) -> Res
     Ok(body)
 }
 
+/// The image bytes as uploaded, checked against their SHA-256 on the way out.
+#[utoipa::path(
+    get,
+    path = "/v1/events/{seq}/image",
+    tag = "read",
+    security(("bearer" = []), ("session" = [])),
+    params(
+        ("seq" = u64, Path, description = "The event's sequence number, from 1"),
+        ("Range" = Option<String>, Header, description = "One byte range (RFC 9110)"),
+        ("If-None-Match" = Option<String>, Header, description = "The `ETag` already held")
+    ),
+    responses(
+        (status = 200, description = "The image", content(
+            (Binary = "image/jpeg"), (Binary = "image/png"), (Binary = "image/webp")
+        ), headers(("ETag" = String, description = "`\"<sha256>\"`"))),
+        (status = 206, description = "The range asked for, with `Content-Range`", body = Binary, content_type = "image/*"),
+        (status = 304, description = "Not modified (`If-None-Match`)"),
+        (status = 400, description = "`invalid_seq`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, unknown or revoked token", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event, or another camera's", body = ErrorBody),
+        (status = 416, description = "`range_not_satisfiable`", body = ErrorBody),
+        ServerErrors
+    )
+)]
 #[tracing::instrument(skip_all, fields(seq = %seq))]
 async fn image(
     State(state): State<Arc<AppState>>,
@@ -359,8 +419,33 @@ pub(crate) fn entry_json(row: &ExportRow) -> Result<Value, crate::readmodel::Err
     Ok(json!({ "id": row.commit_id, "event": record, "verdict": verdict }))
 }
 
-/// `GET /v1/events`: a search page from the read model (see [`Filters`]); a camera token
-/// reads only its own events (another camera's `camera=` finds nothing).
+/// A search page from the read model, oldest first; a camera token reads only its own events
+/// (another camera's `camera=` finds nothing).
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "read",
+    security(("bearer" = []), ("session" = [])),
+    params(
+        ("after" = Option<u64>, Query, description = "Events after this seq (default 0)"),
+        ("limit" = Option<u32>, Query, description = "1-1000, default 100"),
+        ("camera" = Option<String>, Query, description = "Only this camera"),
+        ("since" = Option<String>, Query, description = "RFC 3339, inclusive, on `received_at`"),
+        ("until" = Option<String>, Query, description = "RFC 3339, inclusive, on `received_at`"),
+        ("spam" = Option<bool>, Query, description = "Judged spam, or judged not spam"),
+        ("reason" = Option<String>, Query, description = "A reason of the verdict, e.g. `blank`"),
+        ("media_type" = Option<String>, Query, description = "e.g. `image/png`"),
+        ("camera_model" = Option<String>, Query, description = "EXIF Make + Model")
+    ),
+    responses(
+        (status = 200, description = "Oldest first; `X-Head-Seq`, `X-Projected-Seq`, `X-Read-Model-Lag` say how \
+                                      fresh", body = EventPage),
+        (status = 400, description = "`invalid_after`, `invalid_limit`, `invalid_since`, `invalid_until`, \
+                                      `invalid_spam`, `invalid_filter`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, unknown or revoked token", body = ErrorBody),
+        ServerErrors
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn list(
     State(state): State<Arc<AppState>>,

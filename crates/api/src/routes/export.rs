@@ -7,21 +7,22 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::readmodel::{ExportRow, ReadModel};
 use crate::routes::events::{entry_json, freshness};
+use crate::routes::openapi::ServerErrors;
 use crate::state::AppState;
 
 /// Events per read-model page while streaming.
 pub(crate) const EXPORT_PAGE: usize = 1000;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/v1/export.jsonl", get(export))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(export))
 }
 
 /// One export line: `{"id", "event", "verdict", "image"}` (`image`: the path of the bytes,
@@ -82,6 +83,26 @@ pub(crate) fn export_stream(
     })
 }
 
+/// Every event in a seq range, streamed as JSON Lines (auditor or admin).
+#[utoipa::path(
+    get,
+    path = "/v1/export.jsonl",
+    tag = "read",
+    security(("bearer" = [])),
+    params(
+        ("after" = Option<u64>, Query, description = "Events after this seq (default 0)"),
+        ("to" = Option<u64>, Query, description = "Through this seq (default the head)")
+    ),
+    responses(
+        (status = 200, description = "One `{\"id\", \"event\", \"verdict\", \"image\"}` per line",
+         body = String, content_type = "application/jsonl",
+         headers(("X-Export-Through" = u64, description = "The last seq included"))),
+        (status = 400, description = "`invalid_after`, `invalid_to`, `invalid_filter`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, unknown or revoked token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a camera token", body = ErrorBody),
+        ServerErrors
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn export(
     State(state): State<Arc<AppState>>,

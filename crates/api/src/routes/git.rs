@@ -40,8 +40,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
@@ -50,13 +48,16 @@ use tokio::time::Instant;
 use tokio_util::io::ReaderStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::AbortOnDropHandle;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 use crate::auth::GitReader;
 use crate::config::ServeConfig;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::routes::openapi::{Binary, ServerErrors};
+use crate::routes::receive;
 use crate::state::{AppState, GitService};
 
-const REPO: &str = "/git/ledger.git";
 /// The refs a clone gets (besides `HEAD`, which points at the first).
 pub(crate) const SERVED_REFS: [&str; 3] =
     [camledger_eventstore::EVENTS_REF, camledger_eventstore::VERDICTS_REF, camledger_eventstore::NOTES_REF];
@@ -66,11 +67,16 @@ const ADVERTISE_TIMEOUT: Duration = Duration::from_secs(30);
 const STDERR_KEPT: usize = 4096;
 const RESPONSE_CHUNK: usize = 64 * 1024;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route(&format!("{REPO}/info/refs"), get(info_refs))
-        .route(&format!("{REPO}/git-upload-pack"), post(upload_pack).fallback(method_not_allowed))
-        .route(&format!("{REPO}/git-receive-pack"), post(super::receive::receive_pack).fallback(method_not_allowed))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(info_refs))
+        .routes(post_only(routes!(upload_pack)))
+        .routes(post_only(routes!(receive::receive_pack)))
+}
+
+/// Another method than POST answers a JSON 405 instead of axum's empty one.
+fn post_only((schemas, paths, method): UtoipaMethodRouter<Arc<AppState>>) -> UtoipaMethodRouter<Arc<AppState>> {
+    (schemas, paths, method.fallback(method_not_allowed))
 }
 
 impl GitService {
@@ -222,6 +228,25 @@ fn service(uri: &Uri) -> Option<&str> {
     uri.query()?.split('&').find_map(|pair| pair.strip_prefix("service="))
 }
 
+/// The ref advertisement: for a clone or fetch (reader), or for a push (camera: no refs).
+#[utoipa::path(
+    get,
+    path = "/git/ledger.git/info/refs",
+    tag = "git",
+    security(("bearer" = []), ("basic" = [])),
+    params(("service" = String, Query, description = "`git-upload-pack` (clone, fetch: auditor or admin) or \
+                                                       `git-receive-pack` (push: camera)")),
+    responses(
+        (status = 200, description = "pkt-lines: `# service=…`, then the refs (`HEAD`, `refs/heads/events`, \
+                                      `refs/heads/verdicts`, `refs/notes/verdicts`; none for a push)", content(
+            (Binary = "application/x-git-upload-pack-advertisement"),
+            (Binary = "application/x-git-receive-pack-advertisement")
+        )),
+        (status = 401, description = "`unauthorized`, with `WWW-Authenticate: Basic`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: dumb HTTP, or the wrong kind of token", body = ErrorBody),
+        ServerErrors
+    )
+)]
 #[tracing::instrument(name = "git_info_refs", skip_all)]
 async fn info_refs(
     State(state): State<Arc<AppState>>,
@@ -271,7 +296,6 @@ pub(crate) fn git_response(content_type: &'static str, body: Body) -> Response {
         .into_response()
 }
 
-#[tracing::instrument(name = "git_upload_pack", skip_all, fields(gzip, request_bytes, outcome))]
 /// Checks a smart HTTP request's `Content-Type` (`application/x-SERVICE-request`) and
 /// answers whether its body is gzipped (415 for any other encoding).
 pub(crate) fn request_encoding(headers: &HeaderMap, service: &str) -> Result<bool, ApiError> {
@@ -294,6 +318,29 @@ pub(crate) fn request_encoding(headers: &HeaderMap, service: &str) -> Result<boo
     }
 }
 
+/// The pack for a clone or fetch: stock `git upload-pack --stateless-rpc`, protocol v0.
+#[utoipa::path(
+    post,
+    path = "/git/ledger.git/git-upload-pack",
+    tag = "git",
+    security(("bearer" = []), ("basic" = [])),
+    request_body(description = "The client's wants and haves (pkt-lines), gzip allowed",
+                 content = Binary, content_type = "application/x-git-upload-pack-request"),
+    responses(
+        (status = 200, description = "The pack, streamed", body = Binary,
+         content_type = "application/x-git-upload-pack-result"),
+        (status = 400, description = "`invalid_git_request`, `invalid_gzip`, a want that is not a commit",
+         body = ErrorBody),
+        (status = 401, description = "`unauthorized`, with `WWW-Authenticate: Basic`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a camera token", body = ErrorBody),
+        (status = 405, description = "`method_not_allowed`: use POST", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: not done within `--git-timeout-secs`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: over `--git-max-request-bytes`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = ErrorBody),
+        ServerErrors
+    )
+)]
+#[tracing::instrument(name = "git_upload_pack", skip_all, fields(gzip, request_bytes, outcome))]
 async fn upload_pack(
     State(state): State<Arc<AppState>>,
     reader: Result<GitReader, ApiError>,

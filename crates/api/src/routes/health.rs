@@ -9,18 +9,45 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::routes::openapi::ServerErrors;
 use crate::state::{writer_readiness, AppState};
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz))
 }
 
+/// `GET /healthz`'s answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // The schema of the `json!` answer below.
+struct Health {
+    /// Always `ok`.
+    status: String,
+    /// This binary's version.
+    version: String,
+    events_head_seq: Option<u64>,
+    events_head_id: Option<String>,
+    /// With an auditor or admin token: the scheduled snapshots' last outcome (`null` when
+    /// none are scheduled).
+    snapshots: Option<Value>,
+    /// With an auditor or admin token: last checkpoint, last error, failures in a row.
+    checkpoints: Option<Value>,
+}
+
+/// Liveness and the ledger head; more with an auditor or admin token (none needed).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    security((), ("bearer" = [])),
+    responses((status = 200, description = "Alive", body = Health), ServerErrors)
+)]
 async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let ledger = state.ledger.clone();
     let head = tokio::task::spawn_blocking(move || ledger.head()).await.map_err(ApiError::internal)??;
@@ -37,6 +64,16 @@ async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resu
     Ok(Json(body))
 }
 
+/// Readiness: whether the event writer accepts appends. Route load balancers on this one.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\"}`", body = serde_json::Value),
+        (status = 503, description = "`not_ready`, with the reason and `Retry-After`", body = ErrorBody)
+    )
+)]
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match writer_readiness(&state) {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),

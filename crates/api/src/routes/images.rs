@@ -9,8 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use camledger_eventstore::Appended;
 use camledger_processor::admission;
 use futures_util::StreamExt;
@@ -19,10 +18,13 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::routes::events::OTHER_CAMERA;
+use crate::routes::openapi::{Binary, ServerErrors};
 use crate::state::AppState;
 
 /// How long past its deadline an append already handed to the writer may take before the
@@ -30,8 +32,55 @@ use crate::state::AppState;
 /// Idempotency-Key tells).
 pub(crate) const APPEND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/v1/images", post(upload))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(upload))
+}
+
+/// The answer to one accepted image.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // The schema of the `json!` answer of [`answer`].
+pub(crate) struct Uploaded {
+    seq: u64,
+    /// The event's commit id.
+    id: String,
+    sha256: String,
+    /// The original's seq (a number) when these bytes were seen before, or `"other-camera"`
+    /// when it is another camera's event; `null` for new bytes.
+    duplicate_of: Option<Value>,
+}
+
+/// A multipart upload: one image per part, under any field name.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only its schema is used, in `#[utoipa::path]`.
+pub(crate) struct MultipartImages(std::collections::HashMap<String, Binary>);
+
+/// The answer to an upload: one `Uploaded` for a raw body, one `PartAnswer` per part for a
+/// multipart body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Only its schema is used, in `#[utoipa::path]`.
+pub(crate) enum UploadAnswer {
+    #[schema(title = "One image")]
+    One(Uploaded),
+    #[schema(title = "Multipart, one entry per part")]
+    Parts(Vec<PartAnswer>),
+}
+
+/// One entry of a multipart answer: an `Uploaded` or an `ErrorBody`, with `status` and `part`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // The schema of the `json!` entries of `upload_multipart`.
+pub(crate) struct PartAnswer {
+    /// This part's own HTTP status.
+    status: u16,
+    /// The part's file or field name.
+    part: String,
+    seq: Option<u64>,
+    id: Option<String>,
+    sha256: Option<String>,
+    duplicate_of: Option<Value>,
+    /// The refusal's code, as in `ErrorBody`.
+    error: Option<String>,
+    message: Option<String>,
 }
 
 /// What the client told us besides the bytes.
@@ -65,6 +114,39 @@ impl Uploader<'_> {
     }
 }
 
+/// Upload one image as the raw body, or several as `multipart/form-data` (camera token).
+#[utoipa::path(
+    post,
+    path = "/v1/images",
+    tag = "ingest",
+    security(("bearer" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1-128 printable ASCII characters: a retry \
+                                                                       gets the first answer and writes nothing"),
+        ("X-Captured-At" = Option<String>, Header, description = "The camera's capture time, RFC 3339")
+    ),
+    request_body(description = "The image, typed by its `Content-Type`; or one image per multipart part", content(
+        (Binary = "image/jpeg"), (Binary = "image/png"), (Binary = "image/webp"), (MultipartImages = "multipart/form-data")
+    )),
+    responses(
+        (status = 201, description = "A new event (multipart: an array, one entry per part; 201 if any part is new)",
+         body = UploadAnswer),
+        (status = 200, description = "A duplicate or a retry (multipart: any part accepted, none new)",
+         body = UploadAnswer),
+        (status = 400, description = "`empty_body`, `invalid_captured_at`, `invalid_idempotency_key`, \
+                                      `invalid_multipart`, `no_image_parts`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, unknown or revoked token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a camera token", body = ErrorBody),
+        (status = 408, description = "`body_timeout`, `request_timeout`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`, `too_many_parts`", body = ErrorBody),
+        (status = 415, description = "`unsupported_format`", body = ErrorBody),
+        (status = 422, description = "An image that fails admission (`too_many_pixels`, `corrupt_image`, …), or \
+                                      `idempotency_key_reused`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`, with `Retry-After`", body = ErrorBody),
+        (status = 504, description = "`outcome_unknown`: retry with the same `Idempotency-Key`", body = ErrorBody),
+        ServerErrors
+    )
+)]
 #[tracing::instrument(name = "upload", skip_all, fields(camera = tracing::field::Empty, multipart))]
 async fn upload(State(state): State<Arc<AppState>>, caller: Caller, request: Request) -> Result<Response, ApiError> {
     let uploader = caller.camera().map(|camera| Uploader {

@@ -9,17 +9,31 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::routes::openapi::ServerErrors;
 use crate::state::AppState;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/v1/keys", get(keys))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(keys))
 }
 
+/// The allowed-signers file of every key that signed this ledger.
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    tag = "read",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`git` allowed-signers lines with `valid-after`/`valid-before`",
+         body = String, content_type = "text/plain"),
+        (status = 401, description = "`unauthorized`: missing, unknown or revoked token", body = ErrorBody),
+        ServerErrors
+    )
+)]
 async fn keys(_caller: Caller, State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     let data_dir = state.ledger.data_dir().to_owned();
     let history = tokio::task::spawn_blocking(move || crate::keys::read_history(&data_dir))

@@ -14,14 +14,16 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::registry::{parse_expires_in, LinkError, Role, Uses, MAX_LINK_UPLOADS};
-use crate::routes::images::{self, Uploader};
+use crate::routes::images::{self, MultipartImages, UploadAnswer, Uploader};
+use crate::routes::openapi::{Binary, ServerErrors};
 use crate::state::AppState;
 
 /// The route of link uploads; the secret follows it.
@@ -29,22 +31,55 @@ const UPLOAD_PREFIX: &str = "/v1/u/";
 /// A creation request is three short fields.
 const MAX_CREATE_BODY: usize = 4 * 1024;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/v1/upload-links", post(create)).route("/v1/u/{secret}", post(upload))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(create)).routes(routes!(upload))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateLink {
+    /// The camera the uploads are recorded as (registered, not revoked).
     camera: String,
+    /// An ISO 8601 duration in weeks, days, hours, minutes, seconds (`PT1H`, `P7D`), 1 s to `P30D`.
     expires_in: String,
-    /// Checked by hand: a negative, fractional or huge number is `invalid_max_uploads`, not
-    /// a serde type error.
+    /// 1-10000. Checked by hand: a negative, fractional or huge number is
+    /// `invalid_max_uploads`, not a serde type error.
+    #[schema(value_type = u32, minimum = 1, maximum = 10000)]
     max_uploads: serde_json::Value,
 }
 
-/// `POST /v1/upload-links` `{"camera", "expires_in", "max_uploads"}` → `201 {"id", "camera",
-/// "url", "expires_at", "max_uploads"}`. The secret is in `url` and nowhere else, ever.
+/// The answer to `POST /v1/upload-links` (`registry::NewLink`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Only its schema is used, in `#[utoipa::path]`.
+struct CreatedLink {
+    /// The public id, for `camledger links list|revoke`.
+    id: String,
+    camera: String,
+    /// `/v1/u/<secret>`: the only time the secret is shown.
+    url: String,
+    /// RFC 3339, UTC.
+    expires_at: String,
+    max_uploads: u32,
+}
+
+/// Create an upload link for a camera (admin token); the answer's `url` holds the secret,
+/// shown only here.
+#[utoipa::path(
+    post,
+    path = "/v1/upload-links",
+    tag = "ingest",
+    security(("bearer" = [])),
+    request_body = CreateLink,
+    responses(
+        (status = 201, description = "The link, with `Cache-Control: no-store`", body = CreatedLink),
+        (status = 400, description = "`invalid_body`, `invalid_expires_in`, `invalid_max_uploads`, \
+                                      `unknown_camera`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, unknown or revoked token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin token", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: over 4 KiB", body = ErrorBody),
+        ServerErrors
+    )
+)]
 async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -92,9 +127,41 @@ async fn create(
     Ok(response)
 }
 
-/// `POST /v1/u/{secret}`: reserves a use of the link (unknown, expired, used up, revoked or
-/// its camera revoked: `410 link_gone`, nothing written, one statement for all of them),
-/// uploads as its camera, then gives back the uses of images that wrote nothing.
+/// Upload through a link, without a token, as `POST /v1/images` does, recorded as the
+/// link's camera; one use per image.
+///
+/// Reserves a use of the link (unknown, expired, used up, revoked or its camera revoked:
+/// `410 link_gone`, nothing written, one statement for all of them), uploads as its camera,
+/// then gives back the uses of images that wrote nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/u/{secret}",
+    tag = "ingest",
+    params(
+        ("secret" = String, Path, description = "The link's secret, from its `url`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "As for `POST /v1/images`"),
+        ("X-Captured-At" = Option<String>, Header, description = "The camera's capture time, RFC 3339")
+    ),
+    request_body(description = "As for `POST /v1/images`", content(
+        (Binary = "image/jpeg"), (Binary = "image/png"), (Binary = "image/webp"), (MultipartImages = "multipart/form-data")
+    )),
+    responses(
+        (status = 201, description = "A new event, as `POST /v1/images` answers", body = UploadAnswer),
+        (status = 200, description = "A duplicate or a retry", body = UploadAnswer),
+        (status = 400, description = "As for `POST /v1/images`", body = ErrorBody),
+        (status = 408, description = "`body_timeout`, `request_timeout`", body = ErrorBody),
+        (status = 409, description = "`not_enough_uses`: more images than uses left; nothing written",
+         body = ErrorBody),
+        (status = 410, description = "`link_gone`: expired, used up, revoked, its camera revoked, or never \
+                                      issued; nothing written", body = ErrorBody),
+        (status = 413, description = "`body_too_large`, `too_many_parts`", body = ErrorBody),
+        (status = 415, description = "`unsupported_format`", body = ErrorBody),
+        (status = 422, description = "An image that fails admission, or `idempotency_key_reused`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the camera's rate limit", body = ErrorBody),
+        (status = 504, description = "`outcome_unknown`: retry with the same `Idempotency-Key`", body = ErrorBody),
+        ServerErrors
+    )
+)]
 #[tracing::instrument(
     name = "link_upload",
     skip_all,

@@ -14,17 +14,21 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::metrics::{Observed, CONTENT_TYPE};
+use crate::routes::openapi::ServerErrors;
 use crate::state::AppState;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/metrics", get(metrics))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
-/// The router of the `--metrics-listen` listener: `/metrics` without a token, nothing else.
+/// The router of the `--metrics-listen` listener: `/metrics` without a token, nothing else
+/// (the same route as on the API listener, so the document describes it there).
 pub(crate) fn unauthenticated_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(|State(state): State<Arc<AppState>>| scrape(state)))
@@ -32,6 +36,20 @@ pub(crate) fn unauthenticated_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Prometheus text format 0.0.4 (auditor or admin; no token on `--metrics-listen`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every metric in the README's Operations, \"Metrics\"", body = String,
+         content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "`unauthorized`: missing, unknown or revoked token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a camera token", body = ErrorBody),
+        ServerErrors
+    )
+)]
 async fn metrics(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
     caller.require_reader("metrics")?;
     scrape(state).await

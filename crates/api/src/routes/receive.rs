@@ -93,6 +93,27 @@ pub(crate) async fn advertise(state: &AppState, headers: &HeaderMap) -> Result<R
     Ok(git_response("application/x-git-receive-pack-advertisement", Body::from(body)))
 }
 
+/// `git push` of image commits: each becomes one event, as `POST /v1/images` makes them.
+#[utoipa::path(
+    post,
+    path = "/git/ledger.git/git-receive-pack",
+    tag = "git",
+    security(("bearer" = []), ("basic" = [])),
+    request_body(description = "The ref commands and the pack, gzip allowed", content = crate::routes::openapi::Binary,
+                 content_type = "application/x-git-receive-pack-request"),
+    responses(
+        (status = 200, description = "git's report, streamed: `remote: camledger: <commit> seq N` per commit, \
+                                      `ok` or `ng` per ref (refusals are reported here, not as statuses)",
+         body = crate::routes::openapi::Binary, content_type = "application/x-git-receive-pack-result"),
+        (status = 401, description = "`unauthorized`, with `WWW-Authenticate: Basic`", body = crate::error::ErrorBody),
+        (status = 403, description = "`forbidden`: a reader token, or a Basic user that is not the token's camera",
+         body = crate::error::ErrorBody),
+        (status = 405, description = "`method_not_allowed`: use POST", body = crate::error::ErrorBody),
+        (status = 413, description = "`push_too_large`: over `--max-push-bytes`", body = crate::error::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = crate::error::ErrorBody),
+        crate::routes::openapi::ServerErrors
+    )
+)]
 #[tracing::instrument(name = "git_receive_pack", skip_all, fields(camera = tracing::field::Empty))]
 pub(crate) async fn receive_pack(
     State(state): State<Arc<AppState>>,

@@ -4,17 +4,19 @@ use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::readmodel::StatsQuery;
 use crate::routes::events::freshness;
+use crate::routes::openapi::ServerErrors;
 use crate::state::AppState;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/v1/stats", get(stats))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(stats))
 }
 
 /// Today's UTC date, `YYYY-MM-DD`: where `uploads_per_day` ends unless `until` says otherwise.
@@ -23,6 +25,26 @@ pub(crate) fn today() -> String {
     time::OffsetDateTime::now_utc().date().format(format).expect("a date always formats")
 }
 
+/// Upload and spam statistics from the read model (auditor or admin).
+#[utoipa::path(
+    get,
+    path = "/v1/stats",
+    tag = "read",
+    security(("bearer" = []), ("session" = [])),
+    params(
+        ("camera" = Option<String>, Query, description = "Only this camera"),
+        ("since" = Option<String>, Query, description = "RFC 3339, inclusive, on `received_at`"),
+        ("until" = Option<String>, Query, description = "RFC 3339, inclusive; `uploads_per_day` ends on its day")
+    ),
+    responses(
+        (status = 200, description = "`formats`, `top_camera_models`, `uploads_per_day`, `spam`, `cameras`, \
+                                      `verdict_lag`, `projected`, `head` (see the README)", body = serde_json::Value),
+        (status = 400, description = "`invalid_since`, `invalid_until`, `invalid_filter`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, unknown or revoked token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a camera token", body = ErrorBody),
+        ServerErrors
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn stats(
     State(state): State<Arc<AppState>>,

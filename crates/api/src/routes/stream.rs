@@ -30,21 +30,22 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::dashboard::LiveMessage;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::readmodel::{Filters, Projected};
 use crate::routes::events::{entry_json, mask_for_camera};
+use crate::routes::openapi::ServerErrors;
 use crate::state::AppState;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/v1/stream", get(stream))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(stream))
 }
 
 /// Most events (or verdicts) published one by one per projector step; a larger jump (a
@@ -151,6 +152,24 @@ fn line_for<'m>(message: &'m LiveMessage, scope: Option<&str>, wanted: Option<&s
     }
 }
 
+/// Server-Sent Events of new events and verdicts (token or dashboard session).
+#[utoipa::path(
+    get,
+    path = "/v1/stream",
+    tag = "read",
+    security(("bearer" = []), ("session" = [])),
+    params(("camera" = Option<String>, Query, description = "Only this camera (readers)")),
+    responses(
+        (status = 200, description = "`event: event|verdict|heads|resync` messages, `data:` one JSON object \
+                                      (`event`, `verdict`: as `GET /v1/events` lists them; `heads`: \
+                                      `{events_seq, verdicts_seq, verdict_lag}`); ends after 5 minutes",
+         body = String, content_type = "text/event-stream"),
+        (status = 400, description = "`invalid_filter`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no token or session", body = ErrorBody),
+        (status = 503, description = "`busy`: 64 streams are open", body = ErrorBody),
+        ServerErrors
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn stream(
     State(state): State<Arc<AppState>>,

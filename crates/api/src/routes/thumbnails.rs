@@ -9,17 +9,18 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use bytes::Bytes;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::routes::events::parse_seq;
+use crate::routes::openapi::{Binary, ServerErrors};
 use crate::state::AppState;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/v1/events/{seq}/thumbnail", get(thumbnail))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(thumbnail))
 }
 
 /// The long side of a thumbnail, in pixels.
@@ -64,6 +65,22 @@ fn make(bytes: &[u8], limits: &camledger_processor::admission::Limits) -> Result
     Ok(Bytes::from(out))
 }
 
+/// A JPEG of at most 160 pixels on the long side (token or dashboard session).
+#[utoipa::path(
+    get,
+    path = "/v1/events/{seq}/thumbnail",
+    tag = "dashboard",
+    security(("bearer" = []), ("session" = [])),
+    params(("seq" = u64, Path, description = "The event's sequence number, from 1")),
+    responses(
+        (status = 200, description = "The thumbnail", body = Binary, content_type = "image/jpeg"),
+        (status = 400, description = "`invalid_seq`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no token or session", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event, or another camera's", body = ErrorBody),
+        (status = 422, description = "`undecodable_image`", body = ErrorBody),
+        ServerErrors
+    )
+)]
 #[tracing::instrument(skip_all, fields(seq = %seq))]
 async fn thumbnail(
     State(state): State<Arc<AppState>>,

@@ -14,14 +14,16 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use tokio::time::Instant;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::readmodel::Projected;
 use crate::routes::events::{parse_seq, read_one};
+use crate::routes::openapi::ServerErrors;
 use crate::state::AppState;
 
 /// The longest a request may wait (`wait` above it is a 400).
@@ -29,10 +31,29 @@ pub(crate) const MAX_WAIT_SECS: u64 = 60;
 /// Git is read again at least this often while waiting.
 const RECHECK: Duration = Duration::from_millis(250);
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/v1/events/{seq}/verdict", get(verdict))
+pub(crate) fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(verdict))
 }
 
+/// The event's verdict as soon as it exists (a long poll).
+#[utoipa::path(
+    get,
+    path = "/v1/events/{seq}/verdict",
+    tag = "read",
+    security(("bearer" = [])),
+    params(
+        ("seq" = u64, Path, description = "The event's sequence number, from 1"),
+        ("wait" = Option<u64>, Query, description = "Seconds to wait for the verdict, 0-60 (default 0)")
+    ),
+    responses(
+        (status = 200, description = "The verdict, as `verdict` in `GET /v1/events/{seq}`", body = serde_json::Value),
+        (status = 204, description = "Not judged within `wait`"),
+        (status = 400, description = "`invalid_seq`, `invalid_wait`, `invalid_filter`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, unknown or revoked token", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such event, or another camera's (at once)", body = ErrorBody),
+        ServerErrors
+    )
+)]
 #[tracing::instrument(skip_all, fields(seq = %seq))]
 async fn verdict(
     State(state): State<Arc<AppState>>,
