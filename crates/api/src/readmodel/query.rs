@@ -463,9 +463,13 @@ impl ReadModel {
                 // Driven by the events in the range (an index holding every column used here),
                 // each joined to its reasons by seq; from the reasons side, every spam reason
                 // of the ledger was read (p99 1.4 s at a million events). SQLite keeps the
-                // order of a CROSS JOIN.
-                "SELECT r.reason AS k, COUNT(*) AS uploads, 0 AS spam, '' AS last_seen \
-                 FROM rm_events e CROSS JOIN rm_reasons r WHERE r.seq = e.seq AND e.spam = 1",
+                // order of a CROSS JOIN, and without INDEXED BY took the spam index (every
+                // spam event of the ledger, 0.3 s).
+                &format!(
+                    "SELECT r.reason AS k, COUNT(*) AS uploads, 0 AS spam, '' AS last_seen \
+                     FROM rm_events e {} CROSS JOIN rm_reasons r WHERE r.seq = e.seq AND e.spam = 1",
+                    if self.pool.is_mysql() { "" } else { "INDEXED BY rm_events_time" }
+                ),
             );
             event_conditions(q.camera.as_deref(), q.since.as_deref(), q.until.as_deref(), &mut sql, &mut reason_args);
             sql.push_str(" GROUP BY r.reason");
