@@ -319,9 +319,8 @@ impl ReadModel {
         let (mut sql, mut args, order) = match (&f.reason, &f.camera) {
             // Driven by the (reason, seq) index: a rare reason reads only its own rows.
             (Some(reason), None) => (
-                format!(
-                    "SELECT r.seq AS n FROM rm_reasons r JOIN rm_events e ON e.seq = r.seq WHERE r.reason = ? AND r.seq > ?"
-                ),
+                "SELECT r.seq AS n FROM rm_reasons r JOIN rm_events e ON e.seq = r.seq WHERE r.reason = ? AND r.seq > ?"
+                    .to_owned(),
                 vec![Arg::from(reason.as_str()), Arg::from(i64_of(f.after))],
                 "r.seq",
             ),
