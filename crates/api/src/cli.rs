@@ -42,6 +42,11 @@ pub enum Command {
         #[command(subcommand)]
         action: TokensCommand,
     },
+    /// Manage webhooks: signed POSTs of new events and verdicts, at least once, in seq order.
+    Webhooks {
+        #[command(subcommand)]
+        action: crate::webhooks::WebhooksCommand,
+    },
     /// Upload image files as a camera, retrying safely.
     Push(PushArgs),
     /// Print the events of a ledger, oldest first.
@@ -312,6 +317,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(config) => serve(*config).await,
         Command::Cameras { action } => cameras(action).await,
         Command::Tokens { action } => tokens(action).await,
+        Command::Webhooks { action } => crate::webhooks::command(action).await,
         Command::Push(args) => crate::push::run(args).await,
         Command::Log { data, from, limit, format } => log(data, from, limit, format).await,
         Command::Verify(args) => crate::verify::run(args).await,

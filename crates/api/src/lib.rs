@@ -13,7 +13,7 @@
 //! 3. [`snapshots`] (snapshot/restore commands and scheduled snapshots), [`processing`]
 //!    (verdict workers, `worker`, `replay`), [`evaluate`] (judging labelled folders),
 //!    [`readmodel`] (the SQL projection of git that search, stats and export read);
-//! 4. [`anchors`] (signed checkpoints);
+//! 4. [`anchors`] (signed checkpoints), [`webhooks`] (signed POSTs of new events and verdicts);
 //! 5. [`verify`]; `state` (what every handler reaches);
 //! 6. `auth` (bearer tokens), then `routes` (one module per HTTP resource);
 //! 7. [`app`]: build (open the ledger and registry, bind) then run (serve until shutdown);
@@ -46,6 +46,7 @@ pub mod snapshots;
 pub(crate) mod state;
 pub mod telemetry;
 pub mod verify;
+pub mod webhooks;
 
 pub use app::Application;
 
