@@ -32,3 +32,4 @@ mod signing_keys;
 mod tamper;
 mod tokens;
 mod verdicts;
+mod webhooks;

@@ -146,8 +146,9 @@ impl FromStr for HookSecret {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `add` with a URL that is not plain `http://host/…` without credentials. CLI exit 2.
-    #[error("invalid webhook URL {url:?}: {why}")]
-    InvalidUrl { url: String, why: &'static str },
+    /// (The URL is not echoed: it may hold the credentials being refused.)
+    #[error("invalid webhook URL: {why}")]
+    InvalidUrl { why: &'static str },
     /// `--events` other than event, verdict or both. CLI exit 2.
     #[error("invalid --events {0:?}: use event, verdict or event,verdict")]
     InvalidKinds(String),
@@ -174,7 +175,7 @@ impl Error {
 
 /// Checks a hook URL: `http`, a host, no credentials, no fragment, at most 2048 bytes.
 pub fn parse_url(text: &str) -> Result<reqwest::Url, Error> {
-    let bad = |why| Error::InvalidUrl { url: text.chars().take(200).collect(), why };
+    let bad = |why| Error::InvalidUrl { why };
     if text.len() > MAX_URL {
         return Err(bad("longer than 2048 bytes"));
     }
@@ -405,11 +406,11 @@ pub(crate) async fn record(
     .execute(&mut *tx)
     .await?;
     if matches!(outcome, Outcome::Delivered(_)) {
-        let column = match kind {
-            Kind::Event => "events_seq",
-            Kind::Verdict => "verdicts_seq",
+        let sql = match kind {
+            Kind::Event => "UPDATE webhooks SET events_seq = ?1 WHERE id = ?2 AND events_seq = ?3",
+            Kind::Verdict => "UPDATE webhooks SET verdicts_seq = ?1 WHERE id = ?2 AND verdicts_seq = ?3",
         };
-        let moved = sqlx::query(&format!("UPDATE webhooks SET {column} = ? WHERE id = ? AND {column} = ?"))
+        let moved = sqlx::query(sql)
             .bind(seq_i64(seq))
             .bind(hook)
             .bind(seq_i64(seq - 1))
