@@ -102,6 +102,17 @@ fn webhooks_json(app: &TestApp, args: &[&str]) -> Value {
     serde_json::from_str(&camledger(&all)).expect("JSON output")
 }
 
+/// Waits (up to 5 s) until the only hook's event checkpoint is `seq` (it moves just after the 2xx).
+async fn wait_for_checkpoint(app: &TestApp, seq: u64) {
+    for _ in 0..50 {
+        if webhooks_json(app, &["list"])[0]["events_seq"] == seq {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the checkpoint did not reach {seq}: {}", webhooks_json(app, &["list"]));
+}
+
 async fn upload_images(app: &TestApp, numbers: std::ops::RangeInclusive<u64>) {
     for n in numbers {
         assert_eq!(app.upload(jpeg(7000 + n)).await.status(), 201);
@@ -136,9 +147,9 @@ async fn new_events_arrive_in_seq_order_signed_with_the_hooks_secret() {
         assert_eq!(app.git(&["cat-file", "-t", commit]).trim(), "commit", "the body names a commit in the ledger");
         assert!(body["event"].is_object(), "the event as git holds it: {body}");
     }
+    wait_for_checkpoint(&app, 5).await;
     let hooks = webhooks_json(&app, &["list"]);
     assert_eq!(hooks[0]["id"], hook.as_str());
-    assert_eq!(hooks[0]["events_seq"], 5, "the checkpoint is the last delivered seq");
     assert!(!hooks.to_string().contains(SECRET), "list masks the secret: {hooks}");
 }
 
@@ -150,6 +161,7 @@ async fn a_receiver_failing_three_times_gets_the_same_delivery_again_and_order_i
     let hook = add_hook(&app, &url);
     upload_images(&app, 1..=3).await;
     receiver.wait_for(3).await;
+    wait_for_checkpoint(&app, 3).await;
 
     let got = receiver.got();
     let seqs: Vec<(u64, u16)> = got.iter().map(|r| (r.seq(), r.answered)).collect();
@@ -175,13 +187,7 @@ async fn after_kill_9_delivery_resumes_from_the_checkpoint_without_a_replay() {
     add_hook(&app, &url);
     upload_images(&app, 1..=3).await;
     receiver.wait_for(3).await;
-    for _ in 0..50 {
-        if webhooks_json(&app, &["list"])[0]["events_seq"] == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(webhooks_json(&app, &["list"])[0]["events_seq"], 3);
+    wait_for_checkpoint(&app, 3).await;
 
     // The receiver goes down while 4..=6 are pending; the server dies mid-retry.
     receiver.fail_next.store(usize::MAX, Ordering::SeqCst);
@@ -196,7 +202,7 @@ async fn after_kill_9_delivery_resumes_from_the_checkpoint_without_a_replay() {
     assert_eq!(receiver.delivered(), vec![1, 2, 3, 4, 5, 6], "every event once, in order");
     let after_restart: Vec<u64> = receiver.got()[before..].iter().map(Received::seq).collect();
     assert_eq!(after_restart.first(), Some(&4), "resumed after the checkpoint, not from 0: {after_restart:?}");
-    assert_eq!(webhooks_json(&app, &["list"])[0]["events_seq"], 6);
+    wait_for_checkpoint(&app, 6).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,4 +241,37 @@ async fn a_bad_url_or_kind_is_refused_with_exit_2() {
         assert!(!String::from_utf8_lossy(&out.stderr).contains("pw@"), "credentials are not echoed back");
     }
     assert_eq!(webhooks_json(&app, &["list"]), serde_json::json!([]), "nothing was added");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdicts_follow_their_events_in_seq_order() {
+    let app = TestApp::spawn_with(&["--workers", "1", "--model", TINY_MODEL]).await;
+    let (receiver, url) = Receiver::start().await;
+    let hook = last_word(&camledger(&[
+        "webhooks",
+        "add",
+        &url,
+        "--events",
+        "event,verdict",
+        "--secret",
+        SECRET,
+        "--data-dir",
+        app.dir(),
+    ]));
+    upload_images(&app, 1..=3).await;
+    receiver.wait_for(6).await;
+
+    let got = receiver.got();
+    let of_kind = |kind: &str| got.iter().filter(|r| r.kind == kind).map(Received::seq).collect::<Vec<_>>();
+    assert_eq!(of_kind("event"), vec![1, 2, 3]);
+    assert_eq!(of_kind("verdict"), vec![1, 2, 3]);
+    for seq in 1..=3 {
+        let at = |kind: &str| got.iter().position(|r| r.kind == kind && r.seq() == seq).expect("delivered");
+        assert!(at("event") < at("verdict"), "event {seq} goes before its verdict");
+    }
+    for verdict in got.iter().filter(|r| r.kind == "verdict") {
+        assert!(signed_with_secret(verdict));
+        assert_eq!(verdict.delivery, format!("{hook}-verdict-{}", verdict.seq()));
+        assert!(verdict.json()["verdict"].is_object(), "the verdict as git holds it");
+    }
 }
