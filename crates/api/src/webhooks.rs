@@ -558,8 +558,9 @@ async fn deliver(
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(IDLE_POLL) => {}
-                changed = projected.changed() => if changed.is_err() {
-                    if !pause(IDLE_POLL, &stop).await { return }
+                // A closed channel (no projector) leaves only the poll.
+                changed = projected.changed() => if changed.is_err() && !pause(IDLE_POLL, &stop).await {
+                    return;
                 },
             }
             continue;
