@@ -33,3 +33,4 @@ mod tamper;
 mod tokens;
 mod upload_links;
 mod verdicts;
+mod webhooks;

@@ -241,6 +241,12 @@ impl Application {
             ))
         });
         let live = tokio::spawn(routes::stream::feed(Arc::clone(&self.state), stop_background.clone()));
+        let webhooks = tokio::spawn(crate::webhooks::run(
+            self.state.registry.clone(),
+            self.state.ledger.clone(),
+            self.state.read_model.subscribe(),
+            stop_background.clone(),
+        ));
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         // Also ends the dashboard's open streams, which would otherwise hold their
         // connections until the grace period runs out.
@@ -289,6 +295,7 @@ impl Application {
         }
         let _ = checkpoints.await;
         let _ = live.await;
+        let _ = webhooks.await;
         if let Some(task) = projector {
             if tokio::time::timeout(grace, task).await.is_err() {
                 tracing::warn!("the read model projector did not stop within the grace period");

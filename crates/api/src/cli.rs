@@ -47,6 +47,11 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::links::LinksCommand,
     },
+    /// Manage webhooks: signed POSTs of new events and verdicts, at least once, in seq order.
+    Webhooks {
+        #[command(subcommand)]
+        action: crate::webhooks::WebhooksCommand,
+    },
     /// Upload image files as a camera, retrying safely.
     Push(PushArgs),
     /// Print the events of a ledger, oldest first.
@@ -318,6 +323,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cameras { action } => cameras(action).await,
         Command::Tokens { action } => tokens(action).await,
         Command::Links { action } => crate::links::run(action).await,
+        Command::Webhooks { action } => crate::webhooks::command(action).await,
         Command::Push(args) => crate::push::run(args).await,
         Command::Log { data, from, limit, format } => log(data, from, limit, format).await,
         Command::Verify(args) => crate::verify::run(args).await,

@@ -14,7 +14,7 @@
 //!    [`snapshots`] (snapshot/restore commands and scheduled snapshots), [`processing`]
 //!    (verdict workers, `worker`, `replay`), [`evaluate`] (judging labelled folders),
 //!    [`readmodel`] (the SQL projection of git that search, stats and export read);
-//! 4. [`anchors`] (signed checkpoints);
+//! 4. [`anchors`] (signed checkpoints), [`webhooks`] (signed POSTs of new events and verdicts);
 //! 5. [`verify`]; `state` (what every handler reaches);
 //! 6. `auth` (bearer tokens), then `routes` (one module per HTTP resource);
 //! 7. [`app`]: build (open the ledger and registry, bind) then run (serve until shutdown);
@@ -48,6 +48,7 @@ pub mod snapshots;
 pub(crate) mod state;
 pub mod telemetry;
 pub mod verify;
+pub mod webhooks;
 
 pub use app::Application;
 

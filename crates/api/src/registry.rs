@@ -360,6 +360,11 @@ impl Registry {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// The database, for the webhooks kept beside the principals (`webhooks.rs`).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
 }
 
 /// The SHA-256 of a token, as the registry stores it.
