@@ -118,7 +118,8 @@ pub(crate) struct UploadMeta {
         (status = 415, description = "`unsupported_format`", body = ErrorBody),
         (status = 422, description = "An image that fails admission (`too_many_pixels`, `corrupt_image`, …), or \
                                       `idempotency_key_reused`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`, with `Retry-After`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`, with `Retry-After`; `quarantined` (no `Retry-After`: until \
+                                      `camledger cameras release`)", body = ErrorBody),
         (status = 504, description = "`outcome_unknown`: retry with the same `Idempotency-Key`", body = ErrorBody),
         ServerErrors
     )
@@ -142,7 +143,7 @@ async fn receive(state: &Arc<AppState>, caller: Caller, request: Request) -> Res
     // One token before the body is read: a camera over its limit costs no buffering. A
     // multipart upload takes one more per further part once its parts are counted.
     let own_limit = caller.rate_limit();
-    state.rate_limits.take(&camera, own_limit, 1).map_err(ApiError::rate_limited)?;
+    crate::gate::admit(state, &camera, own_limit, 1)?;
     let meta = UploadMeta {
         captured_at: captured_at(request.headers())?,
         idempotency_key: idempotency_key(request.headers())?,
@@ -356,7 +357,7 @@ async fn upload_multipart(
     let images = u32::try_from(parts.len()).unwrap_or(u32::MAX);
     state.rate_limits.fits(own_limit, images).map_err(ApiError::rate_limited)?;
     if images > 1 {
-        state.rate_limits.take(&meta.camera, own_limit, images - 1).map_err(ApiError::rate_limited)?;
+        crate::gate::admit(state, &meta.camera, own_limit, images - 1)?;
     }
     let mut results: Vec<Value> = Vec::with_capacity(parts.len());
     let mut statuses: Vec<StatusCode> = Vec::with_capacity(parts.len());
