@@ -536,7 +536,10 @@ async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
             let quarantined = crate::quarantine::quarantined_now(&data)?;
             match format {
                 OutputFormat::Json => {
-                    println!("{}", serde_json::to_string_pretty(&crate::quarantine::with_quarantine(&cameras, &quarantined)?)?)
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&crate::quarantine::with_quarantine(&cameras, &quarantined)?)?
+                    )
                 }
                 OutputFormat::Text => {
                     for camera in cameras {

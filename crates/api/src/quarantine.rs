@@ -191,7 +191,8 @@ impl Follower {
                     "{} of its last {} verdicts were spam (through event {seq})",
                     evidence.spam, evidence.window
                 );
-                let action = CameraAction::now(CameraActionKind::Quarantine, &camera, &reason, Some(evidence), "camledger");
+                let action =
+                    CameraAction::now(CameraActionKind::Quarantine, &camera, &reason, Some(evidence), "camledger");
                 // Git first, then the set: a crash in between leaves the quarantine in git,
                 // and the next start reads it.
                 let id = self.ledger.append_camera_action(&action)?;
@@ -311,11 +312,9 @@ pub(crate) fn act(kind: CameraActionKind, camera: &str, args: &ActionArgs) -> an
     let data_dir = &args.data.data_dir;
     let node_name = args.node.node_name(data_dir)?;
     let signing_key = Some(args.signing_key.load_or_create(data_dir)?);
-    let ledger = Ledger::open(
-        data_dir,
-        camledger_eventstore::LedgerConfig { node_name, signing_key, ..Default::default() },
-    )
-    .with_context(|| format!("opening the ledger in {}", data_dir.display()))?;
+    let ledger =
+        Ledger::open(data_dir, camledger_eventstore::LedgerConfig { node_name, signing_key, ..Default::default() })
+            .with_context(|| format!("opening the ledger in {}", data_dir.display()))?;
     let now = quarantined_now(&args.data)?;
     let default_reason = match (kind, now.contains_key(camera)) {
         (CameraActionKind::Release, false) => return Err(usage(format!("camera {camera} is not quarantined"))),
