@@ -24,6 +24,7 @@ mod ingest;
 mod metrics;
 mod openapi;
 mod push;
+mod quarantine;
 mod rate_limits;
 mod reading;
 mod readme;

@@ -419,3 +419,25 @@ async fn pushed_images_count_against_the_cameras_rate_limit_like_uploads() {
     assert_eq!(seqs_in_git(&app.git_dir()).len(), 2, "the image over the limit wrote nothing");
     assert_nothing_pushed_is_kept(&app);
 }
+
+#[tokio::test]
+async fn a_quarantined_camera_cannot_push_and_another_camera_still_can() {
+    let app = TestApp::spawn().await;
+    let other = app.add_camera("cam-2");
+    camledger(&["cameras", "quarantine", "cam-1", "--reason", "tampered housing", "--data-dir", app.dir()]);
+    // A running server reads refs/heads/cameras every 0.5 s.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let camera = Camera::new();
+    let commit = camera.commit(&[file("1.jpg", &jpeg(1))], None);
+
+    let out = camera.push(&app, &app.camera_token, &[&incoming(&commit)]);
+
+    let said = stderr(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("quarantined") && said.contains("tampered housing"), "{said}");
+    assert_eq!(seqs_in_git(&app.git_dir()).len(), 0, "a quarantined camera wrote nothing");
+    let as_cam2 = app.url("/git/ledger.git").replace("http://", &format!("http://cam-2:{other}@"));
+    let pushed = camera.push_to(&["push", &as_cam2, &incoming(&commit)]);
+    assert!(pushed.status.success(), "another camera is unaffected: {}", stderr(&pushed));
+    assert_eq!(seqs_in_git(&app.git_dir()).len(), 1);
+}

@@ -56,6 +56,7 @@ pub struct Application {
     judging: Option<crate::processing::Judging>,
     checkpoint_interval: Duration,
     projector_off: bool,
+    quarantine_after: Option<crate::quarantine::Policy>,
 }
 
 impl Application {
@@ -132,6 +133,10 @@ impl Application {
         let read_model =
             crate::readmodel::ReadModel::open_for(data_dir, config.read_model.read_model_url.as_deref()).await?;
         let git = crate::state::GitService::new(&config, ledger.git_dir());
+        // Quarantines as git records them; a crash after a quarantine's commit loses nothing.
+        let quarantined = crate::quarantine::Quarantined::default();
+        let actions = quarantined.load(&ledger).context("reading refs/heads/cameras")?;
+        tracing::info!(actions, "camera actions read");
         let state = Arc::new(AppState {
             ledger,
             writer,
@@ -148,6 +153,7 @@ impl Application {
             git,
             read_model,
             rate_limits: crate::ratelimit::Buckets::new(config.rate_limit()),
+            quarantined,
             metrics,
             dashboard: crate::dashboard::Dashboard::new(),
         });
@@ -179,6 +185,7 @@ impl Application {
             judging,
             checkpoint_interval: config.checkpoint_interval,
             projector_off: config.projector_off,
+            quarantine_after: config.quarantine_after,
         })
     }
 
@@ -240,6 +247,12 @@ impl Application {
                 stop_background.clone(),
             ))
         });
+        let quarantine = tokio::spawn(crate::quarantine::run(
+            self.state.ledger.clone(),
+            self.state.quarantined.clone(),
+            self.quarantine_after,
+            stop_background.clone(),
+        ));
         let live = tokio::spawn(routes::stream::feed(Arc::clone(&self.state), stop_background.clone()));
         let webhooks = tokio::spawn(crate::webhooks::run(
             self.state.registry.clone(),
@@ -296,6 +309,7 @@ impl Application {
         let _ = checkpoints.await;
         let _ = live.await;
         let _ = webhooks.await;
+        let _ = quarantine.await;
         if let Some(task) = projector {
             if tokio::time::timeout(grace, task).await.is_err() {
                 tracing::warn!("the read model projector did not stop within the grace period");

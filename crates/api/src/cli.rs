@@ -268,6 +268,20 @@ pub enum CamerasCommand {
         #[command(flatten)]
         data: DataDirArg,
     },
+    /// Quarantine a camera by hand: its uploads answer 429 `quarantined` (a running server
+    /// within a second) until `cameras release`. Recorded on refs/heads/cameras.
+    Quarantine {
+        id: String,
+        #[command(flatten)]
+        action: crate::quarantine::ActionArgs,
+    },
+    /// End a camera's quarantine (a running server accepts it again within a second).
+    /// Recorded on refs/heads/cameras.
+    Release {
+        id: String,
+        #[command(flatten)]
+        action: crate::quarantine::ActionArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -516,6 +530,10 @@ async fn create_registry(data: &DataDirArg) -> anyhow::Result<Registry> {
     Registry::open(&data.data_dir).await.context("opening the camera registry")
 }
 
+fn data_of(action: &crate::quarantine::ActionArgs) -> DataDirArg {
+    action.data.clone()
+}
+
 async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
     match action {
         CamerasCommand::Add { id, data } => {
@@ -527,11 +545,21 @@ async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
         CamerasCommand::List { data, format } => {
             let registry = open_registry(&data).await?;
             let cameras = registry.list_cameras().await?;
+            let quarantined = crate::quarantine::quarantined_now(&data)?;
             match format {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&cameras)?),
+                OutputFormat::Json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&crate::quarantine::with_quarantine(&cameras, &quarantined)?)?
+                    )
+                }
                 OutputFormat::Text => {
                     for camera in cameras {
-                        let state = camera.revoked_at.map_or("active".to_owned(), |at| format!("revoked {at}"));
+                        let state = match (&camera.revoked_at, quarantined.get(&camera.id)) {
+                            (Some(at), _) => format!("revoked {at}"),
+                            (None, Some(reason)) => format!("quarantined ({reason})"),
+                            (None, None) => "active".to_owned(),
+                        };
                         let limit = camera.rate_limit.map_or("default limit".to_owned(), |l| format!("limit {l}"));
                         println!("{}\tcreated {}\t{state}\t{limit}", camera.id, camera.created_at);
                     }
@@ -567,6 +595,16 @@ async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
                 Some(l) => println!("camera {id}: limit {l}"),
                 None => println!("camera {id}: back on the server's default limit"),
             }
+        }
+        CamerasCommand::Quarantine { id, action } => {
+            let registry = open_registry(&data_of(&action)).await?;
+            if !registry.list_cameras().await?.iter().any(|c| c.id == id) {
+                return Err(crate::evaluate::UsageError(format!("no camera {id:?} in the registry")).into());
+            }
+            crate::quarantine::act(camledger_eventstore::CameraActionKind::Quarantine, &id, &action)?;
+        }
+        CamerasCommand::Release { id, action } => {
+            crate::quarantine::act(camledger_eventstore::CameraActionKind::Release, &id, &action)?;
         }
     }
     Ok(())

@@ -70,6 +70,11 @@ pub struct ServeConfig {
     #[arg(long, env = "CAMLEDGER_RATE_LIMIT")]
     pub rate_limit: Option<crate::ratelimit::Rate>,
 
+    /// Quarantine a camera when N of its last M verdicts are spam (`20/25`): its uploads then
+    /// answer 429 `quarantined` until `camledger cameras release ID`. Off when not given.
+    #[arg(long, env = "CAMLEDGER_QUARANTINE_AFTER")]
+    pub quarantine_after: Option<crate::quarantine::Policy>,
+
     /// Events a camera may send at once under --rate-limit (default: twice the per-second rate).
     #[arg(long, env = "CAMLEDGER_BURST", requires = "rate_limit")]
     pub burst: Option<u32>,
@@ -224,6 +229,7 @@ impl ServeConfig {
             max_parts: 100,
             rate_limit: None,
             burst: None,
+            quarantine_after: None,
             max_batch: 256,
             node_name: None,
             shutdown_grace_secs: 30,

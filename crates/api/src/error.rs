@@ -94,6 +94,20 @@ impl ApiError {
         Self { status: StatusCode::TOO_MANY_REQUESTS, code: "rate_limited", message, retry_after, source: None }
     }
 
+    /// The camera is quarantined: nothing was written until `camledger cameras release`.
+    pub(crate) fn quarantined(camera: &str, reason: &str) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "quarantined",
+            message: format!(
+                "camera {camera} is quarantined ({reason}); nothing was written; an operator must run \
+                 `camledger cameras release {camera}`"
+            ),
+            retry_after: None,
+            source: None,
+        }
+    }
+
     pub(crate) fn internal(cause: impl Into<anyhow::Error>) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,

@@ -38,6 +38,8 @@ pub(crate) struct AppState {
     pub(crate) read_model: Arc<crate::readmodel::ReadModel>,
     /// Per-camera token buckets (`--rate-limit`, `cameras limit`).
     pub(crate) rate_limits: crate::ratelimit::Buckets,
+    /// Quarantined cameras, as `refs/heads/cameras` says (`crate::quarantine`).
+    pub(crate) quarantined: crate::quarantine::Quarantined,
     /// Prometheus metrics (`GET /metrics`).
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Sessions, the live feed and thumbnails of the dashboard (`GET /`).

@@ -185,14 +185,15 @@ fn text(report: &VerifyReport, checkpoints: Option<usize>, seconds: f64) -> Stri
     let anchored = checkpoints.map_or(String::new(), |n| format!(", {n} anchored checkpoints held"));
     format!(
         "verified {} events ({} duplicates, {} image bytes hashed), {} verdicts, notes through event {}, \
-         {} objects re-hashed, {} signatures checked{anchored} in {seconds:.1} s; {head}",
+         {} objects re-hashed, {} signatures checked, {} camera actions{anchored} in {seconds:.1} s; {head}",
         report.events,
         report.duplicates,
         report.image_bytes,
         report.verdicts,
         report.notes_through,
         report.objects,
-        report.signatures
+        report.signatures,
+        report.camera_actions
     )
 }
 
@@ -208,6 +209,7 @@ fn json(outcome: &Result<VerifyReport, Failure>, checkpoints: Option<usize>) -> 
                 "notes_through": report.notes_through,
                 "objects": report.objects,
                 "signatures": report.signatures,
+                "camera_actions": report.camera_actions,
                 "checkpoints": checkpoints,
             },
             "head": report.head.as_ref().map(|h| serde_json::json!({ "seq": h.seq, "id": h.id })),

@@ -55,6 +55,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub mod camera_actions;
 pub mod checkpoint;
 mod durable;
 pub mod format;
@@ -92,6 +93,7 @@ pub mod verify;
 mod windex;
 mod writer;
 
+pub use camera_actions::{Action as CameraActionKind, CameraAction, Evidence, StoredCameraAction, CAMERAS_REF};
 pub use format::{EventRecord, Exif, FormatError, Trailers, EVENTS_REF, FORMAT_VERSION};
 pub use read::{EventHead, StoredEvent};
 pub use verdict::{StoredVerdict, Verdict, VerdictHead, VerdictReader, NOTES_REF, VERDICTS_REF};

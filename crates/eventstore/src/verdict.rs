@@ -244,7 +244,7 @@ pub enum Error {
     Storage(#[source] std::io::Error),
 }
 
-fn ref_target(repo: &gix::Repository, name: &str) -> Result<Option<ObjectId>, read::Error> {
+pub(crate) fn ref_target(repo: &gix::Repository, name: &str) -> Result<Option<ObjectId>, read::Error> {
     let Some(reference) = repo.try_find_reference(name).map_err(read::Error::Git)? else {
         return Ok(None);
     };

@@ -65,6 +65,8 @@ pub enum Chain {
     Notes,
     /// The checkpoints in the anchor store (`camledger verify --anchor-url`).
     Anchors,
+    /// `refs/heads/cameras`: quarantines and releases.
+    Cameras,
 }
 
 impl Chain {
@@ -75,6 +77,7 @@ impl Chain {
             Chain::Verdicts => "verdicts",
             Chain::Notes => "notes",
             Chain::Anchors => "anchors",
+            Chain::Cameras => "cameras",
         }
     }
 }
@@ -193,6 +196,8 @@ pub struct VerifyReport {
     pub objects: u64,
     /// Commit signatures verified (0 without allowed signers).
     pub signatures: u64,
+    /// Camera actions (quarantines, releases) checked on `refs/heads/cameras`.
+    pub camera_actions: u64,
     /// The node name every commit's committer carries (`None` for an empty ledger): the
     /// checkpoints' origin is `camledger/<node>`.
     pub node: Option<String>,
@@ -604,7 +609,10 @@ impl Ledger {
             });
         }
 
+        let camera_actions = check_camera_actions(&repo, &mut commits, &mut objects_read)?;
+
         Ok(VerifyReport {
+            camera_actions,
             events: head_seq,
             head: events_head.map(|id| EventHead { seq: head_seq, id: id.to_string() }),
             duplicates,
@@ -617,6 +625,83 @@ impl Ledger {
             node: commits.node,
         })
     }
+}
+
+/// Checks `refs/heads/cameras` (`docs/event-format.md`, section 13): every commit as strictly
+/// as a verdict commit, `camera-action.json` canonical and valid, the message agreeing with it,
+/// and the actions alternating per camera (no release of a camera that is not quarantined, no
+/// second quarantine). Returns the number of actions.
+fn check_camera_actions(
+    repo: &gix::Repository,
+    commits: &mut Commits<'_>,
+    objects_read: &mut u64,
+) -> Result<u64, Error> {
+    use crate::camera_actions::{Action, CameraAction, CAMERAS_REF, CAMERA_ACTION_FILE};
+    let head = ref_target(repo, CAMERAS_REF).map_err(|(rule, what)| Error::Broken {
+        chain: Chain::Cameras,
+        seq: 0,
+        id: CAMERAS_REF.into(),
+        rule,
+        what,
+    })?;
+    let mut actions: Vec<(ObjectId, CameraAction)> = Vec::new();
+    let mut next = head;
+    while let Some(id) = next {
+        let broken =
+            |(rule, what): Fail| Error::Broken { chain: Chain::Cameras, seq: 0, id: id.to_string(), rule, what };
+        if actions.len() >= 1 << 20 {
+            return Err(broken((Rule::Chain, format!("{CAMERAS_REF} is longer than 2^20 actions"))));
+        }
+        let mut objects = Objects { repo, read: 0 };
+        let data = objects.get(id, gix::objs::Kind::Commit).map_err(broken)?;
+        let commit = parse_strict(&data).map_err(broken)?;
+        commits.check(&data, &commit).map_err(broken)?;
+        if commit.author != commit.committer {
+            return Err(broken((Rule::Author, format!("author {:?} differs from the committer", commit.author))));
+        }
+        let tree = objects.get(commit.tree, gix::objs::Kind::Tree).map_err(broken)?;
+        let json_id = match format::parse_tree(&tree).as_deref() {
+            Some([(mode, name, id)]) if mode == "100644" && name == CAMERA_ACTION_FILE => *id,
+            _ => {
+                return Err(broken((
+                    Rule::Tree,
+                    format!("the tree must hold exactly {CAMERA_ACTION_FILE} (mode 100644)"),
+                )))
+            }
+        };
+        let json = objects.get(json_id, gix::objs::Kind::Blob).map_err(broken)?;
+        let action =
+            CameraAction::from_json(&json).map_err(|e| broken((Rule::Record, format!("{CAMERA_ACTION_FILE}: {e}"))))?;
+        if commit.message != action.commit_message().as_bytes() {
+            return Err(broken((Rule::Message, format!("the commit message disagrees with {CAMERA_ACTION_FILE}"))));
+        }
+        *objects_read += objects.read;
+        actions.push((id, action));
+        next = commit.parent;
+    }
+    actions.reverse();
+    let mut quarantined = std::collections::HashSet::new();
+    for (i, (id, action)) in actions.iter().enumerate() {
+        let ok = match action.action {
+            Action::Quarantine => quarantined.insert(action.camera.clone()),
+            Action::Release => quarantined.remove(&action.camera),
+        };
+        if !ok {
+            return Err(Error::Broken {
+                chain: Chain::Cameras,
+                seq: i as u64 + 1,
+                id: id.to_string(),
+                rule: Rule::Record,
+                what: format!(
+                    "{} of camera {}, which is {}",
+                    action.action.as_str(),
+                    action.camera,
+                    if action.action == Action::Quarantine { "already quarantined" } else { "not quarantined" }
+                ),
+            });
+        }
+    }
+    Ok(actions.len() as u64)
 }
 
 /// Grafts, `shallow` and alternates make stock git show other parents or other objects than

@@ -9,7 +9,7 @@
 //!
 //! A client gets exactly what is reachable from the three ledger refs, nothing else:
 //! - `uploadpack.hideRefs` hides every ref but `refs/heads/events`, `refs/heads/verdicts` and
-//!   `refs/notes/verdicts` (`HEAD` is advertised too: it points at events);
+//!   `refs/notes/verdicts`, `refs/heads/cameras` (`HEAD` is advertised too: it points at events);
 //! - only protocol v0 is spoken: the `Git-Protocol` header is not forwarded, because with v2
 //!   a fetch of a hidden object *by id* succeeds whatever `hideRefs` says, while v0 refuses
 //!   any want not reachable from an advertised ref (all `uploadpack.allow*SHA1InWant` are
@@ -59,9 +59,13 @@ use crate::routes::receive;
 use crate::state::{AppState, GitService};
 
 /// The refs a clone gets (besides `HEAD`, which points at the first).
-pub(crate) const SERVED_REFS: [&str; 3] =
-    [camledger_eventstore::EVENTS_REF, camledger_eventstore::VERDICTS_REF, camledger_eventstore::NOTES_REF];
-/// Advertising three refs takes milliseconds; this only stops a wedged git.
+pub(crate) const SERVED_REFS: [&str; 4] = [
+    camledger_eventstore::EVENTS_REF,
+    camledger_eventstore::VERDICTS_REF,
+    camledger_eventstore::NOTES_REF,
+    camledger_eventstore::CAMERAS_REF,
+];
+/// Advertising four refs takes milliseconds; this only stops a wedged git.
 const ADVERTISE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most of git's stderr that is kept for the log.
 const STDERR_KEPT: usize = 4096;
@@ -238,7 +242,7 @@ fn service(uri: &Uri) -> Option<&str> {
                                                        `git-receive-pack` (push: camera)")),
     responses(
         (status = 200, description = "pkt-lines: `# service=…`, then the refs (`HEAD`, `refs/heads/events`, \
-                                      `refs/heads/verdicts`, `refs/notes/verdicts`; none for a push)", content(
+                                      `refs/heads/verdicts`, `refs/notes/verdicts`, `refs/heads/cameras`; none for a push)", content(
             (Binary = "application/x-git-upload-pack-advertisement"),
             (Binary = "application/x-git-receive-pack-advertisement")
         )),

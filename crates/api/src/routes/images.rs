@@ -142,7 +142,8 @@ impl Uploader<'_> {
         (status = 415, description = "`unsupported_format`", body = ErrorBody),
         (status = 422, description = "An image that fails admission (`too_many_pixels`, `corrupt_image`, …), or \
                                       `idempotency_key_reused`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`, with `Retry-After`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`, with `Retry-After`; `quarantined` (no `Retry-After`: until \
+                                      `camledger cameras release`)", body = ErrorBody),
         (status = 504, description = "`outcome_unknown`: retry with the same `Idempotency-Key`", body = ErrorBody),
         ServerErrors
     )
@@ -186,7 +187,7 @@ async fn receive_images(state: &Arc<AppState>, uploader: Uploader<'_>, request: 
     // One token before the body is read: a camera over its limit costs no buffering. A
     // multipart upload takes one more per further part once its parts are counted.
     let own_limit = uploader.rate_limit;
-    state.rate_limits.take(&camera, own_limit, 1).map_err(ApiError::rate_limited)?;
+    crate::gate::admit(state, &camera, own_limit, 1)?;
     let meta = UploadMeta {
         captured_at: captured_at(request.headers())?,
         idempotency_key: idempotency_key(request.headers())?,
@@ -406,7 +407,7 @@ async fn upload_multipart(
         uses.reserve_total(images).await?;
     }
     if images > 1 {
-        state.rate_limits.take(&meta.camera, own_limit, images - 1).map_err(ApiError::rate_limited)?;
+        crate::gate::admit(state, &meta.camera, own_limit, images - 1)?;
     }
     let mut results: Vec<Value> = Vec::with_capacity(parts.len());
     let mut statuses: Vec<StatusCode> = Vec::with_capacity(parts.len());

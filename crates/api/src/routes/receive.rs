@@ -902,9 +902,8 @@ async fn append(
     if Instant::now() >= deadline {
         return Err("timeout: not attempted within the push's time limit; push it again".into());
     }
-    // The same per-camera rate limit as an HTTP upload: one token per pushed image.
-    if let Err(refused) = state.rate_limits.take(camera, own_limit, 1) {
-        let error = crate::error::ApiError::rate_limited(refused);
+    // The same gate as an HTTP upload (quarantine, then one rate-limit token per image).
+    if let Err(error) = crate::gate::admit(state, camera, own_limit, 1) {
         return Err(format!("{}: {}", error.code, error.message));
     }
     // The image is held in memory like an upload's body: under the same global budget.
