@@ -195,7 +195,16 @@ impl Follower {
                     CameraAction::now(CameraActionKind::Quarantine, &camera, &reason, Some(evidence), "camledger");
                 // Git first, then the set: a crash in between leaves the quarantine in git,
                 // and the next start reads it.
-                let id = self.ledger.append_camera_action(&action)?;
+                let id = match self.ledger.append_camera_action(&action) {
+                    Ok(id) => id,
+                    // An operator quarantined it between our read and our write: their record
+                    // stands, and the next reload puts it in the set.
+                    Err(camledger_eventstore::camera_actions::Error::Redundant { .. }) => {
+                        self.reload_actions()?;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 self.quarantined.insert(&camera, &reason);
                 self.actions_seen += 1;
                 self.actions_head = Some(id.clone());
@@ -326,7 +335,12 @@ pub(crate) fn act(kind: CameraActionKind, camera: &str, args: &ActionArgs) -> an
     let by = args.by.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "operator".to_owned());
     let action = CameraAction::now(kind, camera, &reason, None, &by);
     action.check().map_err(|e| usage(e.to_owned()))?;
-    let id = ledger.append_camera_action(&action)?;
+    let id = match ledger.append_camera_action(&action) {
+        Ok(id) => id,
+        // Another writer got there first (checked against the head the append extends).
+        Err(e @ camledger_eventstore::camera_actions::Error::Redundant { .. }) => return Err(usage(e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
     println!("{} camera {camera}: commit {id} on {}", kind.as_str(), camledger_eventstore::CAMERAS_REF);
     Ok(())
 }

@@ -197,6 +197,10 @@ pub enum Error {
     /// Someone else moved the ref between our read and our write, every time we tried.
     #[error("{CAMERAS_REF} kept moving; nothing was written")]
     Conflict,
+    /// The action would not alternate with the camera's last one on the chain it extends
+    /// (a quarantine of a quarantined camera, a release of one that is not): nothing written.
+    #[error("camera {camera} is {state}; nothing was written")]
+    Redundant { camera: String, state: &'static str },
     #[error(transparent)]
     Read(#[from] read::Error),
     #[error("writing the camera action failed")]
@@ -217,6 +221,27 @@ pub fn quarantined(actions: &[StoredCameraAction]) -> HashMap<String, StoredCame
         }
     }
     out
+}
+
+/// The last action on `camera` in the chain ending at `head`, walking back from it.
+fn last_action_of(repo: &gix::Repository, head: Option<ObjectId>, camera: &str) -> Result<Option<Action>, read::Error> {
+    let mut next = head;
+    let mut walked = 0usize;
+    while let Some(id) = next {
+        if walked >= MAX_ACTIONS {
+            return Err(read::Error::Corrupt {
+                id: id.to_string(),
+                what: format!("{CAMERAS_REF} is longer than {MAX_ACTIONS} actions"),
+            });
+        }
+        let (action, parent) = load_action(repo, id)?;
+        if action.camera == camera {
+            return Ok(Some(action.action));
+        }
+        walked += 1;
+        next = parent;
+    }
+    Ok(None)
 }
 
 pub(crate) fn load_action(
@@ -280,6 +305,19 @@ impl Ledger {
         for _ in 0..8 {
             let repo = self.repo();
             let old = crate::verdict::ref_target(&repo, CAMERAS_REF)?;
+            // Checked against the very head the compare-and-swap expects, so two writers (an
+            // operator and the server, or two operators) cannot both append the same action:
+            // the loser retries on top of the winner and finds it redundant.
+            let quarantined = last_action_of(&repo, old, &action.camera)? == Some(Action::Quarantine);
+            match (action.action, quarantined) {
+                (Action::Quarantine, true) => {
+                    return Err(Error::Redundant { camera: action.camera.clone(), state: "already quarantined" })
+                }
+                (Action::Release, false) => {
+                    return Err(Error::Redundant { camera: action.camera.clone(), state: "not quarantined" })
+                }
+                _ => {}
+            }
             let seconds = time::OffsetDateTime::now_utc().unix_timestamp();
             let identity = format::committer(&self.config().node_name, seconds);
             let json = pack::encode(pack::Kind::Blob, &action.to_canonical_json()).map_err(Error::Storage)?;
@@ -364,5 +402,12 @@ mod tests {
         assert_eq!(actions[2].id, head);
         let now: Vec<String> = quarantined(&actions).into_keys().collect();
         assert_eq!(now, vec!["cam-2".to_owned()]);
+        // Checked against the head each append extends: a second quarantine of cam-2 (the
+        // server's, racing an operator's) and a second release of cam-1 write nothing.
+        let again = ledger.append_camera_action(&quarantine("cam-2"));
+        assert!(matches!(again, Err(Error::Redundant { state: "already quarantined", .. })), "{again:?}");
+        let release_again = ledger.append_camera_action(&release);
+        assert!(matches!(release_again, Err(Error::Redundant { state: "not quarantined", .. })), "{release_again:?}");
+        assert_eq!(ledger.camera_actions_head().expect("reads"), Some(head));
     }
 }
