@@ -119,7 +119,7 @@ impl CameraAction {
 
     /// Canonical `camera-action.json` bytes.
     pub fn to_canonical_json(&self) -> Vec<u8> {
-        canonical(&self.to_json())
+        format::canonical_json(&self.to_json())
     }
 
     /// Parses `camera-action.json`, refusing unknown versions, unknown fields, non-canonical
@@ -129,7 +129,7 @@ impl CameraAction {
         if json.format_version != CAMERA_ACTION_FORMAT_VERSION {
             return Err(FormatError::UnsupportedVersion(json.format_version));
         }
-        if canonical(&json) != bytes {
+        if format::canonical_json(&json) != bytes {
             return Err(FormatError::NotCanonical);
         }
         let action = CameraAction {
@@ -174,11 +174,6 @@ impl CameraAction {
         };
         format!("{summary} camera {c}\n\nCamera: {c}\nAction: {a}\n", c = self.camera, a = self.action.as_str())
     }
-}
-
-fn canonical(json: &ActionJson) -> Vec<u8> {
-    let value = serde_json::to_value(json).expect("strings, integers and maps always convert to JSON");
-    serde_json::to_vec(&value).expect("serialising a JSON value into memory cannot fail")
 }
 
 /// An action as stored, with its commit id.

@@ -73,9 +73,7 @@ impl EventRecord {
     /// UTF-16 order for our ASCII keys) is exactly JCS: same escapes (`\b \t \n \f \r`, `\"`,
     /// `\\`, other controls as lowercase `\u00xx`), non-ASCII emitted as raw UTF-8.
     pub fn to_canonical_json(&self) -> Vec<u8> {
-        let value =
-            serde_json::to_value(self).expect("a struct of strings and integers always converts to a JSON value");
-        serde_json::to_vec(&value).expect("serialising a JSON value into memory cannot fail")
+        canonical_json(self)
     }
 
     /// Parses `event.json`, refusing unknown versions and any non-canonical byte form.
@@ -263,6 +261,15 @@ pub(crate) fn tree_bytes<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str
         out.extend_from_slice(id.as_bytes());
     }
     out
+}
+
+/// RFC 8785 (JCS) bytes of a record made of strings, booleans, non-negative integers below
+/// 2^53, null, arrays and objects: serde_json's compact output of a `serde_json::Value`, whose
+/// maps are `BTreeMap`s (keys in byte order, equal to UTF-16 order for ASCII keys). The one
+/// serialiser of `event.json`, `verdict.json` and `camera-action.json`.
+pub(crate) fn canonical_json<T: serde::Serialize + ?Sized>(record: &T) -> Vec<u8> {
+    let value = serde_json::to_value(record).expect("a record of strings, numbers and maps always converts to JSON");
+    serde_json::to_vec(&value).expect("serialising a JSON value into memory cannot fail")
 }
 
 /// Git tree bytes for an event: `event.json` then the image (git sorts entries by name; `e` < `i`).

@@ -93,7 +93,7 @@ impl Verdict {
 
     /// Canonical `verdict.json` bytes.
     pub fn to_canonical_json(&self) -> Vec<u8> {
-        canonical(&self.to_json())
+        format::canonical_json(&self.to_json())
     }
 
     /// Parses `verdict.json`, refusing unknown versions and non-canonical bytes.
@@ -102,7 +102,7 @@ impl Verdict {
         if json.format_version != VERDICT_FORMAT_VERSION {
             return Err(format::FormatError::UnsupportedVersion(json.format_version));
         }
-        if canonical(&json) != bytes {
+        if format::canonical_json(&json) != bytes {
             return Err(format::FormatError::NotCanonical);
         }
         if json.perceptual_hash.as_deref().is_some_and(|h| !is_perceptual_hash(h)) {
@@ -196,11 +196,6 @@ fn is_perceptual_hash(value: &str) -> bool {
         && algorithm.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && (1..=64).contains(&hex.len())
         && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-fn canonical(json: &VerdictJson) -> Vec<u8> {
-    let value = serde_json::to_value(json).expect("strings, integers, booleans and maps always convert to JSON");
-    serde_json::to_vec(&value).expect("serialising a JSON value into memory cannot fail")
 }
 
 /// The newest verdict: the checkpoint of the processors.
