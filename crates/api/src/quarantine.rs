@@ -198,11 +198,8 @@ impl Follower {
                 let id = match self.ledger.append_camera_action(&action) {
                     Ok(id) => id,
                     // An operator quarantined it between our read and our write: their record
-                    // stands, and the next reload puts it in the set.
-                    Err(camledger_eventstore::camera_actions::Error::Redundant { .. }) => {
-                        self.reload_actions()?;
-                        continue;
-                    }
+                    // stands, and the next step's reload (0.5 s) puts it in the set.
+                    Err(camledger_eventstore::camera_actions::Error::Redundant { .. }) => continue,
                     Err(e) => return Err(e.into()),
                 };
                 self.quarantined.insert(&camera, &reason);
