@@ -268,7 +268,7 @@ mod tests {
 #[derive(Clone, Debug, clap::Args)]
 pub struct ActionArgs {
     /// Why (recorded in the camera-action commit; 1-256 characters).
-    #[arg(long)]
+    #[arg(long, env = "CAMLEDGER_ACTION_REASON")]
     pub reason: Option<String>,
     /// Who acts (recorded as `by`; default: $USER, else `operator`).
     #[arg(long, env = "CAMLEDGER_OPERATOR")]
