@@ -19,6 +19,19 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+/// The headers of every page and file served to a browser (the dashboard and the API docs):
+/// its Content-Security-Policy and cache policy, and no sniffing, framing or referrer.
+pub(crate) fn browser_headers(csp: &'static str, cache: &'static str) -> [(axum::http::HeaderName, &'static str); 5] {
+    use axum::http::header;
+    [
+        (header::CACHE_CONTROL, cache),
+        (header::CONTENT_SECURITY_POLICY, csp),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ]
+}
+
 /// Name of the session cookie.
 pub(crate) const COOKIE: &str = "camledger_session";
 /// How long a session lasts after sign-in (absolute, not sliding).

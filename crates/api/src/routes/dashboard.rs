@@ -21,7 +21,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::dashboard::{cookie, COOKIE, SESSION_TTL};
+use crate::dashboard::{browser_headers, cookie, COOKIE, SESSION_TTL};
 use crate::error::{ApiError, ErrorBody};
 use crate::registry::Role;
 use crate::routes::openapi::ServerErrors;
@@ -51,15 +51,8 @@ const ASSETS: [(&str, &str, &[u8]); 5] = [
     ("uPlot.min.css", "text/css; charset=utf-8", include_bytes!("../../assets/vendor/uplot/uPlot.min.css")),
 ];
 
-fn hardened(content_type: &'static str, cache: &'static str) -> [(header::HeaderName, &'static str); 6] {
-    [
-        (header::CONTENT_TYPE, content_type),
-        (header::CACHE_CONTROL, cache),
-        (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-    ]
+fn hardened(content_type: &'static str, cache: &'static str) -> impl axum::response::IntoResponseParts {
+    ([(header::CONTENT_TYPE, content_type)], browser_headers(PAGE_CSP, cache))
 }
 
 /// The live dashboard (the page signs in).

@@ -183,13 +183,7 @@ async fn docs_file(Path(file): Path<String>) -> Result<Response, ApiError> {
     // The page is checked on every visit; its files for five minutes, as the dashboard's.
     let cache = if file == "index.html" { "no-cache" } else { "public, max-age=300" };
     let mut response = (
-        [
-            (header::CACHE_CONTROL, cache),
-            (header::CONTENT_SECURITY_POLICY, DOCS_CSP),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::X_FRAME_OPTIONS, "DENY"),
-            (header::REFERRER_POLICY, "no-referrer"),
-        ],
+        crate::dashboard::browser_headers(DOCS_CSP, cache),
         // The embedded files are served from the binary without a copy.
         match found.bytes {
             Cow::Borrowed(bytes) => Bytes::from_static(bytes),
