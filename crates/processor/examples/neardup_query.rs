@@ -1,11 +1,13 @@
 //! How fast does the near-duplicate index answer, against scanning every hash?
 //!
-//! `cargo run --release -p camledger-processor --example neardup_query -- [ENTRIES]`
+//! `cargo run --release -p camledger-processor --example neardup_query -- [ENTRIES] [clustered]`
 //!
 //! Fills the index with ENTRIES (default 1,000,000) random 64-bit hashes, then asks 10,000
 //! queries at the default distance (half near an existing hash, half random) and prints the
-//! time per query for the index and for a full scan, and their ratio. Random hashes are the
-//! easy case for the index: real photo hashes cluster, so buckets are fuller.
+//! time per query for the index and for a full scan, and their ratio. With `clustered`, the
+//! hashes are those of fixed cameras instead: 16 scenes, each frame its scene's hash with up
+//! to 3 bits flipped, so most entries share a hash with many others (the case that made the
+//! index a full scan before buckets held distinct hashes).
 
 use std::time::Instant;
 
@@ -24,9 +26,22 @@ fn splitmix(state: &mut u64) -> u64 {
 
 fn main() {
     let entries: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let clustered = std::env::args().nth(2).is_some_and(|a| a == "clustered");
     let d = Thresholds::default().near_duplicate_distance;
     let mut state = 7u64;
-    let mut rng = || splitmix(&mut state);
+    let mut scene_state = 11u64;
+    let scenes: Vec<u64> = (0..16).map(|_| splitmix(&mut scene_state)).collect();
+    let mut rng = || {
+        let r = splitmix(&mut state);
+        if !clustered {
+            return r;
+        }
+        let mut h = scenes[(r % 16) as usize];
+        for flip in 0..(r >> 8) % 4 {
+            h ^= 1 << ((r >> (16 + 6 * flip)) % 64);
+        }
+        h
+    };
     let mut index = NearDupIndex::new(d);
     let mut hashes = Vec::with_capacity(entries as usize);
     let started = Instant::now();
@@ -35,7 +50,8 @@ fn main() {
         index.insert(seq, "cam", 0, hash);
         hashes.push(hash);
     }
-    println!("{entries} entries inserted in {:.2} s (distance {d})", started.elapsed().as_secs_f64());
+    let kind = if clustered { "clustered" } else { "random" };
+    println!("{entries} {kind} entries inserted in {:.2} s (distance {d})", started.elapsed().as_secs_f64());
     let queries: Vec<u64> = (0..10_000)
         .map(|i| {
             if i % 2 == 0 {

@@ -13,9 +13,21 @@
 //! query), so a query touches about 548 / 2^16 ≈ 0.8% of random hashes. One band per bit of
 //! distance (`m = D + 1`, exact lookups only) needed 11 bands of 5–6 bits at `D = 10`, whose
 //! buckets hold about 2% of all entries each: every query then touched ~20% of the index.
-//! Buckets keep each entry's hash inline, so a candidate rejected by distance costs no lookup
-//! in the entry list. `examples/neardup_query.rs` measures it: at 1,000,000 random hashes a
-//! query takes 0.3–0.39 ms against 2.0–3.0 ms for a full scan (6–8×), at 100,000 0.08 ms (2.7×).
+//! Buckets hold *distinct* hashes, and each distinct hash its entries per camera in seq
+//! order, so a query's cost follows the number of distinct hashes near it, not the number of
+//! images: a fixed camera whose frames share one hash, or a camera sending the same frame a
+//! million times, costs one candidate, not a million. (Buckets of entries made that case a
+//! full scan per query: in `bench soak`, whose images share a hash, `find` was the hottest
+//! function of the server after 900,000 events, and growing.) Buckets are not capped: a cap
+//! would make answers depend on which hashes came first rather than on the live entries, and a
+//! worker restarted from a checkpoint (which re-inserts only the live entries) must answer
+//! exactly as one that ran through, for `replay --strict`. The worst case is therefore hashes
+//! crafted to be distinct yet share band values: a query then costs up to the number of live
+//! distinct hashes (bounded by the entry cap), as a scan would.
+//! `examples/neardup_query.rs` measures it: at 1,000,000 random hashes a query takes about
+//! 0.29 ms against 1.8 ms for a full scan (6×); at 1,000,000 hashes of 16 fixed scenes with up
+//! to 3 bits of noise (about 600,000 distinct hashes) 0.39 ms (4.8×); a frame repeated
+//! 1,000,000 times is one candidate.
 //! Real photo hashes cluster more than random ones, which is why the candidates are also
 //! filtered cheaply by seq, camera and time before anything else.
 //!
@@ -127,9 +139,77 @@ impl std::hash::BuildHasher for BandHasher {
     }
 }
 
-/// One band's table: band value -> `(hash, entry position)` of the entries with that value,
-/// oldest first.
-type BandTable = HashMap<u64, VecDeque<(u64, u64)>, BandHasher>;
+/// One band's table: band value -> the distinct hashes with that value.
+type BandTable = HashMap<u64, Vec<u64>, BandHasher>;
+
+/// The entries holding one distinct hash. Most hashes (of random images, and of many real
+/// ones) are held by one entry, kept inline without an allocation; a hash held by several
+/// keeps, per camera, their positions in seq order.
+#[derive(Debug, Clone)]
+enum HashGroup {
+    One(Arc<str>, u64),
+    Many(Vec<(Arc<str>, VecDeque<u64>)>),
+}
+
+impl HashGroup {
+    fn push(&mut self, camera: &Arc<str>, position: u64) {
+        match self {
+            HashGroup::One(first_camera, first) => {
+                let (first_camera, first) = (Arc::clone(first_camera), *first);
+                *self = HashGroup::Many(if Arc::ptr_eq(&first_camera, camera) {
+                    vec![(first_camera, VecDeque::from([first, position]))]
+                } else {
+                    vec![(first_camera, VecDeque::from([first])), (Arc::clone(camera), VecDeque::from([position]))]
+                });
+            }
+            HashGroup::Many(cameras) => match cameras.iter_mut().find(|(c, _)| Arc::ptr_eq(c, camera)) {
+                Some((_, positions)) => positions.push_back(position),
+                None => cameras.push((Arc::clone(camera), VecDeque::from([position]))),
+            },
+        }
+    }
+
+    /// Removes `camera`'s entry at `position`, its oldest (`oldest`) or its newest; returns
+    /// whether the group is empty now.
+    fn remove(&mut self, camera: &Arc<str>, position: u64, oldest: bool) -> bool {
+        match self {
+            HashGroup::One(c, p) => Arc::ptr_eq(c, camera) && *p == position,
+            HashGroup::Many(cameras) => {
+                if let Some(i) = cameras.iter().position(|(c, _)| Arc::ptr_eq(c, camera)) {
+                    let positions = &mut cameras[i].1;
+                    if oldest && positions.front() == Some(&position) {
+                        positions.pop_front();
+                    } else if !oldest && positions.back() == Some(&position) {
+                        positions.pop_back();
+                    }
+                    if positions.is_empty() {
+                        cameras.swap_remove(i);
+                    }
+                }
+                cameras.is_empty()
+            }
+        }
+    }
+
+    /// Calls `found` with each camera holding the hash and its first position for which
+    /// `skip` is false. `skip` must be true for a prefix of each camera's positions only.
+    fn firsts(&self, skip: impl Fn(u64) -> bool, mut found: impl FnMut(&Arc<str>, u64)) {
+        match self {
+            HashGroup::One(camera, position) => {
+                if !skip(*position) {
+                    found(camera, *position);
+                }
+            }
+            HashGroup::Many(cameras) => {
+                for (camera, positions) in cameras {
+                    if let Some(&position) = positions.get(positions.partition_point(|&p| skip(p))) {
+                        found(camera, position);
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// At most this many bands: 16 bits each, wide enough that a bucket holds few random hashes.
 const MAX_BANDS: u32 = 4;
@@ -159,9 +239,10 @@ pub struct NearDupIndex {
     bands: Vec<(u32, u64)>,
     /// Bit patterns of at most `⌊max_distance / bands⌋` ones within a band (0 first).
     probes: Vec<u64>,
-    /// Per band: band value -> `(hash, entry position)` of every entry with that value. The
-    /// hash is kept inline so that rejecting a candidate by distance touches only its bucket.
+    /// Per band: band value -> the distinct hashes with that value.
     tables: Vec<BandTable>,
+    /// Distinct hash -> the positions of the entries holding it, per camera.
+    groups: HashMap<u64, HashGroup, BandHasher>,
     /// Entries held, oldest first; `entries[i]` has position `first + i`.
     entries: VecDeque<Entry>,
     /// Position of `entries[0]`.
@@ -202,6 +283,7 @@ impl NearDupIndex {
         Self {
             max_distance,
             tables: vec![HashMap::default(); bands.len()],
+            groups: HashMap::default(),
             bands,
             probes,
             entries: VecDeque::new(),
@@ -251,8 +333,20 @@ impl NearDupIndex {
         };
         *self.cameras.entry(Arc::clone(&camera)).or_insert(0) += 1;
         let position = self.first + self.entries.len() as u64;
-        for (table, &(shift, mask)) in self.tables.iter_mut().zip(&self.bands) {
-            table.entry((hash >> shift) & mask).or_default().push_back((hash, position));
+        let new_hash = match self.groups.get_mut(&hash) {
+            Some(group) => {
+                group.push(&camera, position);
+                false
+            }
+            None => {
+                self.groups.insert(hash, HashGroup::One(Arc::clone(&camera), position));
+                true
+            }
+        };
+        if new_hash {
+            for (table, &(shift, mask)) in self.tables.iter_mut().zip(&self.bands) {
+                table.entry((hash >> shift) & mask).or_default().push(hash);
+            }
         }
         self.entries.push_back(Entry { seq, camera, received_at, hash });
         self.newest = self.newest.max(received_at);
@@ -282,19 +376,29 @@ impl NearDupIndex {
             let Some(entry) = self.entries.pop_front() else { break };
             let position = self.first;
             self.first += 1;
-            for (table, &(shift, mask)) in self.tables.iter_mut().zip(&self.bands) {
-                let key = (entry.hash >> shift) & mask;
-                if let Some(bucket) = table.get_mut(&key) {
-                    // The oldest entry is at the front of each of its buckets.
-                    if bucket.front().is_some_and(|&(_, p)| p == position) {
-                        bucket.pop_front();
-                    }
-                    if bucket.is_empty() {
-                        table.remove(&key);
-                    }
+            self.unlink(&entry, position, true);
+            self.release_camera(&entry.camera);
+        }
+    }
+
+    /// Removes the entry at `position` (its camera's oldest or newest with its hash) from its
+    /// hash group, and a group left empty from the buckets.
+    fn unlink(&mut self, entry: &Entry, position: u64, oldest: bool) {
+        let Some(group) = self.groups.get_mut(&entry.hash) else { return };
+        if !group.remove(&entry.camera, position, oldest) {
+            return;
+        }
+        self.groups.remove(&entry.hash);
+        for (table, &(shift, mask)) in self.tables.iter_mut().zip(&self.bands) {
+            let key = (entry.hash >> shift) & mask;
+            if let Some(bucket) = table.get_mut(&key) {
+                if let Some(i) = bucket.iter().position(|&h| h == entry.hash) {
+                    bucket.swap_remove(i);
+                }
+                if bucket.is_empty() {
+                    table.remove(&key);
                 }
             }
-            self.release_camera(&entry.camera);
         }
     }
 
@@ -322,18 +426,7 @@ impl NearDupIndex {
         while self.first + (self.entries.len() as u64) > mark.end {
             let Some(entry) = self.entries.pop_back() else { break };
             let position = self.first + self.entries.len() as u64;
-            for (table, &(shift, mask)) in self.tables.iter_mut().zip(&self.bands) {
-                let key = (entry.hash >> shift) & mask;
-                if let Some(bucket) = table.get_mut(&key) {
-                    // The newest entry is at the back of each of its buckets.
-                    if bucket.back().is_some_and(|&(_, p)| p == position) {
-                        bucket.pop_back();
-                    }
-                    if bucket.is_empty() {
-                        table.remove(&key);
-                    }
-                }
-            }
+            self.unlink(&entry, position, false);
             self.release_camera(&entry.camera);
         }
         self.first_live = mark.first_live.max(self.first);
@@ -357,25 +450,33 @@ impl NearDupIndex {
             let own = (query.hash >> shift) & mask;
             self.probes.iter().filter(move |&&p| p & !mask == 0).filter_map(move |&p| table.get(&(own ^ p)))
         });
-        for candidates in buckets {
-            for &(hash, position) in candidates {
-                let d = distance(hash, query.hash);
-                if d > query.max_distance || position < self.first_live {
-                    continue;
+        // An exact repeat first: distance 0 at once, so that farther candidates are skipped.
+        let exact = self.groups.contains_key(&query.hash).then_some(query.hash);
+        for hash in exact.into_iter().chain(buckets.flatten().copied()) {
+            let d = distance(hash, query.hash);
+            if d > query.max_distance || best.is_some_and(|b| b.distance < d) {
+                continue;
+            }
+            let Some(group) = self.groups.get(&hash) else { continue };
+            // Positions and `received_at` both grow with seq: a camera's oldest live entry in
+            // the window is its first past both bounds, and the lowest seq it has of this hash.
+            let skip = |p: u64| {
+                p < self.first_live
+                    || query.received_since.is_some_and(|t| self.entries[(p - self.first) as usize].received_at < t)
+            };
+            group.firsts(skip, |entry_camera, position| {
+                if camera.is_some_and(|c| !Arc::ptr_eq(c, entry_camera)) {
+                    return;
                 }
                 let entry = &self.entries[(position - self.first) as usize];
-                if entry.seq >= query.before_seq
-                    || camera.is_some_and(|c| !Arc::ptr_eq(c, &entry.camera))
-                    || query.received_since.is_some_and(|t| entry.received_at < t)
-                {
-                    continue;
+                if entry.seq >= query.before_seq {
+                    return;
                 }
-                let candidate = Match { seq: entry.seq, distance: d };
                 best = match best {
                     Some(b) if (b.distance, b.seq) <= (d, entry.seq) => Some(b),
-                    _ => Some(candidate),
+                    _ => Some(Match { seq: entry.seq, distance: d }),
                 };
-            }
+            });
         }
         Ok(best)
     }

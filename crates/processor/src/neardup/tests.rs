@@ -164,8 +164,9 @@ fn entries_outside_the_window_are_evicted() {
     // Received at 9,990: everything received before 9,890 is gone, 9,890..=9,990 stays.
     assert_eq!(index.len(), 11);
     assert_eq!(index.entries.len(), 11, "evicted entries are dropped, not only hidden");
-    let bucketed: usize = index.tables[0].values().map(VecDeque::len).sum();
+    let bucketed: usize = index.tables[0].values().map(Vec::len).sum();
     assert_eq!(bucketed, 11, "and dropped from the buckets");
+    assert_eq!(index.groups.len(), 11, "and from the hash groups");
 }
 
 #[test]
@@ -211,4 +212,79 @@ fn a_rollback_restores_what_the_batch_evicted() {
     index.rollback(mark);
     assert_eq!(index.len(), 2);
     assert_eq!(index.find(&query(0)), Ok(Some(Match { seq: 1, distance: 0 })), "and back after the rollback");
+}
+
+#[test]
+fn a_frame_repeated_by_many_cameras_is_one_candidate_and_each_camera_finds_its_own_first() {
+    let mut index = NearDupIndex::new(10);
+    for seq in 1..=30_000u64 {
+        let camera = ["cam-a", "cam-b", "cam-c"][(seq % 3) as usize];
+        index.insert(seq, camera, seq as i64, 0xABCD);
+    }
+    assert_eq!(index.groups.len(), 1, "one distinct hash");
+    assert!(index.tables.iter().all(|t| t.values().all(|bucket| bucket.len() == 1)), "one slot per band");
+    let q = Query { max_distance: 10, before_seq: 30_001, ..query(0xABCF) };
+    assert_eq!(index.find(&q), Ok(Some(Match { seq: 1, distance: 1 })), "any camera: the first of all");
+    let own = Query { scope: Scope::SameCamera, camera: "cam-c", ..q };
+    assert_eq!(index.find(&own), Ok(Some(Match { seq: 2, distance: 1 })), "cam-c's first");
+    let windowed = Query { received_since: Some(20_000), ..own };
+    assert_eq!(index.find(&windowed), Ok(Some(Match { seq: 20_000, distance: 1 })), "the first in the window");
+    let earlier = Query { before_seq: 2, ..own };
+    assert_eq!(index.find(&earlier), Ok(None), "nothing of cam-c before seq 2");
+}
+
+#[test]
+fn the_index_agrees_with_a_full_scan_on_clustered_hashes_through_evictions_and_rollbacks() {
+    let mut rng = Rng(7);
+    let scenes: Vec<u64> = (0..12).map(|_| rng.next()).collect();
+    let mut index = NearDupIndex::new(10).with_max_entries(1_500).with_window(Some(5_000));
+    let mut all: Vec<(u64, &str, i64, u64)> = Vec::new();
+    let mut seq = 0u64;
+    for round in 0..40 {
+        let mark = index.mark();
+        let before = all.len();
+        for _ in 0..100 {
+            seq += 1;
+            let mut hash = scenes[(rng.next() % scenes.len() as u64) as usize];
+            for _ in 0..(rng.next() % 4) {
+                hash ^= 1 << (rng.next() % 64);
+            }
+            let camera = ["a", "b", "c"][(rng.next() % 3) as usize];
+            let received_at = seq as i64 * 2;
+            index.insert(seq, camera, received_at, hash);
+            all.push((seq, camera, received_at, hash));
+        }
+        if round % 5 == 4 {
+            index.rollback(mark);
+            all.truncate(before);
+            seq -= 100;
+        }
+        let newest = all.last().map_or(0, |e| e.2);
+        let live: Vec<_> = all.iter().rev().take(1_500).filter(|e| e.2 >= newest - 5_000).copied().collect();
+        for _ in 0..50 {
+            let mut hash = scenes[(rng.next() % scenes.len() as u64) as usize];
+            for _ in 0..(rng.next() % 8) {
+                hash ^= 1 << (rng.next() % 64);
+            }
+            let q = Query {
+                hash,
+                max_distance: 10,
+                scope: if rng.next() % 2 == 0 { Scope::All } else { Scope::SameCamera },
+                camera: "b",
+                before_seq: 1 + rng.next() % (seq + 1),
+                received_since: (rng.next() % 2 == 0).then_some((rng.next() % (seq * 2 + 1)) as i64),
+            };
+            let expected = live
+                .iter()
+                .filter(|(s, camera, received_at, _)| {
+                    *s < q.before_seq
+                        && (q.scope == Scope::All || *camera == q.camera)
+                        && q.received_since.is_none_or(|t| *received_at >= t)
+                })
+                .map(|&(s, _, _, h)| Match { seq: s, distance: distance(h, q.hash) })
+                .filter(|m| m.distance <= 10)
+                .min_by_key(|m| (m.distance, m.seq));
+            assert_eq!(index.find(&q), Ok(expected), "round {round}, {q:?}");
+        }
+    }
 }
