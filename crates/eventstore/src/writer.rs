@@ -379,6 +379,7 @@ fn open_state(ledger: &Ledger, health: &Arc<Health>) -> Result<Writer, open::Err
         index,
         poisoned: false,
         batches_since_durable: 0,
+        phases: Phases::default(),
         health: Arc::clone(health),
     })
 }
@@ -583,6 +584,8 @@ struct Writer {
     index: Arc<WriterIndex>,
     poisoned: bool,
     batches_since_durable: u32,
+    /// Where the last batch's time went (for the slow-batch warning).
+    phases: Phases,
     /// Wakes the consolidation thread after each batch (a full channel means it is already due).
     consolidator: Option<(std::sync::mpsc::SyncSender<()>, JoinHandle<()>)>,
     /// Shared with the consolidation thread, which paces itself behind the batches (see [`Pacer`]).
@@ -830,9 +833,24 @@ impl Writer {
             }
             if !batch.is_empty() {
                 let (requests, started) = (batch.len(), std::time::Instant::now());
+                self.phases = Phases::default();
                 self.process(batch);
+                let took = started.elapsed();
                 if let Some(observer) = &self.ledger.config().observer {
-                    observer.batch(requests, started.elapsed());
+                    observer.batch(requests, took);
+                }
+                if took >= SLOW_BATCH {
+                    let Phases { publish, index, durable_index } = self.phases;
+                    log_quietly(|| {
+                        tracing::warn!(
+                            requests,
+                            ms = took.as_millis() as u64,
+                            publish_ms = publish.as_millis() as u64,
+                            index_ms = index.as_millis() as u64,
+                            durable_index,
+                            "slow batch: uploads waited this long for it"
+                        )
+                    });
                 }
             }
         }
@@ -1039,6 +1057,7 @@ impl Writer {
         // batch: pack + idx; the pack directory, the ref's lock file and seq.idx together;
         // after the rename, the refs directory.
         let edit = refs::Edit { name: EVENTS_REF, new: last.id, expected: self.head.map(|(_, id)| id) };
+        let publishing = Instant::now();
         let published = publish::publish(
             &ledger,
             &publish::Publication {
@@ -1048,6 +1067,7 @@ impl Writer {
                 holder: publish::Holder::EventWriter,
             },
         );
+        self.phases.publish = publishing.elapsed();
         // A fresh handle per batch: it reopens the object store after consolidation.
         self.repo = self.ledger.repo();
         match published {
@@ -1075,7 +1095,11 @@ impl Writer {
         };
         self.batches_since_durable += 1;
         let durable = self.batches_since_durable >= windex::DURABLE_EVERY;
-        match self.index.apply(&update, durable) {
+        let indexing = Instant::now();
+        let applied = self.index.apply(&update, durable);
+        self.phases.index = indexing.elapsed();
+        self.phases.durable_index = durable;
+        match applied {
             Ok(()) if durable => self.batches_since_durable = 0,
             Ok(()) => {}
             Err(e) => self.poison(format!("writer index update failed after the batch was durable: {e}")),
@@ -1089,6 +1113,21 @@ impl Writer {
             let _ = wake.try_send(());
         }
     }
+}
+
+/// A batch that takes this long is logged at `warn` with where its time went: every upload in
+/// it waited at least this long for its answer.
+const SLOW_BATCH: Duration = Duration::from_millis(500);
+
+/// Time spent in the two slow phases of the last batch.
+#[derive(Clone, Copy, Default)]
+struct Phases {
+    /// Pack, ref and `seq.idx` written and fsynced (`publish.rs`).
+    publish: Duration,
+    /// The writer index (`windex.rs`) updated.
+    index: Duration,
+    /// Whether that update was one of the durable (fsynced) ones.
+    durable_index: bool,
 }
 
 /// The committing node: its name and, when it has one, its signing key.
