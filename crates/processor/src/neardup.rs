@@ -24,10 +24,10 @@
 //! exactly as one that ran through, for `replay --strict`. The worst case is therefore hashes
 //! crafted to be distinct yet share band values: a query then costs up to the number of live
 //! distinct hashes (bounded by the entry cap), as a scan would.
-//! `examples/neardup_query.rs` measures it: at 1,000,000 random hashes a query takes about
-//! 0.29 ms against 1.8 ms for a full scan (6×); at 1,000,000 hashes of 16 fixed scenes with up
-//! to 3 bits of noise (about 600,000 distinct hashes) 0.39 ms (4.8×); a frame repeated
-//! 1,000,000 times is one candidate.
+//! `examples/neardup_query.rs` measures it: at 1,000,000 random hashes a query takes
+//! 0.26–0.29 ms against 1.8 ms for a full scan (6–7×); at 1,000,000 hashes of 16 fixed scenes
+//! with up to 3 bits of noise (about 600,000 distinct hashes) 0.32–0.39 ms (5×); a frame
+//! repeated 1,000,000 times is one candidate.
 //! Real photo hashes cluster more than random ones, which is why the candidates are also
 //! filtered cheaply by seq, camera and time before anything else.
 //!
@@ -241,8 +241,12 @@ pub struct NearDupIndex {
     probes: Vec<u64>,
     /// Per band: band value -> the distinct hashes with that value.
     tables: Vec<BandTable>,
-    /// Distinct hash -> the positions of the entries holding it, per camera.
-    groups: HashMap<u64, HashGroup, BandHasher>,
+    /// Distinct hash -> the positions of the entries holding it, per camera. Keyed with
+    /// std's randomly seeded SipHash, not [`BandHasher`]: a multiply keeps equal low bits
+    /// equal, so hashes crafted to share their low bits would pile into one probe sequence.
+    /// (Band values are 16 bits from distance 3 up, the default 10 included, and a multiply
+    /// maps those without collisions; below 3 the bands are wider and share this weakness.)
+    groups: HashMap<u64, HashGroup>,
     /// Entries held, oldest first; `entries[i]` has position `first + i`.
     entries: VecDeque<Entry>,
     /// Position of `entries[0]`.
