@@ -840,11 +840,12 @@ impl Writer {
                     observer.batch(requests, took);
                 }
                 if took >= SLOW_BATCH {
-                    let Phases { publish, index, durable_index } = self.phases;
+                    let Phases { prepare, publish, index, durable_index } = self.phases;
                     log_quietly(|| {
                         tracing::warn!(
                             requests,
                             ms = took.as_millis() as u64,
+                            prepare_ms = prepare.as_millis() as u64,
                             publish_ms = publish.as_millis() as u64,
                             index_ms = index.as_millis() as u64,
                             durable_index,
@@ -893,6 +894,7 @@ impl Writer {
             }
             return;
         }
+        let preparing = Instant::now();
         let now = time::OffsetDateTime::now_utc().max(self.last_received);
         let received_at = format::format_timestamp(now);
         let seconds = now.unix_timestamp();
@@ -981,6 +983,7 @@ impl Writer {
             }
         }
 
+        self.phases.prepare = preparing.elapsed();
         self.activity.committing.store(true, Ordering::Release);
         let result = if written.is_empty() { Ok(()) } else { self.commit_batch(&entries, &written, now) };
         self.activity.committing.store(false, Ordering::Release);
@@ -1119,9 +1122,12 @@ impl Writer {
 /// it waited at least this long for its answer.
 const SLOW_BATCH: Duration = Duration::from_millis(500);
 
-/// Time spent in the two slow phases of the last batch.
+/// Where the last batch's time went; what the phases leave is answering the requests and
+/// time the thread waited for a core.
 #[derive(Clone, Copy, Default)]
 struct Phases {
+    /// Idempotency and dedupe lookups, and building the objects (signing included).
+    prepare: Duration,
     /// Pack, ref and `seq.idx` written and fsynced (`publish.rs`).
     publish: Duration,
     /// The writer index (`windex.rs`) updated.
