@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::Application;
 pub use crate::config::OutputFormat;
-use crate::config::{DataDirArg, ReadModelArg, SearchArgs, ServeConfig};
+use crate::config::{DataDirArg, ListArgs, ReadModelArg, SearchArgs, ServeConfig};
 use crate::datadir::{open_ledger, prepare_ledger_dir, require_ledger_dir};
 pub use crate::error_chain::error_message;
 use crate::push::PushArgs;
@@ -237,12 +237,7 @@ pub enum CamerasCommand {
         data: DataDirArg,
     },
     /// List cameras.
-    List {
-        #[command(flatten)]
-        data: DataDirArg,
-        #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
-        format: OutputFormat,
-    },
+    List(ListArgs),
     /// Revoke a camera's token; a running server refuses it from its next request on.
     Revoke {
         id: String,
@@ -297,12 +292,7 @@ pub enum TokensCommand {
         data: DataDirArg,
     },
     /// List every token's holder, kind (camera, auditor, admin) and dates; never a token.
-    List {
-        #[command(flatten)]
-        data: DataDirArg,
-        #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
-        format: OutputFormat,
-    },
+    List(ListArgs),
     /// Revoke the token of NAME; a running server refuses it from its next request on.
     Revoke {
         name: String,
@@ -542,7 +532,7 @@ async fn cameras(action: CamerasCommand) -> anyhow::Result<()> {
             println!("added camera {id}");
             println!("token (shown once; configure it on the camera): {token}");
         }
-        CamerasCommand::List { data, format } => {
+        CamerasCommand::List(ListArgs { data, format }) => {
             let registry = open_registry(&data).await?;
             let cameras = registry.list_cameras().await?;
             let quarantined = crate::quarantine::quarantined_now(&data)?;
@@ -619,7 +609,7 @@ async fn tokens(action: TokensCommand) -> anyhow::Result<()> {
             println!("added {} token {name}", role.as_str());
             println!("token (shown once): {token}");
         }
-        TokensCommand::List { data, format } => {
+        TokensCommand::List(ListArgs { data, format }) => {
             let registry = open_registry(&data).await?;
             let tokens = registry.list_tokens().await?;
             match format {

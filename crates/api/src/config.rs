@@ -495,6 +495,16 @@ pub enum OutputFormat {
     Json,
 }
 
+/// The arguments of the registry's `list` commands (cameras, tokens, links, webhooks): which
+/// data dir, and how to print.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+    #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
 /// Limits on `git push` of image commits (`POST /git/ledger.git/git-receive-pack`).
 #[derive(Clone, Debug, clap::Args)]
 pub struct PushLimitArgs {

@@ -5,7 +5,7 @@
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::config::{DataDirArg, OutputFormat};
+use crate::config::{DataDirArg, ListArgs, OutputFormat};
 use crate::datadir::require_ledger_dir;
 use crate::registry::{parse_expires_in, Registry, MAX_LINK_UPLOADS};
 
@@ -29,12 +29,7 @@ pub enum LinksCommand {
         data: DataDirArg,
     },
     /// List upload links with their state and uses; never a secret.
-    List {
-        #[command(flatten)]
-        data: DataDirArg,
-        #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
-        format: OutputFormat,
-    },
+    List(ListArgs),
     /// Revoke link ID (as `links list` shows it); a running server refuses it from its next use.
     Revoke {
         id: String,
@@ -63,7 +58,7 @@ pub async fn run(action: LinksCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        LinksCommand::List { data, format } => {
+        LinksCommand::List(ListArgs { data, format }) => {
             let registry = open(&data).await?;
             let links = registry.list_links().await?;
             match format {

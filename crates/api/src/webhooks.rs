@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DataDirArg, OutputFormat};
+use crate::config::{DataDirArg, ListArgs, OutputFormat};
 use crate::datadir::{open_ledger, require_ledger_dir};
 use crate::evaluate::UsageError;
 use crate::readmodel::Projected;
@@ -677,12 +677,7 @@ pub enum WebhooksCommand {
         data: DataDirArg,
     },
     /// List hooks with their checkpoints (the secret masked).
-    List {
-        #[command(flatten)]
-        data: DataDirArg,
-        #[arg(long, env = "CAMLEDGER_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
-        format: OutputFormat,
-    },
+    List(ListArgs),
     /// Remove a hook; a running server stops delivering to it within about 2 s.
     Remove {
         id: String,
@@ -749,7 +744,7 @@ pub async fn command(action: WebhooksCommand) -> anyhow::Result<()> {
             }
             println!("added webhook {id}");
         }
-        WebhooksCommand::List { data, format } => {
+        WebhooksCommand::List(ListArgs { data, format }) => {
             let registry = open_registry(&data).await?;
             let hooks = list(&registry).await?;
             registry.close().await;

@@ -109,8 +109,15 @@ const JUDGE_THREAD: &str = "camledger-judge";
 /// an idle core.
 pub const JUDGE_NICE: i32 = 10;
 
-fn judge_thread() -> std::thread::Builder {
-    std::thread::Builder::new().name(JUDGE_THREAD.into())
+/// Starts an analysis thread in `scope`: named [`JUDGE_THREAD`], running `f` behind ingest.
+fn spawn_judge<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> std::io::Result<std::thread::ScopedJoinHandle<'scope, T>> {
+    std::thread::Builder::new().name(JUDGE_THREAD.into()).spawn_scoped(scope, move || {
+        behind_ingest();
+        f()
+    })
 }
 
 /// Makes the calling analysis thread [`JUDGE_NICE`] nicer (at most 19). On Linux the nice
@@ -249,8 +256,7 @@ impl Worker {
                 let handles: Vec<_> = seqs
                     .chunks(per_thread)
                     .map(|chunk| {
-                        judge_thread().spawn_scoped(scope, move || {
-                            behind_ingest();
+                        spawn_judge(scope, move || {
                             chunk
                                 .iter()
                                 .map(|&(seq, (recorded, accepted))| {
@@ -299,8 +305,7 @@ impl Worker {
                 .chunks(per_thread)
                 .zip(self.classifiers.iter_mut())
                 .map(|(chunk, classifier)| {
-                    judge_thread().spawn_scoped(scope, move || {
-                        behind_ingest();
+                    spawn_judge(scope, move || {
                         chunk
                             .iter()
                             .map(|e| {

@@ -430,14 +430,12 @@ fn analysis_threads_run_nicer_than_the_server_and_leave_its_threads_alone() {
     use rustix::process::getpriority_process;
     let nice_of_this_thread = || getpriority_process(Some(rustix::thread::gettid())).expect("own nice value");
     let server = nice_of_this_thread();
-    let judge = judge_thread()
-        .spawn(move || {
-            behind_ingest();
-            (std::thread::current().name().map(str::to_owned), nice_of_this_thread())
-        })
-        .expect("spawn")
-        .join()
-        .expect("join");
+    let judge = std::thread::scope(|scope| {
+        spawn_judge(scope, || (std::thread::current().name().map(str::to_owned), nice_of_this_thread()))
+            .expect("spawn")
+            .join()
+            .expect("join")
+    });
     assert_eq!(judge, (Some(JUDGE_THREAD.to_owned()), (server + JUDGE_NICE).min(19)));
     assert_eq!(nice_of_this_thread(), server, "the calling thread keeps its priority");
 }
