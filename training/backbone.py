@@ -7,9 +7,10 @@ raw storages. `load_pth` reads it with a restricted unpickler and numpy (no torc
 the file is run: only the names below are resolved).
 
 `trunk_nodes` emits the first `blocks` feature blocks with batch norm folded into the
-convolutions (Conv + Clip(0, 6) + Add), and taps global average and max pools of chosen blocks'
-outputs, so the head sees colour/texture statistics from early layers as well as object-like
-features from later ones.
+convolutions (Conv + Clip(0, 6) + Add), and pools chosen tensors into one feature vector: global
+average and max of blocks' outputs (colour/texture statistics from early layers, object-like
+features from later ones), of a block's wide depthwise activations, and 3×3 grids of average
+pools (where in the frame things are).
 """
 
 from __future__ import annotations
@@ -116,11 +117,37 @@ def block_specs() -> list[tuple[int, int, int, int]]:
     return specs
 
 
-def trunk_nodes(w: dict, blocks: int, taps: list[int], input_name: str = "input"):
+def feature_width(spec: str, side: int = 96) -> int:
+    """Width of one pooled feature (see `trunk_nodes`) for a `side`×`side` input."""
+    op, where = spec.split(":")
+    i = int(where[1:])
+    cin, t, cout, _ = block_specs()[i - 1]
+    channels = cout if where[0] == "b" else cin * t
+    if op == "rw":
+        return channels * 2 * spatial_side(where, side)
+    return channels * (2 if op == "mm" else 9)
+
+
+def spatial_side(where: str, side: int) -> int:
+    """Side of block `where`'s output map for a `side`×`side` input (stride 2 at f0 and at
+    each group's first block that has stride 2)."""
+    s = side // 2
+    for cin, t, cout, stride in block_specs()[:int(where[1:])]:
+        s = s // stride
+    return s
+
+
+def trunk_nodes(w: dict, blocks: int, features: list[str], input_name: str = "input", side: int = 96):
     """ONNX nodes and initializers for features[0:blocks] on a normalised NCHW input.
 
-    Returns (nodes, initializers, pooled feature tensor name, feature width). The pooled feature is
-    [N, sum(2 * channels of each tapped block)]: mean then max of each tap, in tap order.
+    `features` lists the pooled features, concatenated in order into one [N, width] tensor:
+    - `mm:bI`: global mean then global max of block I's output (the linear bottleneck);
+    - `mm:dI`: the same of block I's depthwise activations (after ReLU6: t× wider than the output);
+    - `g3:bI`: block I's output averaged over a 3×3 grid of cells (channel-major, then row, then
+      column): where in the frame a pattern is (caption bands, title bars, a centred object);
+    - `rw:bI`: block I's output averaged, then maxed, along each row (channel-major, then row):
+      horizontal bands such as a caption's lines of text, at every height of the frame.
+    Returns (nodes, initializers, feature tensor name, feature width).
     """
     from onnx import helper, numpy_helper
 
@@ -143,7 +170,6 @@ def trunk_nodes(w: dict, blocks: int, taps: list[int], input_name: str = "input"
 
     outs = {}
     x = conv(input_name, "f0", "features.0.0", "features.0.1", 2, 1, True)
-    outs[0] = (x, 32)
     for i, (cin, t, cout, stride) in enumerate(block_specs()[:blocks - 1], start=1):
         p = f"features.{i}.conv"
         h = x
@@ -152,30 +178,46 @@ def trunk_nodes(w: dict, blocks: int, taps: list[int], input_name: str = "input"
             h = conv(h, f"f{i}.exp", f"{p}.0.0", f"{p}.0.1", 1, 1, True)
             j = 1
         h = conv(h, f"f{i}.dw", f"{p}.{j}.0", f"{p}.{j}.1", stride, cin * t, True)
+        outs[f"d{i}"] = h
         h = conv(h, f"f{i}.pw", f"{p}.{j + 1}", f"{p}.{j + 2}", 1, 1, False)
         if stride == 1 and cin == cout:
             nodes.append(helper.make_node("Add", [x, h], [f"f{i}.add"]))
             h = f"f{i}.add"
         x = h
-        outs[i] = (x, cout)
+        outs[f"b{i}"] = x
     pooled, width = [], 0
-    for tap in taps:
-        name, c = outs[tap]
-        nodes.append(helper.make_node("GlobalAveragePool", [name], [f"tap{tap}.gap"]))
-        nodes.append(helper.make_node("GlobalMaxPool", [name], [f"tap{tap}.gmp"]))
-        pooled += [f"tap{tap}.gap", f"tap{tap}.gmp"]
-        width += 2 * c
-    nodes.append(helper.make_node("Concat", pooled, ["bb.pooled4"], axis=1))
-    nodes.append(helper.make_node("Flatten", ["bb.pooled4"], ["bb.feat"], axis=1))
+    for spec in features:
+        op, where = spec.split(":")
+        src, tag = outs[where], spec.replace(":", "_")
+        if op == "mm":
+            nodes.append(helper.make_node("GlobalAveragePool", [src], [f"{tag}.gap"]))
+            nodes.append(helper.make_node("GlobalMaxPool", [src], [f"{tag}.gmp"]))
+            parts = [f"{tag}.gap", f"{tag}.gmp"]
+        elif op == "g3":
+            cell = spatial_side(where, side) // 3
+            nodes.append(helper.make_node("AveragePool", [src], [f"{tag}.grid"], kernel_shape=[cell, cell],
+                                          strides=[cell, cell]))
+            parts = [f"{tag}.grid"]
+        elif op == "rw":
+            nodes.append(helper.make_node("ReduceMean", [src], [f"{tag}.rmean"], axes=[3], keepdims=1))
+            nodes.append(helper.make_node("ReduceMax", [src], [f"{tag}.rmax"], axes=[3], keepdims=1))
+            parts = [f"{tag}.rmean", f"{tag}.rmax"]
+        else:
+            raise ValueError(f"unknown pooled feature {spec!r}")
+        for part in parts:
+            nodes.append(helper.make_node("Flatten", [part], [f"{part}.flat"], axis=1))
+            pooled.append(f"{part}.flat")
+        width += feature_width(spec, side)
+    nodes.append(helper.make_node("Concat", pooled, ["bb.feat"], axis=1))
     return nodes, inits, "bb.feat", width
 
 
-def trunk_model(w: dict, blocks: int, taps: list[int], side: int):
+def trunk_model(w: dict, blocks: int, features: list[str], side: int):
     """A standalone feature-extractor model (input -> pooled features), for caching features."""
     import onnx
     from onnx import TensorProto, helper
 
-    nodes, inits, feat, width = trunk_nodes(w, blocks, taps)
+    nodes, inits, feat, width = trunk_nodes(w, blocks, features, side=side)
     graph = helper.make_graph(
         nodes, "mobilenetv2_trunk",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, side, side])],
@@ -191,7 +233,7 @@ def full_classifier(w: dict, side: int):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes, inits, _, _ = trunk_nodes(w, 18, [17])
+    nodes, inits, _, _ = trunk_nodes(w, 18, ["mm:b17"], side=side)
     # features.18: 1x1 conv 320 -> 1280 + BN + ReLU6, then GAP and the linear classifier.
     k, b = _fold(w, "features.18.0", "features.18.1")
     inits += [numpy_helper.from_array(k, "f18.w"), numpy_helper.from_array(b, "f18.b"),
