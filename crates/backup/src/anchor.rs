@@ -253,6 +253,37 @@ impl AnchorStore {
         let new = Checkpoint::verify_note(note, signers).map_err(AnchorError::InvalidNote)?;
         tracing::Span::current().record("origin", new.origin.as_str());
         let mut tx = self.store.begin().await.map_err(db)?;
+        match Self::append_locked(&mut tx, new, note, ledger, signers).await {
+            Ok(stored) => {
+                tx.commit().await.map_err(db)?;
+                tracing::info!(
+                    id = stored.id,
+                    origin = %stored.checkpoint.origin,
+                    events_seq = stored.checkpoint.events_seq,
+                    verdicts_seq = stored.checkpoint.verdicts_seq,
+                    "anchored a checkpoint"
+                );
+                Ok(stored)
+            }
+            Err(refused) => {
+                // Release the latest row's lock before returning, not when the pool next
+                // reuses this connection: another writer (or an operator) may be waiting on it.
+                if let Err(error) = tx.rollback().await {
+                    tracing::warn!(%error, "rolling back a refused checkpoint failed");
+                }
+                Err(refused)
+            }
+        }
+    }
+
+    /// `append`'s checks and insert inside `tx`, which the caller commits or rolls back.
+    async fn append_locked(
+        tx: &mut Tx,
+        new: Checkpoint,
+        note: &str,
+        ledger: &Ledger,
+        signers: &AllowedSigners,
+    ) -> Result<StoredCheckpoint, AnchorError> {
         // The latest row of this origin, locked on MariaDB (SQLite's one writer needs no lock).
         macro_rules! latest {
             ($tx:expr, $lock:literal) => {
@@ -271,7 +302,7 @@ impl AnchorStore {
                 .map_err(db)?
             };
         }
-        let previous = match &mut tx {
+        let previous = match tx {
             Tx::MySql(tx) => latest!(tx, " FOR UPDATE"),
             Tx::Sqlite(tx) => latest!(tx, ""),
         };
@@ -315,18 +346,10 @@ impl AnchorStore {
                     .map_err(db)?
             };
         }
-        let id = match &mut tx {
+        let id = match tx {
             Tx::MySql(tx) => i64::try_from(insert!(tx).last_insert_id()).unwrap_or(i64::MAX),
             Tx::Sqlite(tx) => insert!(tx).last_insert_rowid(),
         };
-        tx.commit().await.map_err(db)?;
-        tracing::info!(
-            id,
-            origin = %new.origin,
-            events_seq = new.events_seq,
-            verdicts_seq = new.verdicts_seq,
-            "anchored a checkpoint"
-        );
         Ok(StoredCheckpoint { id, checkpoint: new, note: note.to_owned(), created_at_ms })
     }
 }

@@ -334,4 +334,13 @@ impl Tx {
             Tx::Sqlite(tx) => tx.commit().await,
         }
     }
+
+    /// Rolls back now. Dropping a transaction only queues the rollback until its connection is
+    /// next used, so row locks (`SELECT … FOR UPDATE`) could outlive a refused write.
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::MySql(tx) => tx.rollback().await,
+            Tx::Sqlite(tx) => tx.rollback().await,
+        }
+    }
 }

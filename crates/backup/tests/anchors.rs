@@ -80,6 +80,11 @@ async fn mariadb_anchors_checkpoints_and_refuses_a_rewritten_row() {
     let fx = Fixture::new();
     let store = appends_extend_and_refuse_what_does_not(&db.url(), &fx).await;
 
+    // The refused appends locked the latest row (`FOR UPDATE`); they released it before
+    // returning. This runs with no await in between, so a rollback merely queued on the
+    // dropped transaction would still hold the lock here, and this update would time out.
+    db.sql("SET SESSION innodb_lock_wait_timeout = 2; UPDATE checkpoints SET note = note WHERE id = 2");
+
     db.sql("UPDATE checkpoints SET events_seq = 99 WHERE id = 1");
     let err = store.list(None, Some(&fx.signers)).await.unwrap_err();
     assert!(matches!(err, AnchorError::Tampered { id: 1, .. }), "{err}");

@@ -59,8 +59,17 @@ impl MariaDb {
 
 impl Drop for MariaDb {
     fn drop(&mut self) {
+        // A failed test can leave a pool connection holding locks (its cleanup needs the
+        // runtime this drop is blocking): end those first, and never wait long on a lock.
+        self.kill_connections();
         let _ = Command::new("mariadb")
-            .args(["-uroot", "-h127.0.0.1", "-P3306", "-e", &format!("DROP DATABASE IF EXISTS {}", self.name)])
+            .args([
+                "-uroot",
+                "-h127.0.0.1",
+                "-P3306",
+                "-e",
+                &format!("SET SESSION lock_wait_timeout = 10; DROP DATABASE IF EXISTS {}", self.name),
+            ])
             .output();
     }
 }
