@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+import adam
 import backbone
 
 BLOCKS = (5, 6)
@@ -106,8 +107,6 @@ def fit(weights, b4, p3, y, n_labels: int, epochs: int, seed: int, hidden: int =
     nc = len(conv0)
     photo = y == 0
     cw = (np.where(photo, 0.5 / max(1, photo.sum()), 0.5 / max(1, (~photo).sum())) * n).astype(np.float32)
-    steps = max(1, n // batch)
-    total = steps * epochs
     lrs = [CONV_LR] * nc + [HEAD_LR] * len(head)
 
     def logits(p, xb, pb, key, train):
@@ -121,27 +120,8 @@ def fit(weights, b4, p3, y, n_labels: int, epochs: int, seed: int, hidden: int =
         return -(jnp.take_along_axis(lp, yb[:, None], 1)[:, 0] * wb).mean() + wd * sum(
             (q ** 2).sum() for q in p[nc::2])
 
-    @jax.jit
-    def step(p, m, v, xb, pb, yb, wb, t, key):
-        g = jax.grad(loss)(p, xb, pb, yb, wb, key)
-        c = 0.5 * (1 + jnp.cos(jnp.pi * t / total))
-        m = [0.9 * a + 0.1 * b for a, b in zip(m, g)]
-        v = [0.999 * a + 0.001 * b * b for a, b in zip(v, g)]
-        p = [w - lr * c * (a / (1 - 0.9 ** (t + 1))) / (jnp.sqrt(b / (1 - 0.999 ** (t + 1))) + 1e-8)
-             for w, lr, a, b in zip(p, lrs, m, v)]
-        return p, m, v
-
-    m = [jnp.zeros_like(q) for q in params]
-    v = [jnp.zeros_like(q) for q in params]
-    rng = np.random.default_rng(seed)
-    t = 0
-    for _ in range(epochs):
-        perm = rng.permutation(n)
-        for s in range(steps):
-            idx = perm[s * batch:(s + 1) * batch]
-            key, sub = jax.random.split(key)
-            params, m, v = step(params, m, v, b4[idx], p3[idx], y[idx], cw[idx], jnp.float32(t), sub)
-            t += 1
+    params = adam.fit(loss, params, lrs, n, epochs, batch, seed, key,
+                      lambda idx: (b4[idx], p3[idx], y[idx], cw[idx]))
     conv = [np.asarray(q, np.float32) for q in params[:nc]]
     return {"conv": conv, "head": {"hidden": hidden, "mu": mu, "sd": sd,
                                    "params": [np.asarray(q, np.float32) for q in params[nc:]]}}

@@ -36,6 +36,7 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import adam  # noqa: E402
 import backbone  # noqa: E402
 import finetune  # noqa: E402
 import lso  # noqa: E402
@@ -440,31 +441,8 @@ def train_head(F, y, hidden: int, epochs: int = 40, batch: int = 256, seed: int 
         nll = -(jnp.take_along_axis(logp, yb[:, None], axis=1)[:, 0] * wb).mean()
         return nll + wd * sum((w ** 2).sum() for w in p[::2])
 
-    steps = max(1, n // batch)
-    total = steps * epochs
-    opt_m = [jnp.zeros_like(w) for w in params]
-    opt_v = [jnp.zeros_like(w) for w in params]
-
-    @jax.jit
-    def step(p, m, v, x, yb, wb, t, key):
-        g = jax.grad(loss_fn)(p, x, yb, wb, key)
-        lr = 2e-3 * 0.5 * (1 + jnp.cos(jnp.pi * t / total))
-        m = [0.9 * a + 0.1 * b for a, b in zip(m, g)]
-        v = [0.999 * a + 0.001 * b * b for a, b in zip(v, g)]
-        p = [w - lr * (a / (1 - 0.9 ** (t + 1))) / (jnp.sqrt(b / (1 - 0.999 ** (t + 1))) + 1e-8)
-             for w, a, b in zip(p, m, v)]
-        return p, m, v
-
-    rng = np.random.default_rng(seed)
-    t = 0
-    for _ in range(epochs):
-        perm = rng.permutation(n)
-        for s in range(steps):
-            idx = perm[s * batch:(s + 1) * batch]
-            key, sub = jax.random.split(key)
-            params, opt_m, opt_v = step(params, opt_m, opt_v, X[idx], y[idx], cw[idx].astype(np.float32),
-                                        jnp.float32(t), sub)
-            t += 1
+    params = adam.fit(loss_fn, params, [2e-3] * len(params), n, epochs, batch, seed, key,
+                      lambda idx: (X[idx], y[idx], cw[idx].astype(np.float32)))
     return {"hidden": hidden, "mu": mu.astype(np.float32), "sd": sd.astype(np.float32),
             "params": [np.asarray(w, np.float32) for w in params]}
 
@@ -644,7 +622,8 @@ def main():
     gen_s = time.time() - t0
     log(f"generated {len(x)} samples in {gen_s:.0f} s")
     fold_of = lso.assign_folds(tasks, args.folds, SEED)
-    with open(HERE / "dataset_split.csv", "w", newline="") as f:
+    # The committed split belongs to the full run; a --quick run writes its own beside its outputs.
+    with open((out_dir if args.quick else HERE) / "dataset_split.csv", "w", newline="") as f:
         wr = csv.writer(f)
         wr.writerow(["origin", "fold", "samples", "roles"])
         roles = defaultdict(set)
