@@ -492,7 +492,8 @@ def export_backbone_model(weights, blocks, features, heads, path: Path):
                               producer_name="camledger-training", producer_version=MODEL_VERSION)
     model.ir_version = 8
     model.doc_string = ("camledger default spam classifier: frozen ImageNet MobileNetV2 trunk "
-                        f"(features[0:{blocks}], pooled {', '.join(features)}) + {len(heads)} trained head(s). Labels: "
+                        f"(features[0:{blocks}], pooled {', '.join(features)}) + {len(heads)} trained head(s). "
+                        "Labels: "
                         + ", ".join(synth.LABELS) + ". See default.manifest.json for preprocessing.")
     onnx.checker.check_model(model)
     path.write_bytes(model.SerializeToString())
@@ -644,7 +645,7 @@ def main():
     ft_epochs = 2 if args.quick else args.ft_epochs
 
     def fit_config(name, idx):
-        """Train configuration `name` on samples `idx`: (predict(indices) -> probs, head, trunk weights)."""
+        """Train configuration `name` on samples `idx`: (predict(indices) -> mean probs, heads, trunk weights)."""
         blocks, features, hidden = CONFIGS[name]
         if name in FINETUNED:
             m = finetune.fit(weights, B4[idx], P3[idx], y[idx], len(synth.LABELS), ft_epochs, SEED, hidden)
@@ -652,7 +653,11 @@ def main():
                     finetune.inject(weights, m["conv"]))
         cols = feature_columns(features)
         heads = [train_head(F_all[idx][:, cols], y[idx], hidden, epochs=epochs, seed=SEED + k) for k in range(HEADS)]
-        return (lambda j: np.mean([head_probs(h, F_all[j][:, cols]) for h in heads], 0)), heads, weights
+
+        def predict(j):
+            f = F_all[j][:, cols]  # sliced once for all heads
+            return np.mean([head_probs(h, f) for h in heads], 0)
+        return predict, heads, weights
 
     # Out-of-fold spam scores for every configuration.
     oof = {name: np.zeros(len(x)) for name in CONFIGS}
