@@ -117,7 +117,7 @@ def block_specs() -> list[tuple[int, int, int, int]]:
     return specs
 
 
-def feature_width(spec: str, side: int = 96) -> int:
+def feature_width(spec: str, side: int) -> int:
     """Width of one pooled feature (see `trunk_nodes`) for a `side`×`side` input."""
     op, where = spec.split(":")
     i = int(where[1:])
@@ -194,9 +194,13 @@ def trunk_nodes(w: dict, blocks: int, features: list[str], input_name: str = "in
             nodes.append(helper.make_node("GlobalMaxPool", [src], [f"{tag}.gmp"]))
             parts = [f"{tag}.gap", f"{tag}.gmp"]
         elif op == "g3":
-            cell = spatial_side(where, side) // 3
+            # Three cells a side that cover the whole map (overlapping where it is not a multiple
+            # of 3: an 8×8 map at a 128 input gets 4×4 cells at stride 2).
+            s = spatial_side(where, side)
+            step = s // 3
+            cell = s - 2 * step
             nodes.append(helper.make_node("AveragePool", [src], [f"{tag}.grid"], kernel_shape=[cell, cell],
-                                          strides=[cell, cell]))
+                                          strides=[step, step]))
             parts = [f"{tag}.grid"]
         elif op == "rw":
             nodes.append(helper.make_node("ReduceMean", [src], [f"{tag}.rmean"], axes=[3], keepdims=1))

@@ -1,6 +1,6 @@
 """Fine-tuning the last two blocks of the 7-block trunk together with the head (JAX, CPU).
 
-`features[0:5]` stays frozen: its output (block 4, 32×12×12 at a 96×96 input) and the pooled
+`features[0:5]` stays frozen: its output (block 4, 32×16×16 at a 128×128 input) and the pooled
 block-3 feature are computed once with ONNX Runtime (`maps`). Blocks 5 and 6 (expand 1×1 to 192,
 depthwise 3×3, project 1×1 to 32, residual add; batch norm folded) start from the ImageNet
 weights and train with a learning rate ten times smaller than the head's. The pooled features
@@ -17,10 +17,11 @@ import numpy as np
 
 import adam
 import backbone
+import synth
 
 BLOCKS = (5, 6)
 FEATURES = ["mm:b3", "mm:b6", "mm:d6", "g3:b6", "rw:b6"]
-SIDE = 12  # block 4..6 maps at a 96×96 input
+SIDE = synth.INPUT // 8  # block 4..6 maps (stride 8)
 CONV_LR = 2e-4
 HEAD_LR = 2e-3
 
@@ -29,10 +30,10 @@ def maps(weights, x_u8, threads, normalise, session, batch=256):
     """(block-4 output as NHWC float32, pooled `mm:b3`) for every sample."""
     from onnx import TensorProto, helper
 
-    nodes, inits, feat, _ = backbone.trunk_nodes(weights, BLOCKS[0], ["mm:b3"])
+    nodes, inits, feat, _ = backbone.trunk_nodes(weights, BLOCKS[0], ["mm:b3"], side=synth.INPUT)
     out = f"f{BLOCKS[0] - 1}.pw.y"
     graph = helper.make_graph(
-        nodes, "frozen_part", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 96, 96])],
+        nodes, "frozen_part", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, synth.INPUT, synth.INPUT])],
         [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 32, SIDE, SIDE]),
          helper.make_tensor_value_info(feat, TensorProto.FLOAT, ["N", 48])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -71,8 +72,10 @@ def _pooled(conv, b4):
                      + bd, 0, 6)
         x = x + d @ wp + bp
     n, c = x.shape[0], x.shape[3]
-    cell = SIDE // 3
-    grid = x.reshape(n, 3, cell, 3, cell, c).mean((2, 4)).transpose(0, 3, 1, 2).reshape(n, -1)
+    step = SIDE // 3  # trunk_nodes' 3×3 grid: cells of SIDE - 2 * step at stride step
+    cell = SIDE - 2 * step
+    grid = jnp.stack([x[:, i * step:i * step + cell, j * step:j * step + cell].mean((1, 2))
+                      for i in range(3) for j in range(3)], 2).reshape(n, -1)
     rows_mean = x.mean(2).transpose(0, 2, 1).reshape(n, -1)
     rows_max = x.max(2).transpose(0, 2, 1).reshape(n, -1)
     return jnp.concatenate([x.mean((1, 2)), x.max((1, 2)), d.mean((1, 2)), d.max((1, 2)), grid, rows_mean,

@@ -33,7 +33,7 @@ THR = manifest["threshold"]
 
 def score(ims, rng):
     x = np.stack([synth.to_input(im, rng) for im in ims])
-    return train.spam_score(train.predict_ort(sess, x))
+    return train.spam_score(train.predict_ort(sess, x, manifest["input"]["mean"], manifest["input"]["std"]))
 
 rng = random.Random(1)
 # Documents: each real test source, and synthetic pages, 40 each.

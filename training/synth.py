@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
-INPUT = 96
+INPUT = 128
 RESAMPLE = [Image.BILINEAR, Image.BICUBIC, Image.LANCZOS, Image.BOX, Image.HAMMING]
 
 WORDS = (
@@ -104,7 +104,7 @@ def fit(im: Image.Image, max_side: int) -> Image.Image:
 
 
 def to_input(im: Image.Image, rng: random.Random) -> np.ndarray:
-    """The model's view: stretch to 64x64 (manifest `resize: stretch`), uint8 HWC RGB."""
+    """The model's view: stretch to INPUT×INPUT (manifest `resize: stretch`), uint8 HWC RGB."""
     im = im.convert("RGB")
     if rng.random() < 0.5 and max(im.size) > 4 * INPUT:
         # Mimic a DCT-scaled JPEG decode (1/2..1/8) followed by a smaller resize.

