@@ -38,6 +38,7 @@ sys.path.insert(0, str(HERE))
 
 import adam  # noqa: E402
 import backbone  # noqa: E402
+import blank as blank_mod  # noqa: E402
 import finetune  # noqa: E402
 import lso  # noqa: E402
 import sources as src_mod  # noqa: E402
@@ -690,19 +691,24 @@ def main():
             log(f"CNN fold {f} done")
 
     # The previous default model (trained on most of these sources: in-sample for them).
+    # The current default, or when it already is this version (a re-run), the newest kept one.
     prev_scores = None
-    prev_manifest = MODELS / "default.manifest.json"
-    if prev_manifest.exists():
-        pm = json.loads(prev_manifest.read_text())
-        if pm["version"] != MODEL_VERSION:
-            side = pm["input"]["width"]
-            # A previous model of another input size sees the samples resized to its size.
-            xp = x if side == synth.INPUT else np.stack(
-                [np.asarray(Image.fromarray(a).resize((side, side), Image.BILINEAR)) for a in x])
-            sess = ort_session(MODELS / pm["file"], threads=args.workers)
-            prev_scores = spam_score(predict_ort(sess, xp, pm["input"]["mean"], pm["input"]["std"]))
-            prev_threshold = pm["threshold"]
-            prev_version = pm["version"]
+    pm, prev_dir = None, MODELS
+    if (MODELS / "default.manifest.json").exists():
+        pm = json.loads((MODELS / "default.manifest.json").read_text())
+    if pm is None or pm["version"] == MODEL_VERSION:
+        kept = sorted(MODELS.glob("v*/default.manifest.json"),
+                      key=lambda p: tuple(int(n) for n in p.parent.name[1:].split(".")))
+        pm, prev_dir = (json.loads(kept[-1].read_text()), kept[-1].parent) if kept else (None, MODELS)
+    if pm is not None and pm["version"] != MODEL_VERSION:
+        side = pm["input"]["width"]
+        # A previous model of another input size sees the samples resized to its size.
+        xp = x if side == synth.INPUT else np.stack(
+            [np.asarray(Image.fromarray(a).resize((side, side), Image.BILINEAR)) for a in x])
+        sess = ort_session(prev_dir / pm["file"], threads=args.workers)
+        prev_scores = spam_score(predict_ort(sess, xp, pm["input"]["mean"], pm["input"]["std"]))
+        prev_threshold = pm["threshold"]
+        prev_version = pm["version"]
 
     thresholds = {name: lso.choose_threshold(oof[name], tasks) for name in CONFIGS}
     results = {name: lso.summarise(oof[name], tasks, tags, thresholds[name], synth.LABELS) for name in CONFIGS}
@@ -736,6 +742,14 @@ def main():
         sel = np.where(te)[0]
         per_fold.append(lso.summarise(oof[ship][sel], [tasks[i] for i in sel], [tags[i] for i in sel],
                                       threshold, synth.LABELS))
+
+    # What the service flags: the blank detector's verdict or the classifier's, at the same threshold.
+    is_blank = blank_mod.blank(x)
+    pipeline = lso.summarise(np.where(is_blank, 1.0, oof[ship]), tasks, tags, threshold, synth.LABELS)
+    pipeline["blank_photos"] = int((is_blank & (y == 0)).sum())
+    pipeline["blank_spam"] = {kind: int((is_blank & (y == k)).sum()) for k, kind in enumerate(synth.LABELS) if k}
+    log(f"blank detector or classifier: photo FPR {100 * pipeline['fpr']:.2f}%, spam recall "
+        f"{100 * pipeline['spam_recall']:.1f}% ({pipeline['blank_photos']} photos blank)")
 
     # Secondary: the by-image split (photos held out by source image; spam by sample).
     by_image_test = np.array([
@@ -784,11 +798,11 @@ def main():
     more = {"previous": prev_scores} if prev_scores is not None else {}
     if cnn_oof is not None:
         more["cnn"] = cnn_oof
-    np.savez_compressed(HERE / ".cache" / "oof.npz", **{k: v for k, v in oof.items()}, **more, y=y,
+    np.savez_compressed((out_dir if args.quick else HERE / ".cache") / "oof.npz", **{k: v for k, v in oof.items()}, **more, y=y,
                         origins=np.array([t.origin for t in tasks]), tags=np.array(tags),
                         folds=np.array([fold_of[t.origin] for t in tasks]))
     write_report(out_dir / "TRAINING_REPORT.md", packages, images, tasks, fold_of, fold_sizes, results, extra,
-                 per_fold, by_image, ship, sha, max_diff, lat, n_macs, gen_s, feat_s, head_s, log_lines,
+                 per_fold, pipeline, by_image, ship, sha, max_diff, lat, n_macs, gen_s, feat_s, head_s, log_lines,
                  time.time() - t_start, args,
                  {ship: oof[ship], "previous": prev_scores, "tags": tags})
     log(f"done in {time.time() - t_start:.0f} s -> {out_dir}")
@@ -822,7 +836,7 @@ def pct(v: float) -> str:
     return f"{100 * v:.2f}%"
 
 
-def write_report(path, packages, images, tasks, fold_of, fold_sizes, results, extra, per_fold, by_image, ship,
+def write_report(path, packages, images, tasks, fold_of, fold_sizes, results, extra, per_fold, pipeline, by_image, ship,
                  sha, max_diff, lat, n_macs, gen_s, feat_s, head_s, log_lines, total_s, args, extra_scores):
     import jax
     import onnxruntime
@@ -935,6 +949,19 @@ def write_report(path, packages, images, tasks, fold_of, fold_sizes, results, ex
         w(f"| {o} | {fold_of[o.split(' / ')[1]]} | {m['n']} | {pct(m['recall'])} | "
           + " / ".join(f"{q:.3f}" for q in m["q"]) + " |")
     w("")
+    w("## In the pipeline: blank detector or classifier\n")
+    w("The service flags an image when any reason holds. On these out-of-fold scores, with the blank detector "
+      "(`training/blank.py`, a port of `crates/processor/src/blank.rs` run on each sample shrunk to 64×64: an "
+      "approximation of the scaled decode it sees) added to the classifier at the same threshold:\n")
+    w("| | photo FPR | worst photo source | spam recall | " + " | ".join(synth.KINDS) + " |")
+    w("|---|---|---|---|" + "---|" * len(synth.KINDS))
+    for name, m in [("classifier alone", r), ("blank detector or classifier", pipeline)]:
+        worst_o, worst_m = max(m["photo_sources"].items(), key=lambda kv: kv[1]["fpr"])
+        w(f"| {name} | {pct(m['fpr'])} | {worst_o} {pct(worst_m['fpr'])} | {pct(m['spam_recall'])} | "
+          + " | ".join(pct(m["kinds"][k]["recall"]) for k in synth.KINDS) + " |")
+    w("")
+    w(f"The blank detector alone calls {pipeline['blank_photos']} of {pipeline['n_photo']} photos blank, and "
+      + ", ".join(f"{n} {k}" for k, n in pipeline["blank_spam"].items() if n) + " spam samples.\n")
     w("## Secondary: by-image split\n")
     w("Photos held out by source image (20%), spam by sample, same samples and configuration, at the same "
       "threshold. This is the kind of split earlier reports led with; it measures memory of sources and is "
