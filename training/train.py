@@ -173,9 +173,15 @@ def forward(params, x):
     return feat @ w + b
 
 
-def normalise(x_u8: np.ndarray) -> np.ndarray:
+def normalise(x_u8: np.ndarray, mean=MEAN, std=STD) -> np.ndarray:
+    """uint8 pixels to a model's input as its manifest says: (x / 255 - mean) / std, float32 NHWC."""
     x = x_u8.astype(np.float32) * np.float32(SCALE)
-    return (x - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
+    return (x - np.array(mean, np.float32)) / np.array(std, np.float32)
+
+
+def nchw(x_u8: np.ndarray, mean=MEAN, std=STD) -> np.ndarray:
+    """`normalise`, laid out NCHW as the ONNX models take it."""
+    return normalise(x_u8, mean, std).transpose(0, 3, 1, 2).copy()
 
 
 def train(data, epochs: int, batch: int, log):
@@ -295,11 +301,9 @@ def ort_session(path: Path, threads: int = 1):
 
 def predict_ort(sess, x_u8, mean=MEAN, std=STD, batch=256):
     """Probabilities of a model whose manifest gives `mean` and `std` (on [0, 1] pixels)."""
-    m, sd = np.array(mean, np.float32), np.array(std, np.float32)
     out = []
     for i in range(0, len(x_u8), batch):
-        x = ((x_u8[i:i + batch].astype(np.float32) * np.float32(SCALE) - m) / sd).transpose(0, 3, 1, 2).copy()
-        out.append(sess.run(["probs"], {"input": x})[0])
+        out.append(sess.run(["probs"], {"input": nchw(x_u8[i:i + batch], mean, std)})[0])
     return np.concatenate(out)
 
 
@@ -345,12 +349,7 @@ def evaluate(probs, y, tags, threshold):
 
 def latency_us(path: Path, x_u8, mean=MEAN, std=STD) -> dict:
     sess = ort_session(path, threads=1)
-
-    def normalise(x):
-        return ((x.astype(np.float32) * np.float32(SCALE) - np.array(mean, np.float32))
-                / np.array(std, np.float32))
-
-    x = normalise(x_u8[:1]).transpose(0, 3, 1, 2).copy()
+    x = nchw(x_u8[:1], mean, std)
     for _ in range(200):
         sess.run(["probs"], {"input": x})
     ts = []
@@ -358,7 +357,7 @@ def latency_us(path: Path, x_u8, mean=MEAN, std=STD) -> dict:
         t0 = time.perf_counter()
         sess.run(["probs"], {"input": x})
         ts.append(time.perf_counter() - t0)
-    xb = normalise(x_u8[:64]).transpose(0, 3, 1, 2).copy()
+    xb = nchw(x_u8[:64], mean, std)
     t0 = time.perf_counter()
     for _ in range(20):
         sess.run(["probs"], {"input": xb})
@@ -399,9 +398,7 @@ def ort_model_session(model_bytes: bytes, threads: int):
 
 
 def imagenet_normalise(x_u8: np.ndarray) -> np.ndarray:
-    x = x_u8.astype(np.float32) * np.float32(SCALE)
-    x = (x - np.array(backbone.MEAN, np.float32)) / np.array(backbone.STD, np.float32)
-    return x.transpose(0, 3, 1, 2).copy()
+    return nchw(x_u8, backbone.MEAN, backbone.STD)
 
 
 def trunk_features(weights, x_u8, blocks, features, threads, batch=256) -> np.ndarray:
