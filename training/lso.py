@@ -25,14 +25,15 @@ import synth
 GEN_FAMILIES = {
     "meme": [f"gen:meme/{s}" for s in synth.MEME_STYLES],
     "screenshot": ["gen:screenshot/ui", "gen:screenshot/terminal", "gen:screenshot/code"],
-    "document": ["gen:document/page", "gen:document/receipt"],
+    "document": ["gen:document/page", "gen:document/receipt", "gen:document/scan"],
     "flat": [f"gen:flat/{t}" for t in synth.FLAT_TONES],
     "synthetic": [f"gen:synthetic/{k}" for k in synth.SYNTH_KINDS],
-    "artwork": [],
+    "artwork": [f"gen:artwork/{s}" for s in synth.ART_STYLES],
 }
 REAL_ROLE = {"screenshot": "screenshot", "document": "document", "synthetic": "figure", "artwork": "artwork"}
 # Families whose generator pastes one of the photo sources into the image.
-USES_PHOTO = {"gen:meme/classic", "gen:meme/band", "gen:meme/demotivational", "gen:meme/flat", "gen:screenshot/ui"}
+USES_PHOTO = {"gen:meme/classic", "gen:meme/band", "gen:meme/demotivational", "gen:meme/flat", "gen:meme/quote",
+              "gen:meme/panels", "gen:screenshot/ui", "gen:artwork/painted", "gen:artwork/sketch"}
 
 
 @dataclass

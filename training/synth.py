@@ -292,11 +292,59 @@ def draw_caption(d: ImageDraw.ImageDraw, text: str, box: tuple[int, int, int, in
         y += size * 1.1
 
 
-MEME_STYLES = ["classic", "band", "demotivational", "flat"]
+MEME_STYLES = ["classic", "band", "demotivational", "flat", "quote", "panels"]
+
+
+def quote(base: Image.Image, rng: random.Random, fonts: Fonts) -> Image.Image:
+    """An inspirational-quote post: a darkened or blurred photo under large centred text."""
+    im = ImageEnhance.Brightness(base).enhance(rng.uniform(0.25, 0.65))
+    if rng.random() < 0.5:
+        im = im.filter(ImageFilter.GaussianBlur(rng.uniform(1, 6)))
+    w, h = im.size
+    d = ImageDraw.Draw(im)
+    text = sentence(rng, rng.randint(6, 20))
+    text = text[0].upper() + text[1:] + rng.choice([".", "", "!"])
+    if rng.random() < 0.4:
+        text = "\u201c" + text + "\u201d"
+    family = rng.choice([fonts.regular, fonts.bold, fonts.all])
+    fill = (255, 255, 255) if rng.random() < 0.8 else rand_color(rng, 180, 255)
+    y0, y1 = int(h * rng.uniform(0.1, 0.3)), int(h * rng.uniform(0.65, 0.85))
+    draw_caption(d, text, (int(w * 0.1), y0, int(w * 0.9), y1), family, fonts, rng, fill=fill, stroke=None,
+                 max_size=int(h * rng.uniform(0.07, 0.12)))
+    if rng.random() < 0.6:  # attribution
+        name = "\u2014 " + " ".join(rng.choice(WORDS).title() for _ in range(2))
+        draw_caption(d, name, (int(w * 0.2), y1 + int(h * 0.02), int(w * 0.8), y1 + int(h * 0.1)),
+                     fonts.regular, fonts, rng, fill=fill, stroke=None)
+    return im
+
+
+def panels(photos: list[Image.Image], rng: random.Random, fonts: Fonts) -> Image.Image:
+    """A reaction meme in panels: each row a photo beside a white cell of black text."""
+    rows = rng.randint(2, 4)
+    cell = rng.randint(160, 260)
+    text_w = int(cell * rng.uniform(1.0, 1.6))
+    photo_left = rng.random() < 0.7
+    im = Image.new("RGB", (cell + text_w, cell * rows), (255, 255, 255))
+    d = ImageDraw.Draw(im)
+    family = rng.choice([fonts.regular, fonts.bold, fonts.condensed_bold])
+    for r in range(rows):
+        p = flatten_alpha(rng.choice(photos), (255, 255, 255))
+        p = random_crop(p, rng, min_area=0.3, aspect=(0.8, 1.25)).resize((cell, cell), Image.BILINEAR)
+        x_photo, x_text = (0, cell) if photo_left else (text_w, 0)
+        im.paste(p, (x_photo, r * cell))
+        draw_caption(d, sentence(rng, rng.randint(2, 9)),
+                     (x_text + int(text_w * 0.06), r * cell + int(cell * 0.1), x_text + int(text_w * 0.94),
+                      (r + 1) * cell - int(cell * 0.1)), family, fonts, rng, fill=(0, 0, 0), stroke=None,
+                     max_size=int(cell * 0.16))
+        if rng.random() < 0.5:
+            d.line([0, (r + 1) * cell, im.width, (r + 1) * cell], fill=(0, 0, 0), width=2)
+    return im
 
 
 def meme(photos: list[Image.Image], rng: random.Random, fonts: Fonts, style: str | None = None) -> Image.Image:
-    style = style or rng.choices(MEME_STYLES, [0.5, 0.2, 0.15, 0.15])[0]
+    style = style or rng.choices(MEME_STYLES, [0.4, 0.16, 0.12, 0.12, 0.1, 0.1])[0]
+    if style == "panels":
+        return panels(photos, rng, fonts)
     base = flatten_alpha(rng.choice(photos), (255, 255, 255))
     base = fit(random_crop(base, rng, min_area=0.5, aspect=(0.7, 1.6)), 560)
     upper = rng.random() < 0.85
@@ -317,6 +365,8 @@ def meme(photos: list[Image.Image], rng: random.Random, fonts: Fonts, style: str
         if which in ("both", "bottom"):
             draw_caption(d, bottom, (0, h - band, w, int(h * 0.98)), fonts.condensed_bold, fonts, rng)
         return im
+    if style == "quote":
+        return quote(base, rng, fonts)
     if style == "band":  # modern meme: white band with black text above the photo
         w, h = base.size
         band = int(h * rng.uniform(0.2, 0.45))
@@ -540,7 +590,44 @@ def screenshot(photos, real_shots, rng, fonts, style: str | None = None) -> Imag
 
 # ----------------------------------------------------------------------------- spam: documents
 
+def perspective_coeffs(dst: list[tuple[float, float]], src: list[tuple[float, float]]) -> list[float]:
+    """PIL's PERSPECTIVE coefficients mapping output points `dst` to input points `src`."""
+    a, b = [], []
+    for (x, y), (u, v) in zip(dst, src):
+        a.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        a.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+        b += [u, v]
+    return np.linalg.solve(np.array(a, np.float64), np.array(b, np.float64)).tolist()
+
+
+def photographed_page(page: Image.Image, rng: random.Random) -> Image.Image:
+    """A page photographed on a desk: seen at an angle, unevenly lit, a little soft and noisy."""
+    W, H = rng.choice([(640, 480), (480, 640), (640, 360), (512, 512)])
+    desk = np.empty((H, W, 3), np.float32)
+    desk[:] = rand_color(rng, 30, 200)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    desk += ((xx / W - 0.5) * rng.uniform(-40, 40) + (yy / H - 0.5) * rng.uniform(-40, 40))[..., None]
+    im = Image.fromarray(np.clip(desk, 0, 255).astype(np.uint8))
+    # Where the page's corners land: a quadrilateral covering much of the frame.
+    cx, cy, sx, sy = W / 2, H / 2, W * rng.uniform(0.3, 0.5), H * rng.uniform(0.35, 0.52)
+    corners = [(cx - sx, cy - sy), (cx + sx, cy - sy), (cx + sx, cy + sy), (cx - sx, cy + sy)]
+    corners = [(x + rng.uniform(-0.12, 0.12) * W, y + rng.uniform(-0.1, 0.1) * H) for x, y in corners]
+    pw, ph = page.size
+    coeffs = perspective_coeffs(corners, [(0, 0), (pw, 0), (pw, ph), (0, ph)])
+    warped = page.convert("RGB").transform((W, H), Image.PERSPECTIVE, coeffs, Image.BILINEAR)
+    mask = Image.new("L", page.size, 255).transform((W, H), Image.PERSPECTIVE, coeffs, Image.BILINEAR)
+    im.paste(warped, mask=mask)
+    light = 1 + (xx / W - rng.random()) * rng.uniform(-0.5, 0.5) + (yy / H - rng.random()) * rng.uniform(-0.5, 0.5)
+    a = np.asarray(im, np.float32) * np.clip(light, 0.4, 1.3)[..., None]
+    im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    if rng.random() < 0.6:
+        im = im.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.5)))
+    return add_noise(im, rng, rng.uniform(1, 7))
+
+
 def document(real_docs, rng, fonts, style: str | None = None) -> Image.Image:
+    if style == "scan":
+        return photographed_page(document(real_docs, rng, fonts, "page"), rng)
     if style == "real" or (style is None and real_docs and rng.random() < 0.15):
         im = random_crop(flatten_alpha(rng.choice(real_docs), (255, 255, 255)), rng, min_area=0.4)
         return im
@@ -589,18 +676,49 @@ def document(real_docs, rng, fonts, style: str | None = None) -> Image.Image:
 
 # ----------------------------------------------------------------------------- spam: flat frames
 
-FLAT_TONES = {"dark": (0.0, 0.4), "light": (0.4, 0.55), "colour": (0.55, 1.0)}
+FLAT_TONES = {"dark": (0.0, 0.4), "light": (0.4, 0.55), "colour": (0.55, 1.0), "grey": None, "nosignal": None}
+NO_SIGNAL = ["NO SIGNAL", "VIDEO LOSS", "NO VIDEO", "Video Loss", "No Signal", "SIGNAL LOST", "NO CAMERA",
+             "Connecting...", "OFFLINE", "Camera offline"]
+
+
+def no_signal(rng: random.Random, fonts: Fonts) -> Image.Image:
+    """What a DVR or NVR sends for a dead channel: a solid screen with a centred message."""
+    W, H = rng.choice([(640, 360), (640, 480), (704, 576), (1280, 720)])
+    bg = rng.choice([(0, 0, 255), (16, 16, 160), (0, 0, 0), (0, 0, 0), (40, 40, 40), (0, 90, 180),
+                     rand_color(rng, 0, 120)])
+    im = Image.new("RGB", (W, H), bg)
+    d = ImageDraw.Draw(im)
+    text = rng.choice(NO_SIGNAL)
+    size = int(H * rng.uniform(0.04, 0.12))
+    font = fonts.get(rng.choice([fonts.bold, fonts.regular, fonts.mono]), size, rng)
+    tw = d.textlength(text, font=font)
+    x, y = (W - tw) / 2, (H - size) / 2 + rng.uniform(-0.2, 0.2) * H
+    if rng.random() < 0.35:  # a message box
+        pad = size * 0.6
+        d.rectangle([x - pad, y - pad, x + tw + pad, y + size + pad], fill=rand_color(rng, 0, 90),
+                    outline=(255, 255, 255) if rng.random() < 0.5 else None)
+    d.text((x, y), text, font=font, fill=rng.choice([(255, 255, 255), (255, 255, 0), (230, 230, 230), (255, 60, 60)]))
+    if rng.random() < 0.5:
+        im = osd(im, rng, fonts)
+    return im
 
 
 def flat(rng: random.Random, fonts: Fonts, tone: str | None = None) -> Image.Image:
+    if tone == "nosignal":
+        im = no_signal(rng, fonts)
+        return jpeg(im, rng.randint(30, 95)) if rng.random() < 0.7 else im
     W, H = rng.choice([(640, 360), (640, 480), (480, 640), (512, 512)])
-    r = rng.uniform(*FLAT_TONES[tone]) if tone else rng.random()
-    if r < 0.4:
-        c = tuple([rng.randint(0, 18)] * 3) if rng.random() < 0.7 else rand_color(rng, 0, 20)
-    elif r < 0.55:
-        c = tuple([rng.randint(235, 255)] * 3)
+    if tone == "grey":  # a wall, a covered lens in daylight: one mid tone, maybe tinted
+        g = rng.randint(25, 225)
+        c = tuple(int(np.clip(g + rng.uniform(-10, 10), 0, 255)) for _ in range(3))
     else:
-        c = rand_color(rng)
+        r = rng.uniform(*FLAT_TONES[tone]) if tone else rng.random()
+        if r < 0.4:
+            c = tuple([rng.randint(0, 18)] * 3) if rng.random() < 0.7 else rand_color(rng, 0, 20)
+        elif r < 0.55:
+            c = tuple([rng.randint(235, 255)] * 3)
+        else:
+            c = rand_color(rng)
     a = np.empty((H, W, 3), np.float32)
     a[:] = c
     if rng.random() < 0.4:  # faint gradient / vignette
@@ -617,7 +735,60 @@ def flat(rng: random.Random, fonts: Fonts, tone: str | None = None) -> Image.Ima
 
 # ----------------------------------------------------------------------------- spam: synthetic graphics
 
-SYNTH_KINDS = ["gradient", "shapes", "chart", "pattern", "noise", "colorbars", "fractal", "noisefield", "haze"]
+SYNTH_KINDS = ["gradient", "shapes", "chart", "pattern", "noise", "colorbars", "fractal", "noisefield", "haze",
+               "waves", "cells"]
+
+
+def colour_map(t: np.ndarray, rng: random.Random) -> Image.Image:
+    """Values in [0, 1] through a random three-colour ramp, or as grey."""
+    if rng.random() < 0.3:
+        return Image.fromarray((np.clip(t, 0, 1) * 255).astype(np.uint8)).convert("RGB")
+    c0, c1, c2 = (np.array(rand_color(rng), np.float32) for _ in range(3))
+    t = np.clip(t, 0, 1)[..., None]
+    rgb = np.where(t < 0.5, c0 + (c1 - c0) * t * 2, c1 + (c2 - c1) * (t - 0.5) * 2)
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+def waves(W: int, H: int, rng: random.Random) -> Image.Image:
+    """Interference of a few sinusoidal gratings: moire, ripples, op-art."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    acc = np.zeros((H, W), np.float32)
+    n = rng.randint(1, 5)
+    for _ in range(n):
+        if rng.random() < 0.3:  # circular ripples
+            cx, cy = rng.uniform(0, W), rng.uniform(0, H)
+            u = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
+        else:
+            ang = rng.uniform(0, math.pi)
+            u = xx * math.cos(ang) + yy * math.sin(ang)
+        acc += np.sin(u * 2 * math.pi / rng.uniform(4, 120) + rng.uniform(0, 6.3))
+    t = 0.5 + 0.5 * acc / n
+    if rng.random() < 0.3:
+        t = (t > 0.5).astype(np.float32)
+    return colour_map(t, rng)
+
+
+def cells(W: int, H: int, rng: random.Random) -> Image.Image:
+    """Voronoi cells (stained glass, low-poly backgrounds), flat or shaded, maybe with borders."""
+    n = rng.randint(6, 80)
+    pts = np.array([(rng.uniform(0, W), rng.uniform(0, H)) for _ in range(n)], np.float32)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    d = (xx[..., None] - pts[:, 0]) ** 2 + (yy[..., None] - pts[:, 1]) ** 2
+    order = np.argsort(d, axis=-1)[..., :2]
+    nearest = order[..., 0]
+    colours = np.array([rand_color(rng) for _ in range(n)], np.float32)
+    if rng.random() < 0.5:  # a palette of shades of one or two hues
+        base = np.array(rand_color(rng), np.float32)
+        colours = np.clip(base + rng.uniform(0.2, 0.8) * (colours - 128), 0, 255)
+    rgb = colours[nearest]
+    if rng.random() < 0.4:  # shade by distance to the seed
+        d1 = np.sqrt(np.take_along_axis(d, order[..., :1], -1))
+        rgb = rgb * (1 - 0.5 * d1 / max(1e-6, d1.max()))
+    if rng.random() < 0.5:  # borders where the two nearest seeds are almost equidistant
+        d0 = np.sqrt(np.take_along_axis(d, order[..., :1], -1))[..., 0]
+        d1 = np.sqrt(np.take_along_axis(d, order[..., 1:2], -1))[..., 0]
+        rgb[(d1 - d0) < rng.uniform(1, 4)] = rand_color(rng, 0, 60) if rng.random() < 0.7 else (255, 255, 255)
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
 
 
 def fractal(W: int, H: int, rng: random.Random) -> Image.Image:
@@ -702,6 +873,10 @@ def synthetic(real_figs, rng: random.Random, fonts: Fonts, kind: str | None = No
         return noisefield(W, H, rng)
     if kind == "haze":
         return haze(W, H, rng)
+    if kind == "waves":
+        return waves(W, H, rng)
+    if kind == "cells":
+        return cells(W, H, rng)
     im = Image.new("RGB", (W, H), rand_color(rng))
     d = ImageDraw.Draw(im)
     if kind == "gradient":
@@ -789,7 +964,58 @@ def synthetic(real_figs, rng: random.Random, fonts: Fonts, kind: str | None = No
 
 # ----------------------------------------------------------------------------- spam: artwork
 
-def artwork(real_art, rng, fonts) -> Image.Image:
+ART_STYLES = ["painted", "sketch"]
+
+
+def painted(photo: Image.Image, rng: random.Random) -> Image.Image:
+    """A photo rendered as a painting or a cartoon: few colours, smoothed regions, maybe inked edges."""
+    im = fit(random_crop(flatten_alpha(photo, (255, 255, 255)), rng, min_area=0.4), 480)
+    im = im.quantize(rng.randint(5, 24), method=Image.Quantize.MEDIANCUT).convert("RGB")
+    im = im.filter(ImageFilter.ModeFilter(rng.choice([3, 5, 7, 9])))
+    if rng.random() < 0.5:
+        im = im.filter(ImageFilter.MedianFilter(rng.choice([3, 5])))
+    im = ImageEnhance.Color(im).enhance(rng.uniform(1.0, 1.8))
+    if rng.random() < 0.4:  # inked outlines
+        edges = ImageOps.grayscale(im).filter(ImageFilter.FIND_EDGES)
+        ink = np.asarray(edges, np.float32) > rng.uniform(20, 60)
+        a = np.asarray(im, np.float32).copy()
+        a[ink] *= 0.15
+        im = Image.fromarray(a.astype(np.uint8))
+    if rng.random() < 0.4:  # canvas or brush texture
+        nrng = np.random.default_rng(rng.getrandbits(32))
+        tex = nrng.normal(0, rng.uniform(4, 14), (im.height, im.width // 4 + 1)).astype(np.float32)
+        tex = np.repeat(tex, 4, axis=1)[:, :im.width]
+        im = Image.fromarray(np.clip(np.asarray(im, np.float32) + tex[..., None], 0, 255).astype(np.uint8))
+    return im
+
+
+def sketch(photo: Image.Image, rng: random.Random) -> Image.Image:
+    """A photo as a drawing: a pencil sketch on paper, or coloured line art on a plain ground."""
+    im = fit(random_crop(flatten_alpha(photo, (255, 255, 255)), rng, min_area=0.4), 480)
+    g = np.asarray(ImageOps.grayscale(im), np.float32)
+    if rng.random() < 0.6:  # colour-dodge pencil sketch
+        blur = np.asarray(Image.fromarray(255 - g.astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(3, 12))),
+                          np.float32)
+        out = np.clip(g * 255 / np.maximum(1, 255 - blur), 0, 255)
+        paper = np.array(rand_color(rng, 225, 255) if rng.random() < 0.5 else (255, 255, 255), np.float32)
+        rgb = out[..., None] / 255 * paper
+        return Image.fromarray(rgb.astype(np.uint8))
+    e = np.asarray(Image.fromarray(g.astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.5)).filter(ImageFilter.FIND_EDGES),
+                   np.float32)
+    edges = e > max(4.0, float(np.percentile(e, rng.uniform(80, 92))))
+    ground, line = ((rand_color(rng, 0, 50), rand_color(rng, 120, 255)) if rng.random() < 0.5
+                    else (rand_color(rng, 215, 255), rand_color(rng, 0, 120)))
+    rgb = np.empty(g.shape + (3,), np.uint8)
+    rgb[:] = ground
+    rgb[edges] = line
+    return Image.fromarray(rgb)
+
+
+def artwork(real_art, rng, fonts, style: str | None = None, photos=None) -> Image.Image:
+    if style == "painted":
+        return painted(rng.choice(photos), rng)
+    if style == "sketch":
+        return sketch(rng.choice(photos), rng)
     src = rng.choice(real_art)
     bg = (255, 255, 255) if rng.random() < 0.5 else rand_color(rng)
     if src.mode == "RGBA" and rng.random() < 0.5:  # clip art composed on a canvas
@@ -833,5 +1059,5 @@ def make_spam(kind: str, pool: dict, rng: random.Random, fonts: Fonts, style: st
     elif kind == "synthetic":
         im = synthetic(pool["figure"], rng, fonts, style)
     else:
-        im = artwork(pool["artwork"], rng, fonts)
+        im = artwork(pool.get("artwork", []), rng, fonts, style, pool["photo"])
     return spam_post(im.convert("RGB"), rng)

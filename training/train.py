@@ -51,7 +51,7 @@ MEAN = [0.5, 0.5, 0.5]
 STD = [0.25, 0.25, 0.25]
 SCALE = 1.0 / 255.0
 CHANNELS = [24, 48, 96, 192]
-MODEL_VERSION = "2.2.0"
+MODEL_VERSION = "2.3.0"
 
 # ----------------------------------------------------------------------------- split by source
 
@@ -983,11 +983,13 @@ def write_report(path, packages, images, tasks, fold_of, fold_sizes, results, ex
     w("- **photo**: camera-like crops, exposure, contrast, saturation, blur, noise, monochrome, JPEG 25–95; "
       "15% close-ups with a shallow depth of field, 20% of plain frames in a saturated 'vivid' look, 8% with "
       "wires across the frame; 16% night, 12% fog; 35% with a burned-in timestamp/camera-name OSD.")
-    w("- **spam** generators: memes (classic caption, band, demotivational, flat), UI mock-ups, terminals, "
-      "code editors, pages and receipts, flat frames (dark, light, colour), synthetic graphics (gradients, "
+    w("- **spam** generators: memes (classic caption, band, demotivational, flat, quote over a darkened photo, "
+      "panels of photo and text), UI mock-ups, terminals, code editors, pages, receipts and photographed pages, "
+      "flat frames (dark, light, colour, mid grey, a DVR's no-signal screen), synthetic graphics (gradients, "
       "shapes, charts, patterns, blocky noise, colour bars, Mandelbrot/Julia fractals, multi-octave noise fields, "
-      "fog-like grey gradients); real screenshots, documents, figures (scikit-image docs, GIMP render filters, "
-      "Kdenlive luma wipes) and artwork (wallpapers, paintings, clip art).\n")
+      "fog-like grey gradients, wave interference, Voronoi cells), photos rendered as paintings or sketches; "
+      "real screenshots, documents, figures (scikit-image docs, GIMP render filters, Kdenlive luma wipes) and "
+      "artwork (wallpapers, paintings, clip art).\n")
     w("## Limits\n")
     w("- Photos come from about thirty packages, and one of them (GCompris) holds most source photos: when its "
       "fold is held out the model learns photos from the rest. Real camera footage (CCTV, IR, fisheye) is still "
