@@ -739,9 +739,9 @@ SYNTH_KINDS = ["gradient", "shapes", "chart", "pattern", "noise", "colorbars", "
                "waves", "cells"]
 
 
-def colour_map(t: np.ndarray, rng: random.Random) -> Image.Image:
-    """Values in [0, 1] through a random three-colour ramp, or as grey."""
-    if rng.random() < 0.3:
+def colour_map(t: np.ndarray, rng: random.Random, grey: float = 0.3) -> Image.Image:
+    """Values in [0, 1] through a random three-colour ramp, or (with probability `grey`) as grey."""
+    if rng.random() < grey:
         return Image.fromarray((np.clip(t, 0, 1) * 255).astype(np.uint8)).convert("RGB")
     c0, c1, c2 = (np.array(rand_color(rng), np.float32) for _ in range(3))
     t = np.clip(t, 0, 1)[..., None]
@@ -832,13 +832,7 @@ def noisefield(W: int, H: int, rng: random.Random) -> Image.Image:
     acc = (acc - acc.min()) / max(1e-6, np.ptp(acc))
     if rng.random() < 0.3:  # marble / plasma bands
         acc = 0.5 + 0.5 * np.sin(acc * rng.uniform(6, 30))
-    if rng.random() < 0.4:
-        g = (acc * 255).astype(np.uint8)
-        return Image.fromarray(g).convert("RGB")
-    c0, c1, c2 = (np.array(rand_color(rng), np.float32) for _ in range(3))
-    t = acc[..., None]
-    rgb = np.where(t < 0.5, c0 + (c1 - c0) * t * 2, c1 + (c2 - c1) * (t - 0.5) * 2)
-    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+    return colour_map(acc, rng, grey=0.4)
 
 
 def haze(W: int, H: int, rng: random.Random) -> Image.Image:

@@ -532,6 +532,7 @@ CONFIGS = {  # name -> (trunk blocks, pooled features (backbone.trunk_nodes), he
     # grids (title bars, centred objects) and block 6's row profile (a caption's lines of text).
     # 2.2.0 keeps 2.1.0's mnv2-14-spatial and feeds it 128x128 instead of 96x96: 73.9% spam
     # recall instead of 65.2% on the same plan and folds (docs/design.md, "Spam model 2.2.0").
+    # 2.3.0 trains the same configuration on nine more spam styles ("Spam model 2.3.0").
     "mnv2-7-spatial-mlp": (7, TAPS[:2] + ["mm:d6", "g3:b6", "rw:b6"], 128),
     "mnv2-14-spatial-mlp": (14, TAPS + ["mm:d13", "g3:b13", "g3:b6", "rw:b6"], 128),
 }
@@ -561,6 +562,14 @@ def feature_columns(features):
             cols += list(range(at, at + w))
         at += w
     return np.array(cols)
+
+
+def samples_path(n_photo: int, n_kind: int) -> Path:
+    """Where the samples of a plan are cached: they are a pure function of the sources, the
+    generators and the counts, so the key hashes exactly those."""
+    key = hashlib.sha256(b"".join((HERE / f).read_bytes() for f in ("sources.toml", "synth.py", "lso.py"))
+                         + f"{n_photo}:{n_kind}:{synth.INPUT}".encode()).hexdigest()[:16]
+    return HERE / ".cache" / f"samples-{key}.npz"
 
 
 def main():
@@ -608,10 +617,7 @@ def main():
     n_photo, n_kind = (600, 100) if args.quick else (args.photos, args.per_kind)
     tasks = lso.plan(images, n_photo, n_kind, SEED)
     t0 = time.time()
-    # Samples are a pure function of the sources, the generators and the counts: cache them.
-    key = hashlib.sha256(b"".join((HERE / f).read_bytes() for f in ("sources.toml", "synth.py", "lso.py"))
-                         + f"{n_photo}:{n_kind}:{synth.INPUT}".encode()).hexdigest()[:16]
-    cached = HERE / ".cache" / f"samples-{key}.npz"
+    cached = samples_path(n_photo, n_kind)
     if cached.exists():
         z = np.load(cached)
         x, tags = z["x"], [str(t) for t in z["tags"]]
