@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use camledger_processor::admission::{admit, Limits};
 use camledger_processor::bench::{photo, rate};
 use camledger_processor::decode::decode_scaled;
+use camledger_processor::resize::triangle;
 use image::imageops::{self, FilterType};
 use image::{Rgb, RgbImage};
 
@@ -59,6 +60,12 @@ fn main() {
             "Triangle resize 240x135 -> 64x64",
             Box::new(|_| drop(imageops::resize(&eighth, 64, 64, FilterType::Triangle))),
         ),
+        ("camledger triangle 240x135 -> 64x64", Box::new(|_| drop(triangle(&eighth, 64, 64)))),
+        (
+            "Triangle resize 240x135 -> 128x128",
+            Box::new(|_| drop(imageops::resize(&eighth, 128, 128, FilterType::Triangle))),
+        ),
+        ("camledger triangle 240x135 -> 128x128", Box::new(|_| drop(triangle(&eighth, 128, 128)))),
     ];
     for (label, part) in parts {
         let per_cpu = rate(n, 1.0, |i| {

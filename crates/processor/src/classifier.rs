@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use image::{imageops::FilterType, RgbImage};
+use image::RgbImage;
 use ort::session::Session;
 use sha2::{Digest, Sha256};
 use tracing::instrument;
@@ -187,7 +187,7 @@ impl Model {
             let image = if image.dimensions() == (input.width, input.height) {
                 *image
             } else {
-                resized = image::imageops::resize(*image, input.width, input.height, FilterType::Triangle);
+                resized = crate::resize::triangle(image, input.width, input.height);
                 &resized
             };
             let batch = &mut out[n * plane * 3..(n + 1) * plane * 3];

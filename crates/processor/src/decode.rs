@@ -33,7 +33,7 @@
 //! Both return exactly `side`×`side` RGB (aspect ratio stretched, as the classifier manifest's
 //! `"resize": "stretch"` and the perceptual hashes expect), shrunk with the `Triangle` filter.
 
-use image::{imageops::FilterType, RgbImage};
+use image::RgbImage;
 use tracing::instrument;
 
 use crate::admission::{self, Format, Limits, Rejection};
@@ -138,7 +138,7 @@ pub fn decode_thumbnail(bytes: &[u8], max_side: u32, limits: &Limits) -> Result<
     if image.width() == w && image.height() == h {
         return Ok(image);
     }
-    Ok(image::imageops::resize(&image, w, h, FilterType::Triangle))
+    Ok(crate::resize::triangle(&image, w, h))
 }
 
 fn decode_with_image_crate(bytes: &[u8], format: Format, limits: &Limits) -> Result<RgbImage, DecodeError> {
@@ -203,7 +203,7 @@ fn shrink(image: RgbImage, side: u32) -> RgbImage {
     if image.width() == side && image.height() == side {
         return image;
     }
-    image::imageops::resize(&image, side, side, FilterType::Triangle)
+    crate::resize::triangle(&image, side, side)
 }
 
 /// Luma (BT.601) of an RGB image, as `f32` in 0..=255, row-major.
@@ -216,7 +216,7 @@ pub fn luma_at(image: &RgbImage, side: u32) -> Vec<f32> {
     if image.width() == side && image.height() == side {
         return luma(image);
     }
-    luma(&image::imageops::resize(image, side, side, FilterType::Triangle))
+    luma(&crate::resize::triangle(image, side, side))
 }
 
 #[cfg(test)]

@@ -115,7 +115,7 @@ pub fn phash(image: &RgbImage) -> u64 {
 
 /// 64-bit dHash: 8 rows × 8 comparisons of horizontally adjacent pixels of a 9×8 luma image.
 pub fn dhash(image: &RgbImage) -> u64 {
-    let small = image::imageops::resize(image, 9, 8, image::imageops::FilterType::Triangle);
+    let small = crate::resize::triangle(image, 9, 8);
     let pixels = crate::decode::luma(&small);
     let mut hash = 0u64;
     for y in 0..8 {

@@ -32,7 +32,7 @@ fn model_with(edit: impl FnOnce(&mut Manifest)) -> Result<Model, ModelError> {
 
 /// What tiny.onnx computes, by hand: channel means of x = u8/255 -> W·x + b -> softmax.
 fn tiny_reference(image: &RgbImage) -> Vec<f32> {
-    let small = image::imageops::resize(image, 8, 8, FilterType::Triangle);
+    let small = image::imageops::resize(image, 8, 8, image::imageops::FilterType::Triangle);
     let mut means = [0.0f32; 3];
     for p in small.pixels() {
         for c in 0..3 {
