@@ -63,14 +63,12 @@ fn taps(from: u32, to: u32) -> Vec<Taps> {
 /// `image`'s `resize(.., FilterType::Triangle)` for RGB images, bit-identical (module docs).
 pub fn triangle(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     let (from_w, from_h) = image.dimensions();
-    if from_w == 0 || from_h == 0 {
-        return RgbImage::new(width, height);
-    }
     if (width, height) == (from_w, from_h) {
         return image.clone();
     }
-    if width == 0 || height == 0 {
-        return RgbImage::new(width, height);
+    let mut resized = RgbImage::new(width, height);
+    if [from_w, from_h, width, height].contains(&0) {
+        return resized;
     }
     let stride = from_w as usize * 3;
     let source = image.as_raw();
@@ -86,7 +84,7 @@ pub fn triangle(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     }
     // Horizontal pass, row by row, rounded to bytes.
     let columns = taps(from_w, width);
-    let mut out = vec![0u8; width as usize * height as usize * 3];
+    let out: &mut [u8] = &mut resized;
     for (row, out) in rows.chunks_exact(stride).zip(out.chunks_exact_mut(width as usize * 3)) {
         for (taps, out) in columns.iter().zip(out.chunks_exact_mut(3)) {
             let mut acc = [0.0f32; 3];
@@ -100,7 +98,7 @@ pub fn triangle(image: &RgbImage, width: u32, height: u32) -> RgbImage {
             }
         }
     }
-    RgbImage::from_raw(width, height, out).expect("width × height × 3 bytes were written")
+    resized
 }
 
 /// `v.clamp(0.0, 255.0).round() as u8` (half away from zero) without a call to `roundf`:
