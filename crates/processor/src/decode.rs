@@ -102,7 +102,8 @@ pub fn decode_scaled_pair(bytes: &[u8], a: u32, b: u32, limits: &Limits) -> Resu
         Format::Png | Format::Webp => Some(decode_with_image_crate(bytes, admitted.format, limits)?),
     };
     match shared {
-        Some(image) => Ok((shrink(image.clone(), a), shrink(image, b))),
+        // `triangle` reads the shared image; only the last size may take it over.
+        Some(image) => Ok((crate::resize::triangle(&image, a, a), shrink(image, b))),
         None => Ok((decode_scaled(bytes, a, limits)?, decode_scaled(bytes, b, limits)?)),
     }
 }
@@ -116,7 +117,7 @@ pub fn decode_full_pair(bytes: &[u8], a: u32, b: u32, limits: &Limits) -> Result
         if image.width() >= 2 * side && image.height() >= 2 * side {
             image::imageops::thumbnail(&image, side, side)
         } else {
-            shrink(image.clone(), side)
+            crate::resize::triangle(&image, side, side)
         }
     };
     Ok((to(a), to(b)))
